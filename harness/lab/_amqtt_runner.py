@@ -1,0 +1,64 @@
+"""Run an amqtt broker in this process: `python -m harness.lab._amqtt_runner '{"port": N, ...}'`.
+
+Exits on SIGTERM/SIGINT or when stdin closes (the parent died).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+
+async def _main(spec: dict[str, Any]) -> None:
+    from amqtt.broker import Broker
+
+    listener: dict[str, Any] = {"type": "tcp", "bind": f"127.0.0.1:{spec['port']}", "max_connections": 0}
+    if spec.get("certfile"):
+        listener.update(
+            {"ssl": True, "cafile": spec.get("cafile"), "certfile": spec["certfile"], "keyfile": spec["keyfile"]}
+        )
+    config: dict[str, Any] = {
+        "listeners": {"default": listener},
+        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+    }
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    def on_stdin() -> None:
+        try:
+            data = os.read(0, 1024)
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(0)
+            stop.set()
+
+    try:
+        loop.add_reader(0, on_stdin)
+    except (OSError, ValueError, NotImplementedError):
+        pass  # stdin is not a pipe (a terminal or /dev/null): rely on signals
+    broker = Broker(config, loop=loop)
+    await broker.start()
+    print(f"amqtt broker listening on 127.0.0.1:{spec['port']}", flush=True)
+    await stop.wait()
+    try:
+        await asyncio.wait_for(broker.shutdown(), timeout=3)
+    except Exception as e:  # noqa: BLE001 - exiting anyway
+        print(f"amqtt shutdown: {e!r}", flush=True)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    spec = json.loads(sys.argv[1])
+    asyncio.run(_main(spec))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,327 @@
+"""Start and stop a real MQTT broker on a free loopback port: mosquitto, or amqtt in its own process.
+
+    with start_broker(tmp_path) as broker:
+        client.connect("127.0.0.1", broker.port)
+
+No orphans: brokers are killed on stop(), at interpreter exit (atexit), and, when started from the
+main thread on Linux, by the kernel if this process dies (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+from harness.errors import InputError, TargetError
+
+__all__ = ["BrokerKind", "RunningBroker", "TlsFiles", "find_mosquitto", "free_port", "start_broker"]
+
+BrokerKind = Literal["auto", "mosquitto", "amqtt"]
+
+_LIVE: set[subprocess.Popen[bytes]] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """Server side TLS material (PEM paths). require_certificate: clients must present a cert."""
+
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    require_certificate: bool = True
+
+
+def _kill_all_live() -> None:
+    with _LIVE_LOCK:
+        procs = list(_LIVE)
+    for p in procs:
+        _kill(p)
+
+
+atexit.register(_kill_all_live)
+
+
+def _kill(proc: subprocess.Popen[bytes], grace_s: float = 3.0) -> None:
+    if proc.poll() is None:
+        try:
+            proc.terminate()
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=grace_s)
+        except ProcessLookupError:
+            pass
+    with _LIVE_LOCK:
+        _LIVE.discard(proc)
+
+
+def _preexec_factory() -> Callable[[], None] | None:
+    """Ask the kernel to SIGTERM the child when the forking thread dies (Linux, main thread only)."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+    def _set_pdeathsig() -> None:
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return _set_pdeathsig
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def find_mosquitto() -> str | None:
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    for candidate in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+@dataclass(slots=True)
+class RunningBroker:
+    """A broker process. Use as a context manager, or call stop()."""
+
+    kind: Literal["mosquitto", "amqtt"]
+    port: int
+    tls: bool
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    started_in_s: float
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://127.0.0.1:{self.port}"
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        _kill(self.process)
+
+    def __enter__(self) -> RunningBroker:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], port: int, deadline: float) -> bool:
+    """True once the port accepts TCP connections; False if the process died or the deadline passed."""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            # not listening yet: wait for the process to exit, at most a moment, then retry
+            try:
+                proc.wait(timeout=0.02)
+            except subprocess.TimeoutExpired:
+                pass
+    return False
+
+
+def _mosquitto_conf(
+    workdir: Path,
+    port: int,
+    tls: TlsFiles | None,
+    acl: str | Iterable[str] | None,
+    users: Mapping[str, str] | None,
+) -> Path:
+    lines = [
+        f"listener {port} 127.0.0.1",
+        "persistence false",
+        "log_dest stderr",
+        "log_type error",
+        "log_type warning",
+        "log_type notice",
+        "log_type information",
+        "connection_messages true",
+        "max_queued_messages 100000",
+    ]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        # mosquitto started as root drops to user `mosquitto`, which cannot read our private files
+        lines.append(f"user {pwd.getpwuid(os.getuid()).pw_name}")
+    if tls:
+        lines += [
+            f"cafile {tls.cafile}",
+            f"certfile {tls.certfile}",
+            f"keyfile {tls.keyfile}",
+            f"require_certificate {'true' if tls.require_certificate else 'false'}",
+        ]
+        if tls.require_certificate:
+            lines.append("use_identity_as_username true")
+    if users:
+        pw = workdir / "passwd"
+        pw.write_text("")
+        pw.chmod(0o600)
+        tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+        for name, password in users.items():
+            r = subprocess.run([tool, "-b", str(pw), name, password], capture_output=True, timeout=10, check=False)
+            if r.returncode != 0:
+                raise TargetError(
+                    f"mosquitto_passwd failed for user `{name}`: {r.stderr.decode(errors='replace').strip()}",
+                    fix="check that mosquitto_passwd is installed (package mosquitto)",
+                )
+        lines += [f"password_file {pw}", "allow_anonymous false"]
+    else:
+        lines.append("allow_anonymous true")
+    if acl is not None:
+        acl_path = workdir / "acl"
+        acl_path.write_text(acl if isinstance(acl, str) else "\n".join(acl) + "\n")
+        lines.append(f"acl_file {acl_path}")
+    conf = workdir / "mosquitto.conf"
+    conf.write_text("\n".join(lines) + "\n")
+    return conf
+
+
+def start_broker(
+    workdir: Path,
+    *,
+    tls: TlsFiles | None = None,
+    acl: str | Iterable[str] | None = None,
+    users: Mapping[str, str] | None = None,
+    kind: BrokerKind = "auto",
+    ready_timeout_s: float = 10.0,
+) -> RunningBroker:
+    """Start a broker on a free 127.0.0.1 port and return once it accepts connections.
+
+    kind="auto" uses the system mosquitto when installed, else amqtt in its own process.
+    acl: mosquitto ACL file text (or its lines). users: {name: password} (mosquitto_passwd).
+    amqtt supports plain and TLS listeners only (no users/ACL here).
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if kind not in ("auto", "mosquitto", "amqtt"):
+        raise InputError(f"unknown broker kind `{kind}`", place="broker.kind", fix="write auto, mosquitto or amqtt")
+    mosquitto = find_mosquitto()
+    chosen: Literal["mosquitto", "amqtt"]
+    if kind == "auto":
+        chosen = "mosquitto" if mosquitto else "amqtt"
+    else:
+        chosen = kind
+    if chosen == "mosquitto" and not mosquitto:
+        raise TargetError(
+            "mosquitto is not installed",
+            fix="install it (apt install mosquitto) or use broker kind amqtt or auto",
+        )
+    if chosen == "amqtt" and (users or acl is not None):
+        raise InputError(
+            "the amqtt broker here supports no users or ACL",
+            place="broker.kind",
+            fix="use kind mosquitto (or auto with mosquitto installed) for users and ACLs",
+        )
+    last_error: TargetError | None = None
+    for _attempt in range(3):  # a free port can be taken between probing and binding: retry
+        try:
+            return _start_once(workdir, chosen, mosquitto, tls, acl, users, ready_timeout_s)
+        except _PortRace as e:
+            last_error = e.error
+    assert last_error is not None
+    raise last_error
+
+
+class _PortRace(Exception):
+    def __init__(self, error: TargetError) -> None:
+        self.error = error
+
+
+def _start_once(
+    workdir: Path,
+    chosen: Literal["mosquitto", "amqtt"],
+    mosquitto: str | None,
+    tls: TlsFiles | None,
+    acl: str | Iterable[str] | None,
+    users: Mapping[str, str] | None,
+    ready_timeout_s: float,
+) -> RunningBroker:
+    port = free_port()
+    log_path = workdir / f"{chosen}-{port}.log"
+    if chosen == "mosquitto":
+        assert mosquitto is not None
+        conf = _mosquitto_conf(workdir, port, tls, acl, users)
+        cmd = [mosquitto, "-c", str(conf)]
+        stdin = subprocess.DEVNULL
+    else:
+        spec = {"port": port}
+        if tls:
+            spec.update(  # type: ignore[call-overload]
+                {
+                    "cafile": str(tls.cafile),
+                    "certfile": str(tls.certfile),
+                    "keyfile": str(tls.keyfile),
+                }
+            )
+        cmd = [sys.executable, "-m", "harness.lab._amqtt_runner", json.dumps(spec)]
+        stdin = subprocess.PIPE  # the runner exits when this pipe closes (our death)
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    t0 = time.monotonic()
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=stdin,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            env=env,
+            preexec_fn=_preexec_factory(),  # noqa: PLW1509
+            start_new_session=True,
+        )
+    with _LIVE_LOCK:
+        _LIVE.add(proc)
+    broker = RunningBroker(chosen, port, tls is not None, proc, log_path, 0.0)
+    if not _wait_ready(proc, port, time.monotonic() + ready_timeout_s):
+        broker.stop()
+        tail = broker.log_tail()
+        err = TargetError(
+            f"{chosen} broker did not come up on 127.0.0.1:{port} within {ready_timeout_s:g}s"
+            + (f"; its log ends:\n{tail}" if tail else ""),
+            fix="read the broker log above; check the TLS files and that the broker is installed",
+        )
+        if "Address already in use" in tail or "address already in use" in tail.lower():
+            raise _PortRace(err)
+        raise err
+    broker.started_in_s = time.monotonic() - t0
+    return broker
