@@ -97,7 +97,8 @@ def format_duration(ns: int) -> str:
 
 
 def _fmt_prob(p: float) -> str:
-    return repr(p)
+    text = repr(p)
+    return text[:-2] if text.endswith(".0") else text
 
 
 @dataclass(frozen=True, slots=True)

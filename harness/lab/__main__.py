@@ -1,0 +1,101 @@
+"""`python -m harness.lab --config FILE.json`: run the reference lab until SIGTERM/SIGINT.
+
+Prints one JSON line when ready: {"ready": true, "broker": URL, "broker_kind": ..., "pid": N},
+or {"ready": false, "error": "..."} and exits 2. Later stdout lines are JSON events
+(e.g. {"event": "faults", "spec": ..., "id": ...}) for the process that started the lab.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from harness.errors import VtlabError
+from harness.lab.broker import RunningBroker, TlsFiles, start_broker
+from harness.lab.config import LabConfig, load_config
+from harness.lab.router import Router
+
+_out_lock = threading.Lock()
+
+
+def emit(obj: dict[str, Any]) -> None:
+    with _out_lock:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+
+def _watch_stdin(stop: threading.Event) -> None:
+    try:
+        while os.read(0, 1024):
+            pass
+    except OSError:
+        pass
+    stop.set()
+
+
+def run(config_path: Path, *, exit_on_stdin_eof: bool) -> int:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _s, _f: stop.set())
+    broker: RunningBroker | None = None
+    router: Router | None = None
+    try:
+        config: LabConfig = load_config(config_path)
+        if config.log is not None:
+            config.log.parent.mkdir(parents=True, exist_ok=True)
+            logging.basicConfig(
+                filename=config.log, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+            )
+        if config.broker.external_url:
+            url, kind = config.broker.external_url, "external"
+        else:
+            tls = config.broker.tls
+            files = None
+            if tls is not None:
+                if tls.server_cert is None or tls.server_key is None:
+                    raise VtlabError(
+                        "broker.tls has no server_cert/server_key",
+                        place=str(config_path),
+                        fix="give server_cert and server_key, or set broker.external_url",
+                    )
+                files = TlsFiles(tls.ca, tls.server_cert, tls.server_key, tls.require_client_cert)
+            workdir = config_path.resolve().parent / f"broker-{os.getpid()}"
+            broker = start_broker(workdir, tls=files, kind=config.broker.kind)
+            url, kind = broker.url, broker.kind
+        router = Router(config, url, notify=emit)
+        router.start()
+    except (VtlabError, OSError) as e:
+        if broker is not None:
+            broker.stop()
+        emit({"ready": False, "error": str(e)})
+        return 2
+    emit({"ready": True, "broker": url, "broker_kind": kind, "pid": os.getpid()})
+    if exit_on_stdin_eof:
+        threading.Thread(target=_watch_stdin, args=(stop,), daemon=True).start()
+    while not stop.wait(timeout=3600):
+        pass
+    router.stop()
+    if broker is not None:
+        broker.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.lab", description=__doc__)
+    parser.add_argument("--config", required=True, type=Path, help="lab config JSON file")
+    parser.add_argument(
+        "--exit-on-stdin-eof", action="store_true", help="stop when stdin closes (the parent process died)"
+    )
+    args = parser.parse_args(argv)
+    return run(args.config, exit_on_stdin_eof=args.exit_on_stdin_eof)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""Start the reference lab as a subprocess and talk to it: what the harness calls.
+
+    with LabProcess(LabConfig(devices={...}), run_dir / "lab") as lab:
+        lab.broker_url            # mqtt://127.0.0.1:PORT
+        lab.set_faults("drop=0.1,seed=3")
+        lab.ledger()              # list of ledger dicts so far
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from harness.errors import InputError, TargetError
+from harness.lab.config import LabConfig
+from harness.lab.faults import FaultSpec, parse_faults
+
+__all__ = ["LabProcess"]
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+class LabProcess:
+    """The reference lab (`python -m harness.lab`) and its broker, for the life of a `with` block.
+
+    The lab stops when this process dies (its stdin pipe closes), so no orphan survives a crash.
+    """
+
+    def __init__(self, config: LabConfig, workdir: Path, *, ready_timeout_s: float = 20.0) -> None:
+        self.workdir = Path(workdir).resolve()
+        updates: dict[str, Any] = {}
+        if config.ledger is None:
+            updates["ledger"] = self.workdir / "ledger.jsonl"
+        if config.log is None:
+            updates["log"] = self.workdir / "lab.log"
+        self.config = config.model_copy(update=updates) if updates else config
+        self.ready_timeout_s = ready_timeout_s
+        self.broker_url: str = ""
+        self.broker_kind: str = ""
+        self.pid: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._events: list[dict[str, Any]] = []
+        self._cond = threading.Condition()
+        self._reader: threading.Thread | None = None
+        self._stderr_path = self.workdir / "lab.stderr"
+
+    @property
+    def ledger_path(self) -> Path:
+        assert self.config.ledger is not None
+        return self.config.ledger
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> LabProcess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        cfg_path = self.workdir / "lab.json"
+        cfg_path.write_text(self.config.to_json())
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        with self._stderr_path.open("wb") as err:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "harness.lab", "--config", str(cfg_path), "--exit-on-stdin-eof"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                cwd=self.workdir,
+                env=env,
+                start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop the lab
+            )
+        self._reader = threading.Thread(target=self._read_stdout, name="lab-stdout", daemon=True)
+        self._reader.start()
+        first = self._wait_event(lambda e: "ready" in e, self.ready_timeout_s)
+        if first is None:
+            tail = self.stderr_tail()
+            self.stop()
+            raise TargetError(
+                f"the reference lab did not become ready within {self.ready_timeout_s:g}s"
+                + (f"; its stderr ends:\n{tail}" if tail else ""),
+                fix=f"read {self._stderr_path} and {self.config.log}",
+            )
+        if not first.get("ready"):
+            self.stop()
+            raise TargetError(
+                f"the reference lab failed to start: {first.get('error')}",
+                fix=f"read {self._stderr_path} and {self.config.log}",
+            )
+        self.broker_url = str(first["broker"])
+        self.broker_kind = str(first["broker_kind"])
+        self.pid = int(first["pid"])
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=timeout_s)
+        if proc.stdin is not None:
+            proc.stdin.close()
+        if self._reader is not None:
+            self._reader.join(timeout=2)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    def __enter__(self) -> LabProcess:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ observation
+
+    def stderr_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self._stderr_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def ledger(self) -> list[dict[str, Any]]:
+        """Every ledger line written so far."""
+        try:
+            text = self.ledger_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def events(self) -> list[dict[str, Any]]:
+        with self._cond:
+            return list(self._events)
+
+    def _read_stdout(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        for raw in self._proc.stdout:
+            try:
+                event = json.loads(raw)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(event, dict):
+                with self._cond:
+                    self._events.append(event)
+                    self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()  # EOF: the lab exited
+
+    def _wait_event(self, match: Any, timeout_s: float) -> dict[str, Any] | None:
+        deadline = time.monotonic() + timeout_s
+        seen = 0
+        with self._cond:
+            while True:
+                for e in self._events[seen:]:
+                    if match(e):
+                        return e
+                seen = len(self._events)
+                left = deadline - time.monotonic()
+                if left <= 0 or (self._proc is not None and self._proc.poll() is not None and not self._reader_alive()):
+                    return None
+                self._cond.wait(timeout=min(left, 0.5))
+
+    def _reader_alive(self) -> bool:
+        return self._reader is not None and self._reader.is_alive()
+
+    # ------------------------------------------------------------------ control
+
+    def set_faults(self, spec: str | FaultSpec, *, timeout_s: float = 5.0) -> FaultSpec:
+        """Replace the lab's active faults; returns once the lab confirms (it writes a ledger line)."""
+        parsed = spec if isinstance(spec, FaultSpec) else parse_faults(spec, "set_faults")
+        if not self.alive:
+            raise TargetError("the reference lab is not running", fix="start it (use LabProcess as a context manager)")
+        request_id = uuid.uuid4().hex
+        payload = json.dumps({"v": 1, "faults": str(parsed), "id": request_id})
+        client = self._control_client()
+        try:
+            info = client.publish(self.config.topic("control"), payload, qos=1)
+            info.wait_for_publish(timeout=timeout_s)
+            reply = self._wait_event(lambda e: e.get("id") == request_id, timeout_s)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        if reply is None:
+            raise TargetError(
+                f"the reference lab did not confirm the faults `{parsed}` within {timeout_s:g}s"
+                + (f"; its stderr ends:\n{self.stderr_tail()}" if not self.alive else ""),
+                fix=f"read {self.config.log}",
+            )
+        if reply.get("event") != "faults":
+            raise InputError(str(reply.get("error")), place="set_faults")
+        return parsed
+
+    def _control_client(self) -> mqtt.Client:
+        url = urlparse(self.broker_url)
+        v5 = self.config.broker.mqtt_version == "5"
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"vtlab-control-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        )
+        tls = self.config.broker.tls
+        if url.scheme == "mqtts":
+            client.tls_set(
+                ca_certs=str(tls.ca) if tls else None,
+                certfile=str(tls.client_cert) if tls and tls.client_cert else None,
+                keyfile=str(tls.client_key) if tls and tls.client_key else None,
+            )
+        connected = threading.Event()
+        client.on_connect = lambda c, u, f, rc, p=None: connected.set()
+        try:
+            client.connect(url.hostname or "127.0.0.1", url.port or 1883, keepalive=30)
+        except OSError as e:
+            raise TargetError(f"cannot reach the lab's broker at {self.broker_url}: {e}") from e
+        client.loop_start()
+        if not connected.wait(timeout=5):
+            client.loop_stop()
+            raise TargetError(f"no CONNACK from the lab's broker at {self.broker_url} within 5s")
+        return client
