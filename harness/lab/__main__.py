@@ -51,7 +51,9 @@ def run(config_path: Path, *, exit_on_stdin_eof: bool) -> int:
         if config.log is not None:
             config.log.parent.mkdir(parents=True, exist_ok=True)
             logging.basicConfig(
-                filename=config.log, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+                filename=config.log,
+                level=logging.INFO,
+                format="%(asctime)s %(name)s %(levelname)s %(message)s",
             )
         if config.broker.external_url:
             url, kind = config.broker.external_url, "external"
@@ -65,7 +67,9 @@ def run(config_path: Path, *, exit_on_stdin_eof: bool) -> int:
                         place=str(config_path),
                         fix="give server_cert and server_key, or set broker.external_url",
                     )
-                files = TlsFiles(tls.ca, tls.server_cert, tls.server_key, tls.require_client_cert)
+                files = TlsFiles(
+                    tls.ca, tls.server_cert, tls.server_key, tls.require_client_cert
+                )
             workdir = config_path.resolve().parent / f"broker-{os.getpid()}"
             broker = start_broker(workdir, tls=files, kind=config.broker.kind)
             url, kind = broker.url, broker.kind
@@ -89,9 +93,13 @@ def run(config_path: Path, *, exit_on_stdin_eof: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.lab", description=__doc__)
-    parser.add_argument("--config", required=True, type=Path, help="lab config JSON file")
     parser.add_argument(
-        "--exit-on-stdin-eof", action="store_true", help="stop when stdin closes (the parent process died)"
+        "--config", required=True, type=Path, help="lab config JSON file"
+    )
+    parser.add_argument(
+        "--exit-on-stdin-eof",
+        action="store_true",
+        help="stop when stdin closes (the parent process died)",
     )
     args = parser.parse_args(argv)
     return run(args.config, exit_on_stdin_eof=args.exit_on_stdin_eof)

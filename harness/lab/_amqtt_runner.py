@@ -17,14 +17,27 @@ from typing import Any
 async def _main(spec: dict[str, Any]) -> None:
     from amqtt.broker import Broker
 
-    listener: dict[str, Any] = {"type": "tcp", "bind": f"127.0.0.1:{spec['port']}", "max_connections": 0}
+    listener: dict[str, Any] = {
+        "type": "tcp",
+        "bind": f"127.0.0.1:{spec['port']}",
+        "max_connections": 0,
+    }
     if spec.get("certfile"):
         listener.update(
-            {"ssl": True, "cafile": spec.get("cafile"), "certfile": spec["certfile"], "keyfile": spec["keyfile"]}
+            {
+                "ssl": True,
+                "cafile": spec.get("cafile"),
+                "certfile": spec["certfile"],
+                "keyfile": spec["keyfile"],
+            }
         )
     config: dict[str, Any] = {
         "listeners": {"default": listener},
-        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        "plugins": {
+            "amqtt.plugins.authentication.AnonymousAuthPlugin": {
+                "allow_anonymous": True
+            }
+        },
     }
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -55,7 +68,9 @@ async def _main(spec: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
     spec = json.loads(sys.argv[1])
     asyncio.run(_main(spec))
 

@@ -25,11 +25,18 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal, Self
 
 from harness.errors import InputError, TargetError
 
-__all__ = ["BrokerKind", "RunningBroker", "TlsFiles", "find_mosquitto", "free_port", "start_broker"]
+__all__ = [
+    "BrokerKind",
+    "RunningBroker",
+    "TlsFiles",
+    "find_mosquitto",
+    "free_port",
+    "start_broker",
+]
 
 BrokerKind = Literal["auto", "mosquitto", "amqtt"]
 
@@ -73,7 +80,10 @@ def _kill(proc: subprocess.Popen[bytes], grace_s: float = 3.0) -> None:
 
 def _preexec_factory() -> Callable[[], None] | None:
     """Ask the kernel to SIGTERM the child when the forking thread dies (Linux, main thread only)."""
-    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+    if (
+        not sys.platform.startswith("linux")
+        or threading.current_thread() is not threading.main_thread()
+    ):
         return None
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -96,7 +106,11 @@ def find_mosquitto() -> str | None:
     found = shutil.which("mosquitto")
     if found:
         return found
-    for candidate in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto"):
+    for candidate in (
+        "/usr/sbin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+        "/opt/homebrew/sbin/mosquitto",
+    ):
         if os.access(candidate, os.X_OK):
             return candidate
     return None
@@ -135,11 +149,14 @@ class RunningBroker:
     def stop(self) -> None:
         _kill(self.process)
 
-    def __enter__(self) -> RunningBroker:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -197,7 +214,12 @@ def _mosquitto_conf(
         pw.chmod(0o600)
         tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
         for name, password in users.items():
-            r = subprocess.run([tool, "-b", str(pw), name, password], capture_output=True, timeout=10, check=False)
+            r = subprocess.run(
+                [tool, "-b", str(pw), name, password],
+                capture_output=True,
+                timeout=10,
+                check=False,
+            )
             if r.returncode != 0:
                 raise TargetError(
                     f"mosquitto_passwd failed for user `{name}`: {r.stderr.decode(errors='replace').strip()}",
@@ -233,7 +255,11 @@ def start_broker(
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if kind not in ("auto", "mosquitto", "amqtt"):
-        raise InputError(f"unknown broker kind `{kind}`", place="broker.kind", fix="write auto, mosquitto or amqtt")
+        raise InputError(
+            f"unknown broker kind `{kind}`",
+            place="broker.kind",
+            fix="write auto, mosquitto or amqtt",
+        )
     mosquitto = find_mosquitto()
     chosen: Literal["mosquitto", "amqtt"]
     if kind == "auto":
@@ -252,9 +278,13 @@ def start_broker(
             fix="use kind mosquitto (or auto with mosquitto installed) for users and ACLs",
         )
     last_error: TargetError | None = None
-    for _attempt in range(3):  # a free port can be taken between probing and binding: retry
+    for _attempt in range(
+        3
+    ):  # a free port can be taken between probing and binding: retry
         try:
-            return _start_once(workdir, chosen, mosquitto, tls, acl, users, ready_timeout_s)
+            return _start_once(
+                workdir, chosen, mosquitto, tls, acl, users, ready_timeout_s
+            )
         except _PortRace as e:
             last_error = e.error
     assert last_error is not None
@@ -283,9 +313,9 @@ def _start_once(
         cmd = [mosquitto, "-c", str(conf)]
         stdin = subprocess.DEVNULL
     else:
-        spec = {"port": port}
+        spec: dict[str, Any] = {"port": port}
         if tls:
-            spec.update(  # type: ignore[call-overload]
+            spec.update(
                 {
                     "cafile": str(tls.cafile),
                     "certfile": str(tls.certfile),
@@ -296,7 +326,9 @@ def _start_once(
         stdin = subprocess.PIPE  # the runner exits when this pipe closes (our death)
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = root + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
     t0 = time.monotonic()
     with log_path.open("wb") as log:
         proc = subprocess.Popen(

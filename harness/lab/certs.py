@@ -46,14 +46,19 @@ class TestPki:
 
 def _name(cn: str) -> x509.Name:
     return x509.Name(
-        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "vtlab test"), x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "vtlab test"),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
     )
 
 
 def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
     path.write_bytes(
         key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         )
     )
     path.chmod(0o600)
@@ -83,24 +88,39 @@ def _issue(
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
+            x509.ExtendedKeyUsage(
+                [
+                    ExtendedKeyUsageOID.SERVER_AUTH
+                    if server
+                    else ExtendedKeyUsageOID.CLIENT_AUTH
+                ]
+            ),
             critical=False,
         )
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
         )
     )
     if server:
         builder = builder.add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
             ),
             critical=False,
         )
     return builder.sign(ca_key, hashes.SHA256())
 
 
-def make_pki(directory: Path, clients: list[str] | tuple[str, ...] = ("client",), *, days: int = 2) -> TestPki:
+def make_pki(
+    directory: Path,
+    clients: list[str] | tuple[str, ...] = ("client",),
+    *,
+    days: int = 2,
+) -> TestPki:
     """Write ca.pem/ca.key, server.pem/server.key and <name>.pem/<name>.key for each client CN."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -128,7 +148,10 @@ def make_pki(directory: Path, clients: list[str] | tuple[str, ...] = ("client",)
             ),
             critical=True,
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+            critical=False,
+        )
         .sign(ca_key, hashes.SHA256())
     )
     paths = {"ca_cert": directory / "ca.pem", "ca_key": directory / "ca.key"}
@@ -136,7 +159,9 @@ def make_pki(directory: Path, clients: list[str] | tuple[str, ...] = ("client",)
     _write_key(ca_key, paths["ca_key"])
 
     server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = _issue("localhost", server_key, ca_cert, ca_key, server=True, days=days)
+    server_cert = _issue(
+        "localhost", server_key, ca_cert, ca_key, server=True, days=days
+    )
     _write_cert(server_cert, directory / "server.pem")
     _write_key(server_key, directory / "server.key")
 

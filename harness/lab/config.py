@@ -40,14 +40,16 @@ class TlsSettings(_Model):
 
 class BrokerSettings(_Model):
     kind: Literal["auto", "mosquitto", "amqtt"] = "auto"
-    external_url: str | None = Field(default=None, description="mqtt://host:port of an existing broker")
+    external_url: str | None = Field(
+        default=None, description="mqtt://host:port of an existing broker"
+    )
     mqtt_version: Literal["3.1.1", "5"] = "3.1.1"
     tls: TlsSettings | None = None
 
     @field_validator("external_url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
-        if v is not None and not (v.startswith("mqtt://") or v.startswith("mqtts://")):
+        if v is not None and not (v.startswith(("mqtt://", "mqtts://"))):
             raise ValueError("write mqtt://host:port or mqtts://host:port")
         return v
 
@@ -71,7 +73,9 @@ class DeviceSettings(_Model):
 
 class SupervisionSettings(_Model):
     enabled: bool = True
-    misses: int = Field(default=2, ge=1, description="heartbeat intervals missed before raising 356")
+    misses: int = Field(
+        default=2, ge=1, description="heartbeat intervals missed before raising 356"
+    )
 
 
 class LabConfig(_Model):
@@ -79,7 +83,9 @@ class LabConfig(_Model):
     site: str = "lab"
     topics: Topics = Topics()
     devices: dict[str, DeviceSettings] = {}
-    routing: dict[str, str] = Field(default_factory=dict, description="user id -> centre id")
+    routing: dict[str, str] = Field(
+        default_factory=dict, description="user id -> centre id"
+    )
     default_centre: str | None = "rc-1"
     supervision: SupervisionSettings = SupervisionSettings()
     faults: str = ""
@@ -114,16 +120,26 @@ def load_config(path: Path) -> LabConfig:
     try:
         raw = json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise InputError("no such file", place=str(path), fix="pass --config with the path of a lab JSON file") from None
+        raise InputError(
+            "no such file",
+            place=str(path),
+            fix="pass --config with the path of a lab JSON file",
+        ) from None
     except json.JSONDecodeError as e:
-        raise InputError(f"not valid JSON: {e.msg}", place=f"{path}:{e.lineno}", fix="fix the JSON syntax") from None
+        raise InputError(
+            f"not valid JSON: {e.msg}",
+            place=f"{path}:{e.lineno}",
+            fix="fix the JSON syntax",
+        ) from None
     try:
         return LabConfig.model_validate(raw)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
         raise InputError(
-            f"`{where}`: {first['msg']}", place=str(path), fix="see harness/lab/config.py for the fields"
+            f"`{where}`: {first['msg']}",
+            place=str(path),
+            fix="see harness/lab/config.py for the fields",
         ) from None
     except InputError as e:
         raise InputError(e.problem, place=str(path), fix=e.fix) from None

@@ -43,7 +43,9 @@ _UNITS_NS = {
     "h": 3_600_000_000_000,
 }
 _DURATION_RE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>[a-zA-Z]*)\s*$")
-_PROB_RE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|\.\d+)\s*(?P<pct>%?)\s*$")
+_PROB_RE = re.compile(
+    r"^\s*(?P<num>\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|\.\d+)\s*(?P<pct>%?)\s*$"
+)
 
 PlaceLike = Place | str | None
 
@@ -98,7 +100,7 @@ def format_duration(ns: int) -> str:
 
 def _fmt_prob(p: float) -> str:
     text = repr(p)
-    return text[:-2] if text.endswith(".0") else text
+    return text.removesuffix(".0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,11 +128,17 @@ class FaultSpec:
             parts.append(f"dup={_fmt_prob(self.dup)}")
         if self.delay_ns:
             d = format_duration(self.delay_ns)
-            parts.append(f"delay={d}" if self.delay_p == 1.0 else f"delay={d}@{_fmt_prob(self.delay_p)}")
+            parts.append(
+                f"delay={d}"
+                if self.delay_p == 1.0
+                else f"delay={d}@{_fmt_prob(self.delay_p)}"
+            )
         if self.reorder:
             parts.append(f"reorder={_fmt_prob(self.reorder)}")
         if self.outage_ns:
-            parts.append(f"outage={format_duration(self.outage_ns)}@{format_duration(self.outage_at_ns)}")
+            parts.append(
+                f"outage={format_duration(self.outage_ns)}@{format_duration(self.outage_at_ns)}"
+            )
         if self.seed:
             parts.append(f"seed={self.seed}")
         return ",".join(parts)
@@ -177,7 +185,9 @@ def _parse_dur(key: str, text: str, place: PlaceLike) -> int:
     try:
         return parse_duration(text, place)
     except InputError as e:
-        raise InputError(f"`{key}={text}`: {e.problem}", place=place, fix=e.fix) from None
+        raise InputError(
+            f"`{key}={text}`: {e.problem}", place=place, fix=e.fix
+        ) from None
 
 
 def parse_faults(text: str, place: PlaceLike = "--fault") -> FaultSpec:
@@ -185,7 +195,10 @@ def parse_faults(text: str, place: PlaceLike = "--fault") -> FaultSpec:
 
     The empty string (or only whitespace) means no faults.
     """
-    values: dict[str, object] = {}
+    seen: set[str] = set()
+    probs: dict[str, float] = {}
+    durs: dict[str, int] = {}
+    seed = 0
     for raw in text.split(","):
         item = raw.strip()
         if not item:
@@ -210,19 +223,19 @@ def parse_faults(text: str, place: PlaceLike = "--fault") -> FaultSpec:
                 place=place,
                 fix="use one of " + ", ".join(KNOWN_KEYS),
             )
-        if key in values:
+        if key in seen:
             raise InputError(
                 f"`{key}` is given twice",
                 place=place,
                 fix=f"keep one `{key}=...`",
             )
+        seen.add(key)
         if key in ("drop", "dup", "reorder"):
-            values[key] = _parse_prob(key, val, place)
+            probs[key] = _parse_prob(key, val, place)
         elif key == "delay":
             d, at, p = val.partition("@")
-            values["delay_ns"] = _parse_dur(key, d.strip(), place)
-            values["delay_p"] = _parse_prob(key, p.strip(), place) if at else 1.0
-            values[key] = True
+            durs["delay"] = _parse_dur(key, d.strip(), place)
+            probs["delay_p"] = _parse_prob(key, p.strip(), place) if at else 1.0
         elif key == "outage":
             d, at, t = val.partition("@")
             if not at:
@@ -231,9 +244,8 @@ def parse_faults(text: str, place: PlaceLike = "--fault") -> FaultSpec:
                     place=place,
                     fix=f"write outage={d.strip()}@30s (an outage of {d.strip()} starting 30s after routing starts)",
                 )
-            values["outage_ns"] = _parse_dur(key, d.strip(), place)
-            values["outage_at_ns"] = _parse_dur(key, t.strip(), place)
-            values[key] = True
+            durs["outage"] = _parse_dur(key, d.strip(), place)
+            durs["outage_at"] = _parse_dur(key, t.strip(), place)
         else:  # seed
             if not re.fullmatch(r"\d+", val):
                 raise InputError(
@@ -241,16 +253,16 @@ def parse_faults(text: str, place: PlaceLike = "--fault") -> FaultSpec:
                     place=place,
                     fix="write a non-negative whole number, e.g. seed=7",
                 )
-            values["seed"] = int(val)
+            seed = int(val)
     return FaultSpec(
-        drop=float(values.get("drop", 0.0)),  # type: ignore[arg-type]
-        dup=float(values.get("dup", 0.0)),  # type: ignore[arg-type]
-        delay_ns=int(values.get("delay_ns", 0)),  # type: ignore[call-overload]
-        delay_p=float(values.get("delay_p", 1.0)) if values.get("delay_ns") else 1.0,  # type: ignore[arg-type]
-        reorder=float(values.get("reorder", 0.0)),  # type: ignore[arg-type]
-        outage_ns=int(values.get("outage_ns", 0)),  # type: ignore[call-overload]
-        outage_at_ns=int(values.get("outage_at_ns", 0)) if values.get("outage_ns") else 0,  # type: ignore[call-overload]
-        seed=int(values.get("seed", 0)),  # type: ignore[call-overload]
+        drop=probs.get("drop", 0.0),
+        dup=probs.get("dup", 0.0),
+        delay_ns=durs.get("delay", 0),
+        delay_p=probs.get("delay_p", 1.0) if durs.get("delay") else 1.0,
+        reorder=probs.get("reorder", 0.0),
+        outage_ns=durs.get("outage", 0),
+        outage_at_ns=durs.get("outage_at", 0) if durs.get("outage") else 0,
+        seed=seed,
     )
 
 

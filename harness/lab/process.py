@@ -1,9 +1,9 @@
 """Start the reference lab as a subprocess and talk to it: what the harness calls.
 
-    with LabProcess(LabConfig(devices={...}), run_dir / "lab") as lab:
-        lab.broker_url            # mqtt://127.0.0.1:PORT
-        lab.set_faults("drop=0.1,seed=3")
-        lab.ledger()              # list of ledger dicts so far
+with LabProcess(LabConfig(devices={...}), run_dir / "lab") as lab:
+    lab.broker_url            # mqtt://127.0.0.1:PORT
+    lab.set_faults("drop=0.1,seed=3")
+    lab.ledger()              # list of ledger dicts so far
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 import uuid
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
@@ -38,7 +38,9 @@ class LabProcess:
     The lab stops when this process dies (its stdin pipe closes), so no orphan survives a crash.
     """
 
-    def __init__(self, config: LabConfig, workdir: Path, *, ready_timeout_s: float = 20.0) -> None:
+    def __init__(
+        self, config: LabConfig, workdir: Path, *, ready_timeout_s: float = 20.0
+    ) -> None:
         self.workdir = Path(workdir).resolve()
         updates: dict[str, Any] = {}
         if config.ledger is None:
@@ -67,15 +69,24 @@ class LabProcess:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> LabProcess:
+    def start(self) -> Self:
         self.workdir.mkdir(parents=True, exist_ok=True)
         cfg_path = self.workdir / "lab.json"
         cfg_path.write_text(self.config.to_json())
         env = dict(os.environ)
-        env["PYTHONPATH"] = str(_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PYTHONPATH"] = str(_ROOT) + (
+            os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+        )
         with self._stderr_path.open("wb") as err:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "harness.lab", "--config", str(cfg_path), "--exit-on-stdin-eof"],
+                [
+                    sys.executable,
+                    "-m",
+                    "harness.lab",
+                    "--config",
+                    str(cfg_path),
+                    "--exit-on-stdin-eof",
+                ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=err,
@@ -83,7 +94,9 @@ class LabProcess:
                 env=env,
                 start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop the lab
             )
-        self._reader = threading.Thread(target=self._read_stdout, name="lab-stdout", daemon=True)
+        self._reader = threading.Thread(
+            target=self._read_stdout, name="lab-stdout", daemon=True
+        )
         self._reader.start()
         first = self._wait_event(lambda e: "ready" in e, self.ready_timeout_s)
         if first is None:
@@ -123,11 +136,14 @@ class LabProcess:
         if proc.stdout is not None:
             proc.stdout.close()
 
-    def __enter__(self) -> LabProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -135,7 +151,9 @@ class LabProcess:
 
     def stderr_tail(self, lines: int = 30) -> str:
         try:
-            return "\n".join(self._stderr_path.read_text(errors="replace").splitlines()[-lines:])
+            return "\n".join(
+                self._stderr_path.read_text(errors="replace").splitlines()[-lines:]
+            )
         except OSError:
             return ""
 
@@ -175,7 +193,11 @@ class LabProcess:
                         return e
                 seen = len(self._events)
                 left = deadline - time.monotonic()
-                if left <= 0 or (self._proc is not None and self._proc.poll() is not None and not self._reader_alive()):
+                if left <= 0 or (
+                    self._proc is not None
+                    and self._proc.poll() is not None
+                    and not self._reader_alive()
+                ):
                     return None
                 self._cond.wait(timeout=min(left, 0.5))
 
@@ -186,9 +208,14 @@ class LabProcess:
 
     def set_faults(self, spec: str | FaultSpec, *, timeout_s: float = 5.0) -> FaultSpec:
         """Replace the lab's active faults; returns once the lab confirms (it writes a ledger line)."""
-        parsed = spec if isinstance(spec, FaultSpec) else parse_faults(spec, "set_faults")
+        parsed = (
+            spec if isinstance(spec, FaultSpec) else parse_faults(spec, "set_faults")
+        )
         if not self.alive:
-            raise TargetError("the reference lab is not running", fix="start it (use LabProcess as a context manager)")
+            raise TargetError(
+                "the reference lab is not running",
+                fix="start it (use LabProcess as a context manager)",
+            )
         request_id = uuid.uuid4().hex
         payload = json.dumps({"v": 1, "faults": str(parsed), "id": request_id})
         client = self._control_client()
@@ -202,7 +229,11 @@ class LabProcess:
         if reply is None:
             raise TargetError(
                 f"the reference lab did not confirm the faults `{parsed}` within {timeout_s:g}s"
-                + (f"; its stderr ends:\n{self.stderr_tail()}" if not self.alive else ""),
+                + (
+                    f"; its stderr ends:\n{self.stderr_tail()}"
+                    if not self.alive
+                    else ""
+                ),
                 fix=f"read {self.config.log}",
             )
         if reply.get("event") != "faults":
@@ -229,9 +260,13 @@ class LabProcess:
         try:
             client.connect(url.hostname or "127.0.0.1", url.port or 1883, keepalive=30)
         except OSError as e:
-            raise TargetError(f"cannot reach the lab's broker at {self.broker_url}: {e}") from e
+            raise TargetError(
+                f"cannot reach the lab's broker at {self.broker_url}: {e}"
+            ) from e
         client.loop_start()
         if not connected.wait(timeout=5):
             client.loop_stop()
-            raise TargetError(f"no CONNACK from the lab's broker at {self.broker_url} within 5s")
+            raise TargetError(
+                f"no CONNACK from the lab's broker at {self.broker_url} within 5s"
+            )
         return client
