@@ -1,0 +1,98 @@
+"""start_broker against real brokers: mosquitto, the amqtt fallback, TLS with client certs, users/ACL."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from lab_fixtures import Peer  # noqa: E402
+
+from harness.errors import TargetError  # noqa: E402
+from harness.lab.broker import TlsFiles, find_mosquitto, start_broker  # noqa: E402
+from harness.lab.certs import make_pki  # noqa: E402
+
+needs_mosquitto = pytest.mark.skipif(
+    find_mosquitto() is None, reason="mosquitto is not installed (apt install mosquitto)"
+)
+
+
+def _roundtrip(url: str, **kw: object) -> None:
+    with Peer(url, subscribe=["t/#"], **kw) as p:  # type: ignore[arg-type]
+        p.publish("t/x", {"v": 1})
+        got = p.wait_count(1)
+        assert got[0].json() == {"v": 1}
+
+
+def _port_closed(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return False
+    except OSError:
+        return True
+
+
+@needs_mosquitto
+def test_mosquitto_starts_serves_and_stops(tmp_path: Path) -> None:
+    with start_broker(tmp_path, kind="mosquitto") as b:
+        assert b.kind == "mosquitto"
+        assert b.url == f"mqtt://127.0.0.1:{b.port}"
+        _roundtrip(b.url)
+        conf = (tmp_path / "mosquitto.conf").read_text()
+        assert f"listener {b.port} 127.0.0.1" in conf and "persistence false" in conf
+    assert not b.alive
+    assert _port_closed(b.port)
+
+
+def test_amqtt_forced(tmp_path: Path) -> None:
+    with start_broker(tmp_path, kind="amqtt") as b:
+        assert b.kind == "amqtt"
+        _roundtrip(b.url)
+        _roundtrip(b.url, v5=False)
+    assert not b.alive
+
+
+@needs_mosquitto
+def test_auto_prefers_mosquitto(tmp_path: Path) -> None:
+    with start_broker(tmp_path) as b:
+        assert b.kind == "mosquitto"
+
+
+@needs_mosquitto
+def test_tls_with_client_certificates(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki", ["device-1"])
+    with start_broker(tmp_path / "b", tls=pki.server_tls()) as b:
+        assert b.url.startswith("mqtts://127.0.0.1:")
+        dev = pki.clients["device-1"]
+        _roundtrip(b.url, ca=pki.ca_cert, cert=dev.cert, key=dev.key)
+        with pytest.raises((ConnectionError, OSError, TimeoutError)):
+            Peer(b.url, subscribe=["t/#"], ca=pki.ca_cert, timeout_s=2)
+
+
+def test_amqtt_tls_server_side(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki", [])
+    with start_broker(tmp_path / "b", tls=pki.server_tls(require_client_cert=False), kind="amqtt") as b:
+        _roundtrip(b.url, ca=pki.ca_cert)
+
+
+@needs_mosquitto
+def test_users_and_acl(tmp_path: Path) -> None:
+    acl = ["user alice", "topic readwrite t/#"]
+    with start_broker(tmp_path, users={"alice": "s3cret"}, acl=acl) as b:
+        _roundtrip(b.url, username="alice", password="s3cret")
+        with pytest.raises(ConnectionRefusedError):
+            Peer(b.url, username="alice", password="wrong", timeout_s=2)
+        with pytest.raises(ConnectionRefusedError):
+            Peer(b.url, timeout_s=2)
+
+
+@needs_mosquitto
+def test_broker_that_does_not_come_up_reports_its_log(tmp_path: Path) -> None:
+    bad = TlsFiles(tmp_path / "nope.pem", tmp_path / "nope.pem", tmp_path / "nope.key")
+    with pytest.raises(TargetError) as e:
+        start_broker(tmp_path, tls=bad, ready_timeout_s=5)
+    assert "did not come up" in e.value.problem
+    assert "nope.pem" in e.value.problem  # the log tail names the file mosquitto could not load
