@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import socket
-import sys
 from pathlib import Path
 
 import pytest
+from lab_fixtures import Peer
 
-sys.path.insert(0, str(Path(__file__).parent))
-from lab_fixtures import Peer  # noqa: E402
-
-from harness.errors import TargetError  # noqa: E402
-from harness.lab.broker import TlsFiles, find_mosquitto, start_broker  # noqa: E402
-from harness.lab.certs import make_pki  # noqa: E402
+from harness.errors import TargetError
+from harness.lab.broker import TlsFiles, find_mosquitto, start_broker
+from harness.lab.certs import make_pki
 
 needs_mosquitto = pytest.mark.skipif(
-    find_mosquitto() is None, reason="mosquitto is not installed (apt install mosquitto)"
+    find_mosquitto() is None,
+    reason="mosquitto is not installed (apt install mosquitto)",
 )
 
 
@@ -74,7 +72,9 @@ def test_tls_with_client_certificates(tmp_path: Path) -> None:
 
 def test_amqtt_tls_server_side(tmp_path: Path) -> None:
     pki = make_pki(tmp_path / "pki", [])
-    with start_broker(tmp_path / "b", tls=pki.server_tls(require_client_cert=False), kind="amqtt") as b:
+    with start_broker(
+        tmp_path / "b", tls=pki.server_tls(require_client_cert=False), kind="amqtt"
+    ) as b:
         _roundtrip(b.url, ca=pki.ca_cert)
 
 
@@ -95,4 +95,6 @@ def test_broker_that_does_not_come_up_reports_its_log(tmp_path: Path) -> None:
     with pytest.raises(TargetError) as e:
         start_broker(tmp_path, tls=bad, ready_timeout_s=5)
     assert "did not come up" in e.value.problem
-    assert "nope.pem" in e.value.problem  # the log tail names the file mosquitto could not load
+    assert (
+        "nope.pem" in e.value.problem
+    )  # the log tail names the file mosquitto could not load
