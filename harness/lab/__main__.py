@@ -70,6 +70,12 @@ def run(config_path: Path, *, exit_on_stdin_eof: bool) -> int:
                 files = TlsFiles(
                     tls.ca, tls.server_cert, tls.server_key, tls.require_client_cert
                 )
+            if config.broker.kind == "amqtt" and config.broker.mqtt_version == "5":
+                raise VtlabError(
+                    "the amqtt broker speaks MQTT 3.1.1 only",
+                    place=str(config_path),
+                    fix='set broker.mqtt_version to "3.1.1", or broker.kind to mosquitto',
+                )
             workdir = config_path.resolve().parent / f"broker-{os.getpid()}"
             broker = start_broker(workdir, tls=files, kind=config.broker.kind)
             url, kind = broker.url, broker.kind

@@ -261,6 +261,12 @@ class Router:
                 + (f": {self._connect_error}" if self._connect_error else ""),
                 fix="check the broker URL, TLS files and ACL",
             )
+        if self._connect_error is not None:
+            self.stop()
+            raise TargetError(
+                f"the broker at {self.broker_url} refused the lab router: {self._connect_error}",
+                fix="check the MQTT version, TLS files, users and ACL of the broker",
+            )
         if self._subscribed.refused:
             self.stop()
             raise TargetError(
@@ -286,6 +292,7 @@ class Router:
     ) -> None:
         if rc.is_failure:
             self._connect_error = f"CONNACK {rc}"
+            self._subscribed.event.set()  # stop waiting: start() reports the refusal
             return
         self._connected.set()
         result, mid = client.subscribe([(f, 1) for f in self._filters])
