@@ -67,9 +67,7 @@ def run(config_path: Path, *, exit_on_stdin_eof: bool) -> int:
                         place=str(config_path),
                         fix="give server_cert and server_key, or set broker.external_url",
                     )
-                files = TlsFiles(
-                    tls.ca, tls.server_cert, tls.server_key, tls.require_client_cert
-                )
+                files = TlsFiles(tls.ca, tls.server_cert, tls.server_key, tls.require_client_cert)
             if config.broker.kind == "amqtt" and config.broker.mqtt_version == "5":
                 raise VtlabError(
                     "the amqtt broker speaks MQTT 3.1.1 only",
@@ -99,9 +97,7 @@ def run(config_path: Path, *, exit_on_stdin_eof: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.lab", description=__doc__)
-    parser.add_argument(
-        "--config", required=True, type=Path, help="lab config JSON file"
-    )
+    parser.add_argument("--config", required=True, type=Path, help="lab config JSON file")
     parser.add_argument(
         "--exit-on-stdin-eof",
         action="store_true",

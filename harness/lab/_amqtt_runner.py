@@ -6,6 +6,7 @@ Exits on SIGTERM/SIGINT or when stdin closes (the parent died).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -33,11 +34,7 @@ async def _main(spec: dict[str, Any]) -> None:
         )
     config: dict[str, Any] = {
         "listeners": {"default": listener},
-        "plugins": {
-            "amqtt.plugins.authentication.AnonymousAuthPlugin": {
-                "allow_anonymous": True
-            }
-        },
+        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
     }
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -53,24 +50,21 @@ async def _main(spec: dict[str, Any]) -> None:
             loop.remove_reader(0)
             stop.set()
 
-    try:
+    # stdin that is not a pipe (a terminal or /dev/null) cannot be watched: rely on signals
+    with contextlib.suppress(OSError, ValueError, NotImplementedError):
         loop.add_reader(0, on_stdin)
-    except (OSError, ValueError, NotImplementedError):
-        pass  # stdin is not a pipe (a terminal or /dev/null): rely on signals
     broker = Broker(config, loop=loop)
     await broker.start()
     print(f"amqtt broker listening on 127.0.0.1:{spec['port']}", flush=True)
     await stop.wait()
     try:
         await asyncio.wait_for(broker.shutdown(), timeout=3)
-    except Exception as e:  # noqa: BLE001 - exiting anyway
+    except Exception as e:
         print(f"amqtt shutdown: {e!r}", flush=True)
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     spec = json.loads(sys.argv[1])
     asyncio.run(_main(spec))
 

@@ -10,6 +10,7 @@ main thread on Linux, by the kernel if this process dies (PR_SET_PDEATHSIG).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import json
 import os
@@ -80,10 +81,7 @@ def _kill(proc: subprocess.Popen[bytes], grace_s: float = 3.0) -> None:
 
 def _preexec_factory() -> Callable[[], None] | None:
     """Ask the kernel to SIGTERM the child when the forking thread dies (Linux, main thread only)."""
-    if (
-        not sys.platform.startswith("linux")
-        or threading.current_thread() is not threading.main_thread()
-    ):
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
         return None
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -171,10 +169,8 @@ def _wait_ready(proc: subprocess.Popen[bytes], port: int, deadline: float) -> bo
                 return True
         except OSError:
             # not listening yet: wait for the process to exit, at most a moment, then retry
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=0.02)
-            except subprocess.TimeoutExpired:
-                pass
     return False
 
 
@@ -262,10 +258,7 @@ def start_broker(
         )
     mosquitto = find_mosquitto()
     chosen: Literal["mosquitto", "amqtt"]
-    if kind == "auto":
-        chosen = "mosquitto" if mosquitto else "amqtt"
-    else:
-        chosen = kind
+    chosen = ("mosquitto" if mosquitto else "amqtt") if kind == "auto" else kind
     if chosen == "mosquitto" and not mosquitto:
         raise TargetError(
             "mosquitto is not installed",
@@ -278,13 +271,9 @@ def start_broker(
             fix="use kind mosquitto (or auto with mosquitto installed) for users and ACLs",
         )
     last_error: TargetError | None = None
-    for _attempt in range(
-        3
-    ):  # a free port can be taken between probing and binding: retry
+    for _attempt in range(3):  # a free port can be taken between probing and binding: retry
         try:
-            return _start_once(
-                workdir, chosen, mosquitto, tls, acl, users, ready_timeout_s
-            )
+            return _start_once(workdir, chosen, mosquitto, tls, acl, users, ready_timeout_s)
         except _PortRace as e:
             last_error = e.error
     assert last_error is not None
@@ -326,9 +315,7 @@ def _start_once(
         stdin = subprocess.PIPE  # the runner exits when this pipe closes (our death)
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = root + (
-        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
-    )
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     t0 = time.monotonic()
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
@@ -338,7 +325,7 @@ def _start_once(
             stderr=subprocess.STDOUT,
             cwd=workdir,
             env=env,
-            preexec_fn=_preexec_factory(),  # noqa: PLW1509
+            preexec_fn=_preexec_factory(),
             start_new_session=True,
         )
     with _LIVE_LOCK:

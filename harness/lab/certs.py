@@ -88,13 +88,7 @@ def _issue(
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.ExtendedKeyUsage(
-                [
-                    ExtendedKeyUsageOID.SERVER_AUTH
-                    if server
-                    else ExtendedKeyUsageOID.CLIENT_AUTH
-                ]
-            ),
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
             critical=False,
         )
         .add_extension(
@@ -159,9 +153,7 @@ def make_pki(
     _write_key(ca_key, paths["ca_key"])
 
     server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = _issue(
-        "localhost", server_key, ca_cert, ca_key, server=True, days=days
-    )
+    server_cert = _issue("localhost", server_key, ca_cert, ca_key, server=True, days=days)
     _write_cert(server_cert, directory / "server.pem")
     _write_key(server_key, directory / "server.key")
 

@@ -43,9 +43,7 @@ _UNITS_NS = {
     "h": 3_600_000_000_000,
 }
 _DURATION_RE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>[a-zA-Z]*)\s*$")
-_PROB_RE = re.compile(
-    r"^\s*(?P<num>\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|\.\d+)\s*(?P<pct>%?)\s*$"
-)
+_PROB_RE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|\.\d+)\s*(?P<pct>%?)\s*$")
 
 PlaceLike = Place | str | None
 
@@ -128,17 +126,11 @@ class FaultSpec:
             parts.append(f"dup={_fmt_prob(self.dup)}")
         if self.delay_ns:
             d = format_duration(self.delay_ns)
-            parts.append(
-                f"delay={d}"
-                if self.delay_p == 1.0
-                else f"delay={d}@{_fmt_prob(self.delay_p)}"
-            )
+            parts.append(f"delay={d}" if self.delay_p == 1.0 else f"delay={d}@{_fmt_prob(self.delay_p)}")
         if self.reorder:
             parts.append(f"reorder={_fmt_prob(self.reorder)}")
         if self.outage_ns:
-            parts.append(
-                f"outage={format_duration(self.outage_ns)}@{format_duration(self.outage_at_ns)}"
-            )
+            parts.append(f"outage={format_duration(self.outage_ns)}@{format_duration(self.outage_at_ns)}")
         if self.seed:
             parts.append(f"seed={self.seed}")
         return ",".join(parts)
@@ -185,9 +177,7 @@ def _parse_dur(key: str, text: str, place: PlaceLike) -> int:
     try:
         return parse_duration(text, place)
     except InputError as e:
-        raise InputError(
-            f"`{key}={text}`: {e.problem}", place=place, fix=e.fix
-        ) from None
+        raise InputError(f"`{key}={text}`: {e.problem}", place=place, fix=e.fix) from None
 
 
 def parse_faults(text: str, place: PlaceLike = "--fault") -> FaultSpec:

@@ -38,9 +38,7 @@ class LabProcess:
     The lab stops when this process dies (its stdin pipe closes), so no orphan survives a crash.
     """
 
-    def __init__(
-        self, config: LabConfig, workdir: Path, *, ready_timeout_s: float = 20.0
-    ) -> None:
+    def __init__(self, config: LabConfig, workdir: Path, *, ready_timeout_s: float = 20.0) -> None:
         self.workdir = Path(workdir).resolve()
         updates: dict[str, Any] = {}
         if config.ledger is None:
@@ -74,9 +72,7 @@ class LabProcess:
         cfg_path = self.workdir / "lab.json"
         cfg_path.write_text(self.config.to_json())
         env = dict(os.environ)
-        env["PYTHONPATH"] = str(_ROOT) + (
-            os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
-        )
+        env["PYTHONPATH"] = str(_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         with self._stderr_path.open("wb") as err:
             self._proc = subprocess.Popen(
                 [
@@ -94,9 +90,7 @@ class LabProcess:
                 env=env,
                 start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop the lab
             )
-        self._reader = threading.Thread(
-            target=self._read_stdout, name="lab-stdout", daemon=True
-        )
+        self._reader = threading.Thread(target=self._read_stdout, name="lab-stdout", daemon=True)
         self._reader.start()
         first = self._wait_event(lambda e: "ready" in e, self.ready_timeout_s)
         if first is None:
@@ -151,9 +145,7 @@ class LabProcess:
 
     def stderr_tail(self, lines: int = 30) -> str:
         try:
-            return "\n".join(
-                self._stderr_path.read_text(errors="replace").splitlines()[-lines:]
-            )
+            return "\n".join(self._stderr_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
 
@@ -193,11 +185,7 @@ class LabProcess:
                         return e
                 seen = len(self._events)
                 left = deadline - time.monotonic()
-                if left <= 0 or (
-                    self._proc is not None
-                    and self._proc.poll() is not None
-                    and not self._reader_alive()
-                ):
+                if left <= 0 or (self._proc is not None and self._proc.poll() is not None and not self._reader_alive()):
                     return None
                 self._cond.wait(timeout=min(left, 0.5))
 
@@ -208,9 +196,7 @@ class LabProcess:
 
     def set_faults(self, spec: str | FaultSpec, *, timeout_s: float = 5.0) -> FaultSpec:
         """Replace the lab's active faults; returns once the lab confirms (it writes a ledger line)."""
-        parsed = (
-            spec if isinstance(spec, FaultSpec) else parse_faults(spec, "set_faults")
-        )
+        parsed = spec if isinstance(spec, FaultSpec) else parse_faults(spec, "set_faults")
         if not self.alive:
             raise TargetError(
                 "the reference lab is not running",
@@ -229,11 +215,7 @@ class LabProcess:
         if reply is None:
             raise TargetError(
                 f"the reference lab did not confirm the faults `{parsed}` within {timeout_s:g}s"
-                + (
-                    f"; its stderr ends:\n{self.stderr_tail()}"
-                    if not self.alive
-                    else ""
-                ),
+                + (f"; its stderr ends:\n{self.stderr_tail()}" if not self.alive else ""),
                 fix=f"read {self.config.log}",
             )
         if reply.get("event") != "faults":
@@ -260,13 +242,9 @@ class LabProcess:
         try:
             client.connect(url.hostname or "127.0.0.1", url.port or 1883, keepalive=30)
         except OSError as e:
-            raise TargetError(
-                f"cannot reach the lab's broker at {self.broker_url}: {e}"
-            ) from e
+            raise TargetError(f"cannot reach the lab's broker at {self.broker_url}: {e}") from e
         client.loop_start()
         if not connected.wait(timeout=5):
             client.loop_stop()
-            raise TargetError(
-                f"no CONNACK from the lab's broker at {self.broker_url} within 5s"
-            )
+            raise TargetError(f"no CONNACK from the lab's broker at {self.broker_url} within 5s")
         return client

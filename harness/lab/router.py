@@ -37,11 +37,7 @@ NS = 1_000_000_000
 
 
 def utc_now() -> str:
-    return (
-        dt.datetime.now(dt.UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Ledger:
@@ -80,9 +76,7 @@ class Scheduler:
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._stopped = False
-        self._thread = threading.Thread(
-            target=self._run, name="lab-scheduler", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="lab-scheduler", daemon=True)
         self._thread.start()
 
     def at(self, due_ns: int, fn: Callable[[], None]) -> None:
@@ -121,18 +115,12 @@ class Scheduler:
 
 def _topic_regex(template: str, site: str) -> re.Pattern[str]:
     pattern = re.escape(template.replace("{site}", site))
-    pattern = pattern.replace(r"\{device\}", r"(?P<device>[^/]+)").replace(
-        r"\{centre\}", r"(?P<centre>[^/]+)"
-    )
+    pattern = pattern.replace(r"\{device\}", r"(?P<device>[^/]+)").replace(r"\{centre\}", r"(?P<centre>[^/]+)")
     return re.compile(f"^{pattern}$")
 
 
 def _topic_filter(template: str, site: str) -> str:
-    return (
-        template.replace("{site}", site)
-        .replace("{device}", "+")
-        .replace("{centre}", "+")
-    )
+    return template.replace("{site}", site).replace("{device}", "+").replace("{centre}", "+")
 
 
 @dataclass(slots=True)
@@ -189,18 +177,13 @@ class Router:
         self._connect_error: str | None = None
         site = config.site
         t = config.topics
-        self._routes: list[
-            tuple[re.Pattern[str], Callable[[re.Match[str], bytes], None]]
-        ] = [
+        self._routes: list[tuple[re.Pattern[str], Callable[[re.Match[str], bytes], None]]] = [
             (_topic_regex(t.event, site), self._on_event),
             (_topic_regex(t.heartbeat, site), self._on_heartbeat),
             (_topic_regex(t.centre_ack, site), self._on_centre_ack),
             (_topic_regex(t.control, site), self._on_control),
         ]
-        self._filters = [
-            _topic_filter(x, site)
-            for x in (t.event, t.heartbeat, t.centre_ack, t.control)
-        ]
+        self._filters = [_topic_filter(x, site) for x in (t.event, t.heartbeat, t.centre_ack, t.control)]
         v5 = config.broker.mqtt_version == "5"
         self._client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -252,9 +235,7 @@ class Router:
             ) from e
         self._client.loop_start()
         deadline = time.monotonic() + timeout_s
-        if not self._subscribed.event.wait(
-            timeout=max(0.0, deadline - time.monotonic())
-        ):
+        if not self._subscribed.event.wait(timeout=max(0.0, deadline - time.monotonic())):
             self.stop()
             raise TargetError(
                 f"the lab router could not connect and subscribe at {self.broker_url} within {timeout_s:g}s"
@@ -270,8 +251,7 @@ class Router:
         if self._subscribed.refused:
             self.stop()
             raise TargetError(
-                "the broker refused the lab's subscriptions: "
-                + ", ".join(self._subscribed.refused),
+                "the broker refused the lab's subscriptions: " + ", ".join(self._subscribed.refused),
                 fix="allow the lab client to subscribe to these topics in the broker ACL",
             )
         self._plan.start(self._clock())
@@ -287,9 +267,7 @@ class Router:
 
     # ---------------------------------------------------------------- paho callbacks
 
-    def _on_connect(
-        self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None
-    ) -> None:
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         if rc.is_failure:
             self._connect_error = f"CONNACK {rc}"
             self._subscribed.event.set()  # stop waiting: start() reports the refusal
@@ -299,18 +277,14 @@ class Router:
         if result == mqtt.MQTT_ERR_SUCCESS and mid is not None:
             self._subscribed.pending.add(mid)
 
-    def _on_subscribe(
-        self, client: mqtt.Client, userdata: Any, mid: int, rcs: Any, props: Any = None
-    ) -> None:
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, rcs: Any, props: Any = None) -> None:
         for f, rc in zip(self._filters, rcs, strict=False):
             if rc.is_failure:
                 self._subscribed.refused.append(f"{f} ({rc})")
         self._subscribed.pending.discard(mid)
         self._subscribed.event.set()
 
-    def _on_message(
-        self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage
-    ) -> None:
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
             for pattern, handler in self._routes:
                 m = pattern.match(msg.topic)
@@ -319,15 +293,11 @@ class Router:
                     return
         except Exception as e:  # bad input from the network must never stop the lab
             log.exception("handler failed for %s", msg.topic)
-            self.ledger.write(
-                "rejected", topic=msg.topic, reason=f"internal error: {e!r}"
-            )
+            self.ledger.write("rejected", topic=msg.topic, reason=f"internal error: {e!r}")
 
     # ---------------------------------------------------------------- helpers
 
-    def _parse(
-        self, topic_match: re.Match[str], payload: bytes, required: tuple[str, ...]
-    ) -> dict[str, Any] | None:
+    def _parse(self, topic_match: re.Match[str], payload: bytes, required: tuple[str, ...]) -> dict[str, Any] | None:
         topic = topic_match.string
         try:
             msg = json.loads(payload.decode("utf-8"))
@@ -335,13 +305,9 @@ class Router:
             self.ledger.write("rejected", topic=topic, reason=f"not JSON: {e}")
             return None
         if not isinstance(msg, dict):
-            self.ledger.write(
-                "rejected", topic=topic, reason="payload is not a JSON object"
-            )
+            self.ledger.write("rejected", topic=topic, reason="payload is not a JSON object")
             return None
-        missing = [
-            k for k in required if not isinstance(msg.get(k), str) or not msg.get(k)
-        ]
+        missing = [k for k in required if not isinstance(msg.get(k), str) or not msg.get(k)]
         if missing:
             self.ledger.write(
                 "rejected",
@@ -353,9 +319,7 @@ class Router:
         return msg
 
     def _publish(self, topic: str, payload: dict[str, Any]) -> None:
-        self._client.publish(
-            topic, json.dumps(payload, ensure_ascii=False), qos=1, retain=False
-        )
+        self._client.publish(topic, json.dumps(payload, ensure_ascii=False), qos=1, retain=False)
 
     def _remember(self, cid: str, device: str) -> None:
         self._cid_device[cid] = device
@@ -409,9 +373,7 @@ class Router:
                 if decision.hold_for_reorder and held is None:
                     token = next(self._tokens)
                     self._held = _Held(alarm, device, decision, token)
-                    self.ledger.write(
-                        "reorder", cid=cid, device=device, centre=centre, delay_ms=0
-                    )
+                    self.ledger.write("reorder", cid=cid, device=device, centre=centre, delay_ms=0)
                     assert self._scheduler is not None
                     self._scheduler.after(NS, lambda: self._release_held(token))
                     return
@@ -438,18 +400,14 @@ class Router:
                 delay_ms=delay_ms,
             )
             assert self._scheduler is not None
-            self._scheduler.after(
-                decision.extra_delay_ns, lambda: self._send(alarm, device, decision)
-            )
+            self._scheduler.after(decision.extra_delay_ns, lambda: self._send(alarm, device, decision))
         else:
             self._send(alarm, device, decision)
 
     def _send(self, alarm: dict[str, Any], device: str, decision: Decision) -> None:
         out = dict(alarm)
         out["routed"] = utc_now()
-        topic = self.config.topic(
-            "centre_alarm", centre=str(out["centre"]), device=device
-        )
+        topic = self.config.topic("centre_alarm", centre=str(out["centre"]), device=device)
         delay_ms = decision.extra_delay_ns / 1e6
         self._publish(topic, out)
         self.ledger.write(
@@ -477,11 +435,7 @@ class Router:
             return
         cid = str(msg["cid"])
         centre = m.groupdict().get("centre") or msg.get("centre")
-        device = (
-            msg.get("device")
-            if isinstance(msg.get("device"), str) and msg.get("device")
-            else None
-        )
+        device = msg.get("device") if isinstance(msg.get("device"), str) and msg.get("device") else None
         device = device or self._cid_device.get(cid)
         if not device:
             self.ledger.write(
@@ -509,9 +463,7 @@ class Router:
             "action": msg.get("action", "acknowledged"),
             "sent": utc_now(),
         }
-        self._publish(
-            self.config.topic("device_ack", device=device, centre=str(centre)), ack
-        )
+        self._publish(self.config.topic("device_ack", device=device, centre=str(centre)), ack)
         self.ledger.write("ack", cid=cid, device=device, centre=centre, delay_ms=0)
 
     # ---------------------------------------------------------------- supervision
@@ -522,24 +474,14 @@ class Router:
             return
         device = m.groupdict().get("device") or msg.get("device")
         if not isinstance(device, str) or not device:
-            self.ledger.write(
-                "rejected", topic=m.string, reason="heartbeat without device"
-            )
+            self.ledger.write("rejected", topic=m.string, reason="heartbeat without device")
             return
         if not self.config.supervision.enabled:
             return
         settings = self.config.devices.get(device)
-        interval_s: Any = (
-            settings.heartbeat_interval_s
-            if settings and settings.heartbeat_interval_s
-            else None
-        )
+        interval_s: Any = settings.heartbeat_interval_s if settings and settings.heartbeat_interval_s else None
         interval_s = interval_s or msg.get("interval_s")
-        if (
-            not isinstance(interval_s, int | float)
-            or isinstance(interval_s, bool)
-            or interval_s <= 0
-        ):
+        if not isinstance(interval_s, int | float) or isinstance(interval_s, bool) or interval_s <= 0:
             self.ledger.write(
                 "rejected",
                 topic=m.string,
@@ -556,9 +498,7 @@ class Router:
             state.interval_ns = int(interval_s * NS)
             state.last_ns = now
             state.generation += 1
-            state.user = (
-                (settings.user if settings else None) or msg.get("user") or state.user
-            )
+            state.user = (settings.user if settings else None) or msg.get("user") or state.user
             if state.failed:
                 state.failed = False
                 self._raise_supervision(device, state, restored=True)
@@ -575,9 +515,7 @@ class Router:
             state.failed = True
             self._raise_supervision(device, state, restored=False)
 
-    def _raise_supervision(
-        self, device: str, state: _Supervised, *, restored: bool
-    ) -> None:
+    def _raise_supervision(self, device: str, state: _Supervised, *, restored: bool) -> None:
         state.counter += 1
         cid = f"lab-sup-{device}-{state.counter}"
         centre = self.config.centre_for(device, state.user)
@@ -606,9 +544,7 @@ class Router:
         if state.user:
             alarm["user"] = state.user
         self._remember(cid, device)
-        self._publish(
-            self.config.topic("centre_alarm", centre=centre, device=device), alarm
-        )
+        self._publish(self.config.topic("centre_alarm", centre=centre, device=device), alarm)
         self.ledger.write(action, cid=cid, device=device, centre=centre, delay_ms=0)
 
     # ---------------------------------------------------------------- control
@@ -627,12 +563,8 @@ class Router:
         try:
             spec = parse_faults(msg["faults"], "control message")
         except InputError as e:
-            self.ledger.write(
-                "rejected", topic=m.string, reason=str(e), id=msg.get("id")
-            )
-            self._notify(
-                {"event": "faults_rejected", "error": str(e), "id": msg.get("id")}
-            )
+            self.ledger.write("rejected", topic=m.string, reason=str(e), id=msg.get("id"))
+            self._notify({"event": "faults_rejected", "error": str(e), "id": msg.get("id")})
             return
         self.set_faults(spec, request_id=msg.get("id"))
 

@@ -72,9 +72,7 @@ class Peer:
         self.client.loop_start()
         if not self._ready.wait(timeout_s):
             self.close()
-            raise TimeoutError(
-                f"peer not connected/subscribed at {url} (rc={self.connect_rc})"
-            )
+            raise TimeoutError(f"peer not connected/subscribed at {url} (rc={self.connect_rc})")
         if self.dropped and self.connect_rc is None:
             self.close()
             raise ConnectionResetError(f"connection to {url} closed before CONNACK")
@@ -82,37 +80,27 @@ class Peer:
             self.close()
             raise ConnectionRefusedError(f"CONNACK {self.connect_rc}")
 
-    def _on_connect(
-        self, c: mqtt.Client, u: Any, f: Any, rc: Any, p: Any = None
-    ) -> None:
+    def _on_connect(self, c: mqtt.Client, u: Any, f: Any, rc: Any, p: Any = None) -> None:
         self.connect_rc = rc
         if rc.is_failure or not self._filters:
             self._ready.set()
             return
         c.subscribe([(t, 1) for t in self._filters])
 
-    def _on_disconnect(
-        self, c: mqtt.Client, u: Any, f: Any, rc: Any, p: Any = None
-    ) -> None:
+    def _on_disconnect(self, c: mqtt.Client, u: Any, f: Any, rc: Any, p: Any = None) -> None:
         if self.connect_rc is None:
             self.dropped = True
             self._ready.set()
 
-    def _on_subscribe(
-        self, c: mqtt.Client, u: Any, mid: int, rcs: Any, p: Any = None
-    ) -> None:
+    def _on_subscribe(self, c: mqtt.Client, u: Any, mid: int, rcs: Any, p: Any = None) -> None:
         self._ready.set()
 
     def _on_message(self, c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
         with self._cond:
-            self.arrivals.append(
-                Arrival(msg.topic, bytes(msg.payload), time.monotonic_ns())
-            )
+            self.arrivals.append(Arrival(msg.topic, bytes(msg.payload), time.monotonic_ns()))
             self._cond.notify_all()
 
-    def publish(
-        self, topic: str, payload: dict[str, Any] | bytes, *, wait: bool = True
-    ) -> int:
+    def publish(self, topic: str, payload: dict[str, Any] | bytes, *, wait: bool = True) -> int:
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         sent = time.monotonic_ns()
         info = self.client.publish(topic, data, qos=1)
@@ -120,26 +108,18 @@ class Peer:
             info.wait_for_publish(timeout=5)
         return sent
 
-    def wait_for(
-        self, pred: Callable[[list[Arrival]], bool], timeout_s: float = 5.0
-    ) -> list[Arrival]:
+    def wait_for(self, pred: Callable[[list[Arrival]], bool], timeout_s: float = 5.0) -> list[Arrival]:
         deadline = time.monotonic() + timeout_s
         with self._cond:
             while not pred(self.arrivals):
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(
-                        f"condition not met within {timeout_s}s; got {len(self.arrivals)} arrivals"
-                    )
+                    raise AssertionError(f"condition not met within {timeout_s}s; got {len(self.arrivals)} arrivals")
                 self._cond.wait(left)
             return list(self.arrivals)
 
-    def wait_count(
-        self, n: int, timeout_s: float = 5.0, topic_part: str = ""
-    ) -> list[Arrival]:
-        got = self.wait_for(
-            lambda a: sum(1 for x in a if topic_part in x.topic) >= n, timeout_s
-        )
+    def wait_count(self, n: int, timeout_s: float = 5.0, topic_part: str = "") -> list[Arrival]:
+        got = self.wait_for(lambda a: sum(1 for x in a if topic_part in x.topic) >= n, timeout_s)
         return [x for x in got if topic_part in x.topic]
 
     def close(self) -> None:
@@ -153,9 +133,7 @@ class Peer:
         self.close()
 
 
-def wait_until(
-    pred: Callable[[], bool], timeout_s: float = 5.0, what: str = "condition"
-) -> None:
+def wait_until(pred: Callable[[], bool], timeout_s: float = 5.0, what: str = "condition") -> None:
     """For files written by another process (the ledger): re-check at short intervals, with a deadline."""
     deadline = time.monotonic() + timeout_s
     while not pred():

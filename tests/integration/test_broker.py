@@ -72,9 +72,7 @@ def test_tls_with_client_certificates(tmp_path: Path) -> None:
 
 def test_amqtt_tls_server_side(tmp_path: Path) -> None:
     pki = make_pki(tmp_path / "pki", [])
-    with start_broker(
-        tmp_path / "b", tls=pki.server_tls(require_client_cert=False), kind="amqtt"
-    ) as b:
+    with start_broker(tmp_path / "b", tls=pki.server_tls(require_client_cert=False), kind="amqtt") as b:
         _roundtrip(b.url, ca=pki.ca_cert)
 
 
@@ -95,6 +93,4 @@ def test_broker_that_does_not_come_up_reports_its_log(tmp_path: Path) -> None:
     with pytest.raises(TargetError) as e:
         start_broker(tmp_path, tls=bad, ready_timeout_s=5)
     assert "did not come up" in e.value.problem
-    assert (
-        "nope.pem" in e.value.problem
-    )  # the log tail names the file mosquitto could not load
+    assert "nope.pem" in e.value.problem  # the log tail names the file mosquitto could not load

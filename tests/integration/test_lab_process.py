@@ -89,16 +89,12 @@ def _actions(lab: LabProcess, action: str) -> list[dict[str, Any]]:
         pytest.param(
             "mosquitto",
             "5",
-            marks=pytest.mark.skipif(
-                find_mosquitto() is None, reason="mosquitto is not installed"
-            ),
+            marks=pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed"),
         ),
         ("amqtt", "3.1.1"),
     ],
 )
-def test_routes_to_the_right_centre_and_relays_acks(
-    tmp_path: Path, kind: str, version: str
-) -> None:
+def test_routes_to_the_right_centre_and_relays_acks(tmp_path: Path, kind: str, version: str) -> None:
     cfg = _cfg(broker={"kind": kind, "mqtt_version": version})
     with LabProcess(cfg, tmp_path / "lab") as lab:
         assert lab.broker_kind == kind
@@ -108,11 +104,9 @@ def test_routes_to_the_right_centre_and_relays_acks(
             sent = {
                 "c-1": event("c-1", "sa-1"),  # device's own centre
                 "c-2": event("c-2", "sa-2", user="persona/olav-91"),  # by user routing
-                "c-3": event(
-                    "c-3", "sa-9", user="persona/nobody"
-                ),  # unknown: default centre
+                "c-3": event("c-3", "sa-9", user="persona/nobody"),  # unknown: default centre
             }
-            for cid, e in sent.items():
+            for e in sent.values():
                 device.publish(EV.format(e["device"]), e)
             got = {a.json()["cid"]: a for a in centre.wait_count(3)}
             assert got["c-1"].topic == "vtlab/t/centre/rc-a/alarm"
@@ -142,15 +136,9 @@ def test_routes_to_the_right_centre_and_relays_acks(
             )
             acks = {a.json()["cid"]: a for a in device.wait_count(2)}
             assert acks["c-1"].topic == "vtlab/t/device/sa-1/ack"
-            assert (
-                acks["c-2"].topic == "vtlab/t/device/sa-2/ack"
-            )  # device found from the cid
+            assert acks["c-2"].topic == "vtlab/t/device/sa-2/ack"  # device found from the cid
             ack = acks["c-1"].json()
-            assert (
-                ack["v"] == 1
-                and ack["centre"] == "rc-a"
-                and ack["action"] == "acknowledged"
-            )
+            assert ack["v"] == 1 and ack["centre"] == "rc-a" and ack["action"] == "acknowledged"
         routed = _actions(lab, "routed")
         assert {x["cid"] for x in routed} == {"c-1", "c-2", "c-3"}
         assert {x["cid"] for x in _actions(lab, "ack")} == {"c-1", "c-2"}
@@ -227,13 +215,9 @@ def test_outage_drops_alarms_and_acks_then_recovers(lab: LabProcess) -> None:
         centre.wait_count(1)
         lab.set_faults("outage=600ms@0ms")
         device.publish(EV.format("sa-1"), event("o-1"))
-        centre.publish(
-            "vtlab/t/centre/rc-a/ack", {"v": 1, "cid": "o-0", "device": "sa-1"}
-        )
+        centre.publish("vtlab/t/centre/rc-a/ack", {"v": 1, "cid": "o-0", "device": "sa-1"})
         wait_until(lambda: len(_actions(lab, "outage")) == 2, what="two outage lines")
-        wait_until(
-            lambda: any(x.get("spec") == "outage=600ms@0ms" for x in lab.ledger())
-        )
+        wait_until(lambda: any(x.get("spec") == "outage=600ms@0ms" for x in lab.ledger()))
         time.sleep(0.7)  # let the outage window (600 ms, counted by the lab) pass
         device.publish(EV.format("sa-1"), event("o-2"))
         got = [a.json()["cid"] for a in centre.wait_count(2)]
@@ -246,9 +230,7 @@ def test_outage_drops_alarms_and_acks_then_recovers(lab: LabProcess) -> None:
 def test_supervision_raises_356_and_restores(lab: LabProcess) -> None:
     centre, device = _peers(lab)
     with centre, device:
-        device.publish(
-            HB.format("hb-1"), {"v": 1, "device": "hb-1", "seq": 1, "interval_s": 60}
-        )
+        device.publish(HB.format("hb-1"), {"v": 1, "device": "hb-1", "seq": 1, "interval_s": 60})
         t0 = time.monotonic()
         fail = centre.wait_count(1, timeout_s=3)[0]
         waited = time.monotonic() - t0
@@ -257,13 +239,9 @@ def test_supervision_raises_356_and_restores(lab: LabProcess) -> None:
         assert body["event"] == "supervision_failure"
         assert (body["code"], body["qualifier"]) == ("356", "1")
         assert body["cid"] == "lab-sup-hb-1-1" and body["device"] == "hb-1"
-        assert (
-            waited >= 0.3
-        )  # two missed 0.2 s intervals (config beats the payload's 60 s)
+        assert waited >= 0.3  # two missed 0.2 s intervals (config beats the payload's 60 s)
         assert len(centre.arrivals) == 1  # raised once, not every interval
-        device.publish(
-            HB.format("hb-1"), {"v": 1, "device": "hb-1", "seq": 2, "interval_s": 60}
-        )
+        device.publish(HB.format("hb-1"), {"v": 1, "device": "hb-1", "seq": 2, "interval_s": 60})
         got = centre.wait_count(2, timeout_s=3)
         restored = got[1].json()
         assert restored["event"] == "supervision_restored"
@@ -280,9 +258,7 @@ def test_bad_input_is_rejected_not_fatal(lab: LabProcess) -> None:
     centre, device = _peers(lab)
     with centre, device:
         device.publish(EV.format("sa-1"), b"\xff not json")
-        device.publish(
-            EV.format("sa-1"), {"v": 1, "event": "personal_emergency"}
-        )  # no cid
+        device.publish(EV.format("sa-1"), {"v": 1, "event": "personal_emergency"})  # no cid
         device.publish(EV.format("sa-1"), b"[1, 2]")
         device.publish(HB.format("sa-1"), b"{}")  # no interval anywhere
         centre.publish("vtlab/t/centre/rc-a/ack", {"v": 1, "cid": "never-routed"})
@@ -363,11 +339,7 @@ def test_cli_bad_config_prints_ready_false(tmp_path: Path) -> None:
     )
     assert r.returncode == 2
     out = json.loads(r.stdout.strip().splitlines()[0])
-    assert (
-        out["ready"] is False
-        and "outside 0 and 1" in out["error"]
-        and str(cfg) in out["error"]
-    )
+    assert out["ready"] is False and "outside 0 and 1" in out["error"] and str(cfg) in out["error"]
 
 
 def test_cli_stops_broker_on_sigterm(tmp_path: Path) -> None:
@@ -399,3 +371,32 @@ def test_cli_stops_broker_on_sigterm(tmp_path: Path) -> None:
     finally:
         if p.poll() is None:
             p.kill()
+
+
+def test_lab_stops_with_its_broker_when_the_parent_goes_away(tmp_path: Path) -> None:
+    lab = LabProcess(_cfg(), tmp_path / "lab").start()
+    try:
+        port = int(lab.broker_url.rsplit(":", 1)[1])
+        assert lab._proc is not None and lab._proc.stdin is not None
+        lab._proc.stdin.close()  # what the kernel does when the harness dies
+        assert lab._proc.wait(timeout=10) == 0
+        wait_until(lambda: _closed(port), what="broker port closed")
+    finally:
+        lab.stop()
+
+
+def _closed(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return False
+    except OSError:
+        return True
+
+
+def test_amqtt_with_mqtt5_is_refused_with_a_fix(tmp_path: Path) -> None:
+    cfg = _cfg(broker={"kind": "amqtt", "mqtt_version": "5"})
+    with pytest.raises(TargetError) as e:
+        LabProcess(cfg, tmp_path / "lab").start()
+    assert "MQTT 3.1.1 only" in e.value.problem

@@ -60,9 +60,7 @@ def test_duration_not_a_number() -> None:
     assert "250ms" in (e.value.fix or "")
 
 
-@pytest.mark.parametrize(
-    "ns", [0, 250 * MS, 1500 * MS, 30 * S, 300 * S, 7200 * S, 90 * S, 1234]
-)
+@pytest.mark.parametrize("ns", [0, 250 * MS, 1500 * MS, 30 * S, 300 * S, 7200 * S, 90 * S, 1234])
 def test_format_duration_round_trip(ns: int) -> None:
     assert parse_duration(format_duration(ns)) == ns
 
@@ -71,9 +69,7 @@ def test_format_duration_round_trip(ns: int) -> None:
 
 
 def test_full_spec() -> None:
-    spec = parse_faults(
-        "drop=0.03,dup=0.01,delay=400ms@0.1,reorder=0.02,outage=10s@30s,seed=7"
-    )
+    spec = parse_faults("drop=0.03,dup=0.01,delay=400ms@0.1,reorder=0.02,outage=10s@30s,seed=7")
     assert spec == FaultSpec(
         drop=0.03,
         dup=0.01,
@@ -124,13 +120,8 @@ def test_canonical_round_trip(text: str) -> None:
 
 
 def test_canonical_form() -> None:
-    spec = parse_faults(
-        "seed=7,outage=10s@30s,reorder=2%,delay=0.4s@10%,dup=1%,drop=3%"
-    )
-    assert (
-        str(spec)
-        == "drop=0.03,dup=0.01,delay=400ms@0.1,reorder=0.02,outage=10s@30s,seed=7"
-    )
+    spec = parse_faults("seed=7,outage=10s@30s,reorder=2%,delay=0.4s@10%,dup=1%,drop=3%")
+    assert str(spec) == "drop=0.03,dup=0.01,delay=400ms@0.1,reorder=0.02,outage=10s@30s,seed=7"
     assert FaultSpec.parse(str(spec)) == spec
 
 
@@ -177,10 +168,7 @@ def test_error_probability_out_of_range(text: str, problem: str) -> None:
 def test_error_probability_not_a_number() -> None:
     e = _err("drop=often")
     assert e.problem == "`drop=often`: `often` is not a probability"
-    assert (
-        e.fix
-        == "write a number between 0 and 1 or a percentage, e.g. drop=0.03 or drop=3%"
-    )
+    assert e.fix == "write a number between 0 and 1 or a percentage, e.g. drop=0.03 or drop=3%"
 
 
 def test_error_negative_probability() -> None:
@@ -230,9 +218,7 @@ def test_error_names_the_lab_file() -> None:
 # ------------------------------------------------------------------ decisions
 
 
-def _run(
-    spec: str, n: int, step_ns: int = MS
-) -> list[tuple[bool, str | None, int, int, bool]]:
+def _run(spec: str, n: int, step_ns: int = MS) -> list[tuple[bool, str | None, int, int, bool]]:
     plan = FaultPlan(parse_faults(spec), start_ns=0)
     out = []
     for i in range(n):
