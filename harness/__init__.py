@@ -1,0 +1,1 @@
+"""vtlab: acceptance-test harness for welfare technology."""
