@@ -1,0 +1,1 @@
+"""Device models: what a device is, what it can report, and how vtlab plays it when simulated."""

@@ -1,0 +1,39 @@
+"""Safety alarm (trygghetsalarm) and fall detector, as seen by the alarm platform.
+
+Event codes are Ademco Contact ID, the vocabulary response-centre software shows operators.
+"""
+
+from __future__ import annotations
+
+from devices.model import DeviceModel, EventSpec
+
+HEARTBEAT_STOPPED = EventSpec(
+    "heartbeat_stopped", "356", priority=3, wire=False, raises="supervision_failure",
+    description="the device falls silent (power or network lost); the platform must raise loss of supervision",
+)
+LOW_BATTERY = EventSpec("low_battery", "302", priority=4, description="battery below the warning level (technical alarm)")
+TEST_TRANSMISSION = EventSpec("test_transmission", "602", priority=5, description="periodic test report")
+
+SAFETY_ALARM = DeviceModel(
+    name="safety_alarm",
+    description="Home safety alarm with a wearable button (trygghetsalarm)",
+    events={
+        "button_press": EventSpec(
+            "personal_emergency", "101", priority=1, description="the user presses the alarm button"
+        ),
+        "low_battery": LOW_BATTERY,
+        "test": TEST_TRANSMISSION,
+        "heartbeat_stop": HEARTBEAT_STOPPED,
+    },
+)
+
+FALL_DETECTOR = DeviceModel(
+    name="fall_detector",
+    description="Wearable fall detector raising an automatic alarm",
+    events={
+        "fall": EventSpec("fall_detected", "100", priority=1, description="a fall is detected (automatic alarm)"),
+        "button_press": EventSpec("personal_emergency", "101", priority=1, description="the user presses the button"),
+        "low_battery": LOW_BATTERY,
+        "heartbeat_stop": HEARTBEAT_STOPPED,
+    },
+)

@@ -1,0 +1,107 @@
+"""The requirement catalog: a contract's numbered requirements and its approval rule."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.errors import InputError
+from harness.yamlfile import SourceFile, load_yaml
+
+
+class Priority(str, Enum):
+    MUST = "må"
+    SHOULD = "bør"
+
+
+class Category(str, Enum):
+    FUNCTIONAL = "functional"
+    CAPACITY = "capacity"
+    INTEGRATION = "integration"
+    SECURITY = "security"
+    OPERATIONS = "operations"
+
+
+class Severity(str, Enum):
+    """Error class on failure, as in the state standard contracts (SSA)."""
+
+    A = "A"  # kritisk
+    B = "B"  # alvorlig
+    C = "C"  # mindre alvorlig
+    D = "D"  # kosmetisk
+
+
+class Requirement(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Requirement number, e.g. TA-3.1")
+    title: str
+    text: str = Field(description="The requirement as the contract words it")
+    source: str = Field(description="Where in the contract documents it stands, e.g. 'Bilag 2, pkt. 3.1'")
+    priority: Priority
+    category: Category
+    severity: Severity = Field(description="Error class a failure of this requirement gets (A-D)")
+
+
+class ApprovalRule(BaseModel):
+    """When the delivery may be approved. Default: not while an A or B deviation is open."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    blocking: list[Severity] = Field(default=[Severity.A, Severity.B])
+    text: str = "Leveransen godkjennes ikke så lenge det finnes åpne avvik i kategori A eller B."
+
+
+class ContractInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    title: str
+    customer: str
+    supplier: str
+    reference: str = ""
+    system: str = ""
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    contract: ContractInfo
+    approval: ApprovalRule = ApprovalRule()
+    requirements: list[Requirement]
+
+    def get(self, req_id: str) -> Requirement | None:
+        return next((r for r in self.requirements if r.id == req_id), None)
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.id for r in self.requirements]
+
+
+def load_contract(path: Path) -> tuple[Contract, SourceFile]:
+    src = load_yaml(path, "contract")
+    contract = src.validate(Contract)
+    seen: set[str] = set()
+    for i, req in enumerate(contract.requirements):
+        if req.id in seen:
+            raise InputError(
+                f"requirement id `{req.id}` appears twice",
+                place=src.place("requirements", i, "id"),
+                fix="give every requirement its own id",
+            )
+        seen.add(req.id)
+    return contract, src
+
+
+def find_contract(root: Path) -> Path:
+    """The contract of this checkout: the single YAML file in fixtures/contract/."""
+    files = sorted((root / "fixtures" / "contract").glob("*.yaml"))
+    if len(files) != 1:
+        raise InputError(
+            f"expected one contract in fixtures/contract/, found {len(files)}",
+            place=str(root / "fixtures" / "contract"),
+            fix="keep exactly one contract file there, or pass --contract PATH",
+        )
+    return files[0]

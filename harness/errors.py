@@ -1,0 +1,57 @@
+"""User-facing errors: each names the place, what is wrong and what to write instead.
+
+The CLI and the pytest plugin print these without a traceback and exit with status 2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """A position in an input file (1-based line), or a named source such as the command line."""
+
+    source: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.line}" if self.line else self.source
+
+    @classmethod
+    def of(cls, path: str | Path, line: int | None = None) -> Place:
+        return cls(str(path), line)
+
+
+class VtlabError(Exception):
+    """Bad input or an unusable target. Message format: `place: problem. fix`."""
+
+    exit_code = 2
+
+    def __init__(self, problem: str, *, place: Place | str | None = None, fix: str | None = None):
+        self.problem = problem
+        self.place = Place(place) if isinstance(place, str) else place
+        self.fix = fix
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        text = f"{self.place}: {self.problem}" if self.place else self.problem
+        if self.fix:
+            text += f"\n  fix: {self.fix}"
+        return text
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InputError(VtlabError, ValueError):
+    """A scenario, contract, lab or fault description that cannot be used as written.
+
+    A ValueError too, so pydantic validators can raise it and the loader adds the file and line.
+    """
+
+
+class TargetError(VtlabError):
+    """The system under test (or its broker) cannot be reached or used as the lab file says."""

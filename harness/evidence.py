@@ -1,0 +1,355 @@
+"""The run's append-only evidence store: one SQLite file per run, written as things happen.
+
+A run killed half-way keeps every row it committed; `vtlab report` rebuilds the summary from this file
+alone. Times: `t_ns` is the harness's monotonic clock (comparable within one run only), `wall` is UTC.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+EVIDENCE_FILE = "evidence.sqlite"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS run (
+    run_id TEXT PRIMARY KEY, started TEXT NOT NULL, ended TEXT, status TEXT NOT NULL,
+    info TEXT NOT NULL            -- JSON: lab, contract, versions, machine, clock, faults, argv ...
+);
+CREATE TABLE IF NOT EXISTS files (   -- inputs the run used, with their text, so reports need nothing else
+    role TEXT NOT NULL, path TEXT NOT NULL, sha256 TEXT NOT NULL, text TEXT NOT NULL,
+    PRIMARY KEY (role, path)
+);
+CREATE TABLE IF NOT EXISTS scenarios (
+    id TEXT PRIMARY KEY, file TEXT NOT NULL, title TEXT NOT NULL, covers TEXT NOT NULL,
+    definition TEXT NOT NULL,     -- JSON: devices, steps, repeat, pace, criteria as loaded
+    started TEXT NOT NULL, ended TEXT, status TEXT NOT NULL, detail TEXT
+);
+CREATE TABLE IF NOT EXISTS stimuli (
+    id INTEGER PRIMARY KEY, scenario TEXT NOT NULL, cid TEXT NOT NULL, device TEXT NOT NULL,
+    event TEXT NOT NULL, seq INTEGER NOT NULL, iteration INTEGER NOT NULL,
+    t_ns INTEGER NOT NULL, wall TEXT NOT NULL, payload TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS stimuli_cid ON stimuli (cid);
+CREATE TABLE IF NOT EXISTS arrivals (
+    id INTEGER PRIMARY KEY, scenario TEXT, cid TEXT, probe TEXT NOT NULL, kind TEXT NOT NULL,
+    t_ns INTEGER NOT NULL, wall TEXT NOT NULL, payload TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS arrivals_cid ON arrivals (cid);
+CREATE TABLE IF NOT EXISTS acks (       -- acknowledgements sent by a response-centre probe
+    id INTEGER PRIMARY KEY, scenario TEXT NOT NULL, cid TEXT NOT NULL, probe TEXT NOT NULL,
+    t_ns INTEGER NOT NULL, wall TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS steps (
+    id INTEGER PRIMARY KEY, scenario TEXT NOT NULL, iteration INTEGER NOT NULL, step INTEGER NOT NULL,
+    kind TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT, t_ns INTEGER NOT NULL, wall TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS observations (  -- tester notes, manual checks, skipped steps with reasons
+    id INTEGER PRIMARY KEY, scenario TEXT, kind TEXT NOT NULL, author TEXT, text TEXT NOT NULL,
+    wall TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS lab_events (    -- what the reference lab says it did (its fault ledger)
+    id INTEGER PRIMARY KEY, scenario TEXT, cid TEXT, device TEXT, action TEXT NOT NULL,
+    detail TEXT NOT NULL, wall TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS verdicts (
+    id INTEGER PRIMARY KEY, scenario TEXT NOT NULL, requirement TEXT NOT NULL, metric TEXT NOT NULL,
+    statistic TEXT NOT NULL, limit_text TEXT NOT NULL, measured REAL, unit TEXT NOT NULL,
+    verdict TEXT NOT NULL, detail TEXT NOT NULL, wall TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS matches (     -- an expectation met (or not): the basis of every metric
+    id INTEGER PRIMARY KEY, scenario TEXT NOT NULL, iteration INTEGER NOT NULL, step INTEGER NOT NULL,
+    metric TEXT NOT NULL, stimulus_cid TEXT NOT NULL, device TEXT NOT NULL, seq INTEGER NOT NULL,
+    arrival_id INTEGER, latency_ns INTEGER, outcome TEXT NOT NULL,  -- ok, late, lost, mismatch
+    detail TEXT, wall TEXT NOT NULL
+);
+"""
+
+
+def utc_now() -> str:
+    """UTC wall-clock time for people, ISO 8601 with milliseconds and a Z."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+class EvidenceStore:
+    """Writer. Every call commits, so what is measured survives a killed run.
+
+    Thread-safe: probes call it from their transport threads.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    @classmethod
+    def create(cls, run_dir: Path) -> EvidenceStore:
+        return cls(run_dir / EVIDENCE_FILE)
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._db.execute(sql, params)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- the run ---------------------------------------------------------------------------
+    def run_started(self, run_id: str, info: Mapping[str, Any]) -> None:
+        self._write(
+            "INSERT INTO run (run_id, started, status, info) VALUES (?, ?, 'running', ?)",
+            (run_id, utc_now(), _dump(info)),
+        )
+
+    def run_info_update(self, **extra: Any) -> None:
+        with self._lock:
+            (info,) = self._db.execute("SELECT info FROM run").fetchone()
+            merged = {**json.loads(info), **extra}
+            self._db.execute("UPDATE run SET info = ?", (_dump(merged),))
+
+    def run_ended(self, status: str = "completed") -> None:
+        self._write("UPDATE run SET ended = ?, status = ?", (utc_now(), status))
+
+    def input_file(self, role: str, path: str, sha256: str, text: str) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO files (role, path, sha256, text) VALUES (?, ?, ?, ?)",
+            (role, path, sha256, text),
+        )
+
+    # --- scenarios ---------------------------------------------------------------------------
+    def scenario_started(
+        self, scenario: str, file: str, title: str, covers: list[str], definition: Mapping[str, Any]
+    ) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO scenarios (id, file, title, covers, definition, started, status)"
+            " VALUES (?, ?, ?, ?, ?, ?, 'running')",
+            (scenario, file, title, _dump(covers), _dump(definition), utc_now()),
+        )
+
+    def scenario_ended(self, scenario: str, status: str, detail: str | None = None) -> None:
+        self._write(
+            "UPDATE scenarios SET ended = ?, status = ?, detail = ? WHERE id = ?",
+            (utc_now(), status, detail, scenario),
+        )
+
+    def stimulus(
+        self,
+        scenario: str,
+        cid: str,
+        device: str,
+        event: str,
+        seq: int,
+        iteration: int,
+        t_ns: int,
+        payload: Mapping[str, Any],
+    ) -> None:
+        self._write(
+            "INSERT INTO stimuli (scenario, cid, device, event, seq, iteration, t_ns, wall, payload)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (scenario, cid, device, event, seq, iteration, t_ns, utc_now(), _dump(payload)),
+        )
+
+    def arrival(
+        self,
+        scenario: str | None,
+        cid: str | None,
+        probe: str,
+        kind: str,
+        t_ns: int,
+        payload: Mapping[str, Any] | str,
+    ) -> int:
+        """Record what a probe received (raw `cid` as sent by the platform); returns the row id."""
+        body = payload if isinstance(payload, str) else _dump(payload)
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO arrivals (scenario, cid, probe, kind, t_ns, wall, payload)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (scenario, cid, probe, kind, t_ns, utc_now(), body),
+            )
+            return int(cur.lastrowid or 0)
+
+    def ack_sent(self, scenario: str, cid: str, probe: str, t_ns: int) -> None:
+        self._write(
+            "INSERT INTO acks (scenario, cid, probe, t_ns, wall) VALUES (?, ?, ?, ?, ?)",
+            (scenario, cid, probe, t_ns, utc_now()),
+        )
+
+    def step(
+        self,
+        scenario: str,
+        iteration: int,
+        step: int,
+        kind: str,
+        outcome: str,
+        detail: str | None,
+        t_ns: int,
+    ) -> None:
+        self._write(
+            "INSERT INTO steps (scenario, iteration, step, kind, outcome, detail, t_ns, wall)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (scenario, iteration, step, kind, outcome, detail, t_ns, utc_now()),
+        )
+
+    def observation(self, scenario: str | None, kind: str, text: str, author: str | None = None) -> None:
+        self._write(
+            "INSERT INTO observations (scenario, kind, author, text, wall) VALUES (?, ?, ?, ?, ?)",
+            (scenario, kind, author, text, utc_now()),
+        )
+
+    def lab_event(self, scenario: str | None, line: Mapping[str, Any]) -> None:
+        self._write(
+            "INSERT INTO lab_events (scenario, cid, device, action, detail, wall)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                scenario,
+                line.get("cid"),
+                line.get("device"),
+                str(line.get("action", "?")),
+                _dump(line),
+                str(line.get("t") or utc_now()),
+            ),
+        )
+
+    def match(
+        self,
+        scenario: str,
+        iteration: int,
+        step: int,
+        metric: str,
+        stimulus_cid: str,
+        device: str,
+        seq: int,
+        arrival_id: int | None,
+        latency_ns: int | None,
+        outcome: str,
+        detail: str | None = None,
+    ) -> None:
+        self._write(
+            "INSERT INTO matches (scenario, iteration, step, metric, stimulus_cid, device, seq,"
+            " arrival_id, latency_ns, outcome, detail, wall) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (scenario, iteration, step, metric, stimulus_cid, device, seq, arrival_id, latency_ns,
+             outcome, detail, utc_now()),
+        )
+
+    def verdict(
+        self,
+        scenario: str,
+        requirement: str,
+        metric: str,
+        statistic: str,
+        limit_text: str,
+        measured: float | None,
+        unit: str,
+        verdict: str,
+        detail: str,
+    ) -> None:
+        self._write(
+            "INSERT INTO verdicts (scenario, requirement, metric, statistic, limit_text, measured,"
+            " unit, verdict, detail, wall) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (scenario, requirement, metric, statistic, limit_text, measured, unit, verdict, detail, utc_now()),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioRecord:
+    id: str
+    file: str
+    title: str
+    covers: list[str]
+    definition: dict[str, Any]
+    started: str
+    ended: str | None
+    status: str
+    detail: str | None
+
+
+class EvidenceReader:
+    """Read-only view of a run's store; works on a store whose run was killed half-way."""
+
+    def __init__(self, path: Path):
+        if path.is_dir():
+            path = path / EVIDENCE_FILE
+        if not path.exists():
+            from harness.errors import InputError
+
+            raise InputError(
+                "no evidence store here",
+                place=str(path),
+                fix="give the run folder a run wrote, e.g. reports/latest",
+            )
+        self.path = path
+        self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        self._db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        self._db.close()
+
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        return list(self._db.execute(sql, params))
+
+    def run(self) -> dict[str, Any]:
+        row = self._db.execute("SELECT * FROM run").fetchone()
+        if row is None:
+            return {"run_id": self.path.parent.name, "started": None, "ended": None, "status": "empty", "info": {}}
+        return {**dict(row), "info": json.loads(row["info"])}
+
+    def files(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.rows("SELECT * FROM files ORDER BY role, path")]
+
+    def scenarios(self) -> list[ScenarioRecord]:
+        return [
+            ScenarioRecord(
+                id=r["id"],
+                file=r["file"],
+                title=r["title"],
+                covers=json.loads(r["covers"]),
+                definition=json.loads(r["definition"]),
+                started=r["started"],
+                ended=r["ended"],
+                status=r["status"],
+                detail=r["detail"],
+            )
+            for r in self.rows("SELECT * FROM scenarios ORDER BY started, id")
+        ]
+
+    def stimuli(self, scenario: str) -> Iterator[sqlite3.Row]:
+        yield from self._db.execute("SELECT * FROM stimuli WHERE scenario = ? ORDER BY id", (scenario,))
+
+    def arrivals(self, scenario: str) -> Iterator[sqlite3.Row]:
+        yield from self._db.execute("SELECT * FROM arrivals WHERE scenario = ? ORDER BY id", (scenario,))
+
+    def acks(self, scenario: str) -> Iterator[sqlite3.Row]:
+        yield from self._db.execute("SELECT * FROM acks WHERE scenario = ? ORDER BY id", (scenario,))
+
+    def matches(self, scenario: str) -> list[sqlite3.Row]:
+        return self.rows("SELECT * FROM matches WHERE scenario = ? ORDER BY id", (scenario,))
+
+    def verdicts(self) -> list[sqlite3.Row]:
+        return self.rows("SELECT * FROM verdicts ORDER BY id")
+
+    def steps(self, scenario: str) -> list[sqlite3.Row]:
+        return self.rows("SELECT * FROM steps WHERE scenario = ? ORDER BY id", (scenario,))
+
+    def observations(self) -> list[sqlite3.Row]:
+        return self.rows("SELECT * FROM observations ORDER BY id")
+
+    def lab_events(self, scenario: str | None = None) -> list[sqlite3.Row]:
+        if scenario is None:
+            return self.rows("SELECT * FROM lab_events ORDER BY id")
+        return self.rows("SELECT * FROM lab_events WHERE scenario = ? ORDER BY id", (scenario,))

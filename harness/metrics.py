@@ -1,0 +1,189 @@
+"""Metrics of a scenario, computed from its evidence rows alone (pure: no clocks, no I/O).
+
+Time metrics (latencies) go into HdrHistograms at 3 significant digits (0.1 % resolution); counts are
+derived from which stimuli were matched, how often a correlation id arrived and in which order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from harness.units import Dimension
+
+HIGHEST_NS = 3_600_000_000_000  # one hour
+SIGNIFICANT_DIGITS = 3
+
+TIME_STATISTICS = ("p50", "p90", "p95", "p99", "p999", "max", "min", "mean", "count")
+COUNT_METRICS: dict[str, str] = {
+    "lost": "expected alarms or acknowledgements that never arrived",
+    "duplicates": "extra copies of an alarm that had already arrived",
+    "out_of_order": "alarms from one device that arrived after a later alarm from the same device",
+    "late": "alarms or acknowledgements that arrived, but after the step's `within`",
+    "misrouted": "alarms that arrived at the wrong response centre or for the wrong user or device",
+    "altered": "alarms whose event, code or priority changed on the way",
+}
+RATE_METRICS: dict[str, str] = {"throughput": "alarms received per second over the scenario"}
+
+
+def dimension(metric_kind: str, statistic: str) -> Dimension | None:
+    """The unit family of `statistic` on a metric of `metric_kind` (time, count, rate); None if invalid."""
+    if metric_kind == "time":
+        if statistic == "count":
+            return Dimension.COUNT
+        return Dimension.TIME if statistic in TIME_STATISTICS else None
+    if metric_kind == "count":
+        return {"count": Dimension.COUNT, "rate": Dimension.RATIO}.get(statistic)
+    if metric_kind == "rate":
+        return {"rate": Dimension.RATE, "count": Dimension.COUNT}.get(statistic)
+    return None
+
+
+def statistics_for(metric_kind: str) -> list[str]:
+    return {"time": list(TIME_STATISTICS), "count": ["count", "rate"], "rate": ["rate", "count"]}[metric_kind]
+
+
+@dataclass(slots=True)
+class Latency:
+    """One time metric: an HdrHistogram of nanoseconds plus the raw samples for plots."""
+
+    name: str
+    histogram: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, HIGHEST_NS, SIGNIFICANT_DIGITS))
+    samples: list[tuple[int, int]] = field(default_factory=list)  # (stimulus t_ns, latency ns)
+
+    def record(self, t_ns: int, latency_ns: int) -> None:
+        self.histogram.record_value(max(1, min(latency_ns, HIGHEST_NS)))
+        self.samples.append((t_ns, latency_ns))
+
+    def statistic(self, name: str) -> float | None:
+        h = self.histogram
+        if name == "count":
+            return float(h.get_total_count())
+        if h.get_total_count() == 0:
+            return None
+        if name == "max":
+            return float(h.get_max_value())
+        if name == "min":
+            return float(h.get_min_value())
+        if name == "mean":
+            return float(h.get_mean_value())
+        pct = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}[name]
+        return float(h.get_value_at_percentile(pct))
+
+    def summary(self) -> dict[str, float | None]:
+        return {s: self.statistic(s) for s in TIME_STATISTICS}
+
+
+@dataclass(slots=True)
+class ScenarioMetrics:
+    latencies: dict[str, Latency] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNT_METRICS, 0))
+    expected: int = 0  # expectations evaluated (denominator of rates)
+    stimuli: int = 0
+    arrivals: int = 0
+    span_ns: int = 0
+    lost_cids: list[str] = field(default_factory=list)
+    duplicate_cids: list[str] = field(default_factory=list)
+    out_of_order_cids: list[str] = field(default_factory=list)
+    problem_details: list[str] = field(default_factory=list)
+
+    def value(self, metric: str, statistic: str) -> float | None:
+        if metric in self.latencies:
+            return self.latencies[metric].statistic(statistic)
+        if metric in COUNT_METRICS:
+            count = self.counts[metric]
+            if statistic == "rate":
+                return count / self.expected if self.expected else None
+            return float(count)
+        if metric == "throughput":
+            if statistic == "count":
+                return float(self.arrivals)
+            return self.arrivals / (self.span_ns / 1e9) if self.span_ns > 0 else None
+        return None  # a time metric with no samples at all
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "latency": {name: lat.summary() for name, lat in self.latencies.items()},
+            "counts": dict(self.counts),
+            "expected": self.expected,
+            "stimuli": self.stimuli,
+            "arrivals": self.arrivals,
+            "span_s": self.span_ns / 1e9,
+            "lost_cids": self.lost_cids,
+            "duplicate_cids": self.duplicate_cids,
+            "out_of_order_cids": self.out_of_order_cids,
+        }
+
+
+def compute(
+    stimuli: Iterable[Mapping[str, Any]],
+    arrivals: Iterable[Mapping[str, Any]],
+    matches: Iterable[Mapping[str, Any]],
+) -> ScenarioMetrics:
+    """Metrics from evidence rows (`stimuli`, `arrivals`, `matches` tables of one scenario)."""
+    m = ScenarioMetrics()
+    stim = {row["cid"]: row for row in stimuli}
+    m.stimuli = len(stim)
+    arrival_rows = list(arrivals)
+    alarm_rows = [a for a in arrival_rows if a["kind"] == "alarm" and a["cid"] in stim]
+    m.arrivals = len(alarm_rows)
+    if stim and alarm_rows:
+        first = min(r["t_ns"] for r in stim.values())
+        m.span_ns = max(a["t_ns"] for a in alarm_rows) - first
+
+    # duplicates: a stimulus' correlation id arriving more than once at the same kind of probe
+    seen: dict[tuple[str, str], int] = defaultdict(int)
+    for a in arrival_rows:
+        if a["cid"] in stim:
+            seen[(a["kind"], a["cid"])] += 1
+    for (_, cid), n in seen.items():
+        if n > 1:
+            m.counts["duplicates"] += n - 1
+            m.duplicate_cids.append(cid)
+
+    # latencies, loss, lateness, routing and content, order
+    arrival_by_id = {a["id"]: a for a in arrival_rows}
+    ordered: list[tuple[int, str, int, str]] = []  # (arrival id, device, seq, cid) of matched alarms
+    expectations: set[tuple[str, int]] = set()
+    for row in matches:
+        expectations.add((row["stimulus_cid"], row["step"]))
+        m.expected = len(expectations)
+        outcome = row["outcome"]
+        if outcome in ("ok", "late", "altered"):
+            lat = m.latencies.setdefault(row["metric"], Latency(row["metric"]))
+            t0 = stim[row["stimulus_cid"]]["t_ns"] if row["stimulus_cid"] in stim else 0
+            lat.record(t0, int(row["latency_ns"]))
+            if row["metric"] == "alarm_latency" and row["arrival_id"] in arrival_by_id:
+                ordered.append((row["arrival_id"], row["device"], row["seq"], row["stimulus_cid"]))
+        if outcome == "late":
+            m.counts["late"] += 1
+        elif outcome == "altered":
+            m.counts["altered"] += 1
+            m.problem_details.append(f"{row['stimulus_cid']}: {row['detail']}")
+        elif outcome == "misrouted":
+            m.counts["misrouted"] += 1
+            m.problem_details.append(f"{row['stimulus_cid']}: {row['detail']}")
+        elif outcome == "lost":
+            m.counts["lost"] += 1
+            m.lost_cids.append(row["stimulus_cid"] if row["metric"] == "alarm_latency"
+                               else f"{row['stimulus_cid']} ({row['metric']})")
+    highest: dict[str, int] = {}
+    for _, device, seq, cid in sorted(ordered):
+        if seq < highest.get(device, -1):
+            m.counts["out_of_order"] += 1
+            m.out_of_order_cids.append(cid)
+        highest[device] = max(seq, highest.get(device, -1))
+    return m
+
+
+def payload_of(row: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        value = json.loads(row["payload"])
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}

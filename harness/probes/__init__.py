@@ -1,0 +1,1 @@
+"""Observation points: where the contract says an alarm or acknowledgement must arrive."""

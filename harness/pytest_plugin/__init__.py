@@ -1,0 +1,79 @@
+"""vtlab's pytest plugin: collects `scenarios/**/*.yaml`, runs them against the lab, judges them
+against the contract and prints the per-requirement table. Registered through the `pytest11` entry
+point and loaded by the checkout's root conftest.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.errors import VtlabError
+from harness.pytest_plugin.collect import ScenarioFile
+from harness.pytest_plugin.run import VtlabRun, run_key
+from harness.pytest_plugin.terminal import requirement_table
+from harness.report.summary import write_summary
+
+SCENARIO_DIR_NAME = "scenarios"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("vtlab", "vtlab acceptance runs")
+    group.addoption("--lab", dest="vtlab_lab", metavar="PATH",
+                    help="lab file describing the target (default: fixtures/labs/embedded.yaml)")
+    group.addoption("--fault", dest="vtlab_fault", metavar="SPEC",
+                    help="faults for the embedded lab, e.g. drop=0.03,dup=0.01,delay=400ms@0.1")
+    group.addoption("--report-dir", dest="vtlab_report_dir", metavar="DIR", help="where run folders go (reports/)")
+    group.addoption("--contract", dest="vtlab_contract", metavar="PATH",
+                    help="contract file (default: the one in fixtures/contract/)")
+    group.addoption("--run-id", dest="vtlab_run_id", metavar="ID", help="name of the run folder (default: time-based)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[run_key] = VtlabRun(config)
+    config.addinivalue_line("markers", "requirement(id): the contract requirement a scenario covers")
+    config.addinivalue_line("markers", "hardware: needs a real radio or serial device; skipped unless asked for")
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.suffix in (".yaml", ".yml") and SCENARIO_DIR_NAME in file_path.parts[:-1]:
+        return ScenarioFile.from_parent(parent, path=file_path)
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    run_hw = config.getoption("-m") and "hardware" in str(config.getoption("-m"))
+    for item in items:
+        if item.get_closest_marker("hardware") and not run_hw:
+            item.add_marker(pytest.mark.skip(reason="needs real hardware; run with -m hardware in a lab that has it"))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    run: VtlabRun | None = session.config.stash.get(run_key, None)
+    if run is None or run.session is None:
+        return
+    interrupted = exitstatus in (pytest.ExitCode.INTERRUPTED, 2)
+    run.session.close("interrupted" if interrupted else "completed")
+    try:
+        run.summary = write_summary(run.session.run_dir)
+    except VtlabError as exc:
+        run.extra["summary_error"] = str(exc)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    run: VtlabRun | None = config.stash.get(run_key, None)
+    if run is None or run.session is None:
+        return
+    tr = terminalreporter
+    if run.summary is None:
+        tr.write_line(f"vtlab: no summary: {run.extra.get('summary_error')}", red=True)
+        return
+    tr.section("vtlab acceptance: per requirement")
+    for line in requirement_table(run.summary):
+        tr.write_line(line)
+    verdict = run.summary["verdict"]
+    colour = {"approved": {"green": True}, "not_approved": {"red": True}}.get(verdict, {"yellow": True})
+    tr.write_line("")
+    tr.write_line(f"verdict: {verdict.upper()} - {run.summary['reason']}", bold=True, **colour)
+    tr.write_line(f"evidence and summary: {run.session.run_dir}")

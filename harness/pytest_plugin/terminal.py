@@ -1,0 +1,41 @@
+"""The per-requirement table printed at the end of a run (and by `vtlab report`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MARK = {"pass": "PASS", "marginal": "MARGINAL", "fail": "FAIL", "error": "ERROR", "not_run": "NOT RUN",
+        "not_covered": "UNCOVERED"}
+
+
+def _measured(c: dict[str, Any]) -> str:
+    if c["measured"] is None:
+        return "-"
+    unit = "" if c["unit"] == "count" else f" {c['unit']}"
+    return f"{c['measured']:g}{unit}"
+
+
+def requirement_table(summary: dict[str, Any]) -> list[str]:
+    lines = [f"{'requirement':<10} {'pri':<3} {'cls':<3} {'verdict':<9}  criterion (measured vs limit)"]
+    for req in summary["requirements"]:
+        head = f"{req['id']:<10} {req['priority']:<3} {req['severity']:<3} {MARK.get(req['verdict'], req['verdict']):<9}"
+        crits = req["criteria"]
+        if not crits:
+            lines.append(f"{head}  {req['title']}")
+            continue
+        for i, c in enumerate(crits):
+            text = f"{c['metric']} {c['statistic']} = {_measured(c)} (limit {c['limit']})  {c['verdict']}"
+            lines.append(f"{head if i == 0 else ' ' * len(head)}  {text}")
+    if summary["deviations"]:
+        lines.append("")
+        lines.append("deviations (avvik):")
+        for d in summary["deviations"]:
+            lines.append(f"  {d['id']} [{d['severity']}] {d['summary']}")
+            lost = d["evidence"].get("lost_alarms")
+            if lost:
+                shown = ", ".join(lost[:10]) + (f" ... ({len(lost)} in all)" if len(lost) > 10 else "")
+                lines.append(f"      lost alarms: {shown}")
+    if summary["uncovered"]:
+        lines.append("")
+        lines.append(f"not covered by any scenario: {', '.join(summary['uncovered'])}")
+    return lines

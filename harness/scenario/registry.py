@@ -1,0 +1,75 @@
+"""The step registry: every step kind comes from a plugin through the `vtlab_steps` hook."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+from pydantic import BaseModel
+
+from harness import hookspecs
+
+if TYPE_CHECKING:
+    from devices.model import DeviceModel
+    from harness.scenario.plan import ScenarioPlan, StepPlan
+    from harness.scenario.runner import Iteration
+
+
+@dataclass(frozen=True, slots=True)
+class StepKind:
+    """A step users can write: its name, its argument model, and what it does.
+
+    `check` runs at load time against the resolved scenario (devices, probes exist) so mistakes are
+    reported at the step's line before anything runs. `metrics` names the time metrics it records.
+    """
+
+    name: str
+    args: type[BaseModel]
+    run: Callable[[Iteration, StepPlan], Awaitable[None]]
+    check: Callable[[ScenarioPlan, StepPlan], None] | None = None
+    metrics: Callable[[BaseModel], list[str]] | None = None
+
+    @property
+    def doc(self) -> str:
+        return inspect.cleandoc(self.run.__doc__ or "")
+
+
+@functools.cache
+def plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager("vtlab")
+    pm.add_hookspecs(hookspecs.VtlabSpec)
+    from devices import builtin as builtin_devices
+    from harness.scenario import steps as builtin_steps
+
+    pm.register(builtin_steps, name="vtlab.steps")
+    pm.register(builtin_devices, name="vtlab.devices")
+    pm.load_setuptools_entrypoints("vtlab")
+    return pm
+
+
+@functools.cache
+def step_kinds() -> dict[str, StepKind]:
+    kinds: dict[str, StepKind] = {}
+    for batch in plugin_manager().hook.vtlab_steps():
+        for kind in batch:
+            kinds[kind.name] = kind
+    return dict(sorted(kinds.items()))
+
+
+@functools.cache
+def device_models() -> dict[str, DeviceModel]:
+    models: dict[str, DeviceModel] = {}
+    for batch in plugin_manager().hook.vtlab_device_models():
+        for model in batch:
+            models[model.name] = model
+    return dict(sorted(models.items()))
+
+
+def suggest(word: str, choices: list[str] | Any) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"did you mean `{close[0]}`? " if close else ""

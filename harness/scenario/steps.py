@@ -1,0 +1,329 @@
+"""The built-in scenario steps. Each is registered through the `vtlab_steps` hook; its docstring and
+argument model are its documentation (`vtlab steps`, `vtlab schema`)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from harness.errors import InputError
+from harness.hookspecs import hookimpl
+from harness.scenario.plan import ScenarioPlan, StepPlan
+from harness.scenario.registry import StepKind
+from harness.scenario.runner import Iteration, Pending, Stimulus
+from harness.tracking import Arrival
+from harness.transports.base import now_ns
+from harness.units import parse_duration
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _duration(v: str) -> str:
+    parse_duration(v)
+    return v
+
+
+def _ns(text: str) -> int:
+    return parse_duration(text)
+
+
+# --- trigger ---------------------------------------------------------------------------------------
+class TriggerArgs(_Args):
+    device: str = Field(description="Device name from the scenario's `devices:`")
+    event: str = Field(description="Event of the device model, e.g. button_press, fall, low_battery, heartbeat_stop")
+
+
+async def trigger(it: Iteration, step: StepPlan) -> None:
+    """Make an event happen on a device: the simulated device sends it (or, for `heartbeat_stop`, falls
+    silent). The moment is stamped as the stimulus; latency to every later expectation starts here."""
+    args: TriggerArgs = step.args
+    binding = it.plan.devices[args.device]
+    device_id = binding.id_for(it.index)
+    device = it.bed.device(device_id)
+    spec = binding.model.events[args.event]
+    cid = it.run.new_cid(it.index)
+    seq = it.bed.next_seq(device_id)
+    if spec.wire:
+        payload, t = device.send(spec, cid, seq)
+    else:
+        t = device.stop_heartbeat()
+        payload = {"event": spec.event, "device": device_id, "note": "device fell silent (last heartbeat)"}
+    it.bed.evidence.stimulus(it.plan.id, cid, device_id, spec.event, seq, it.index, t, payload)
+    it.stimuli[args.device] = Stimulus(cid, device_id, args.device, spec, seq, t)
+    it.record(step, "ok", cid)
+
+
+def check_trigger(plan: ScenarioPlan, step: StepPlan) -> None:
+    args: TriggerArgs = step.args
+    binding = plan.binding(args.device, step.place)
+    if args.event not in binding.model.events:
+        raise InputError(
+            f"device `{args.device}` ({binding.model.name}) has no event `{args.event}`",
+            place=step.place,
+            fix=f"use one of {sorted(binding.model.events)}",
+        )
+
+
+# --- expect_alarm --------------------------------------------------------------------------------
+class ExpectAlarmArgs(_Args):
+    from_: str = Field(alias="from", description="Device name whose last stimulus this alarm answers")
+    at: str | None = Field(None, description="Probe name; default: the probe of the user's response centre")
+    event: str | None = Field(None, description="Expected alarm event; default: what the device sent")
+    priority: int | None = Field(None, description="Expected priority; default: what the device sent")
+    code: str | None = Field(None, description="Expected Contact ID code; default: what the device sent")
+    within: str = Field(description="How long to wait, counted from the stimulus, e.g. 30s")
+    metric: str = Field("alarm_latency", description="Name the latency is recorded under")
+
+    _within = field_validator("within")(_duration)
+
+
+def _expected_probe(it: Iteration, args: ExpectAlarmArgs, stim: Stimulus) -> tuple[str, str]:
+    """(probe name, centre the alarm must arrive at)."""
+    if args.at is not None:
+        return args.at, it.bed.lab.spec.probes[args.at].centre
+    centre = it.bed.lab.expected_centre(stim.device_id)
+    probe = it.plan.probe_for_centre(centre)
+    assert probe is not None  # checked at load time
+    return probe, centre
+
+
+def _alarm_check(it: Iteration, args: ExpectAlarmArgs, stim: Stimulus, centre: str):  # type: ignore[no-untyped-def]
+    user = it.bed.lab.spec.devices[stim.device_id].user
+    wanted_event = args.event or stim.spec.expected_alarm
+    routing = {"centre": centre, "user": user, "device": stim.device_id}
+    content: dict[str, object] = {"event": wanted_event}
+    if args.priority is not None or stim.spec.wire:
+        content["priority"] = args.priority if args.priority is not None else stim.spec.priority
+    if args.code is not None or stim.spec.wire:
+        content["code"] = args.code if args.code is not None else stim.spec.code
+
+    def check(arrival: Arrival) -> tuple[str, str | None]:
+        wrong = [f"{k}={arrival.payload.get(k)!r}, expected {v!r}" for k, v in routing.items()
+                 if arrival.payload.get(k) != v]
+        if wrong:
+            return "misrouted", "; ".join(wrong)
+        wrong = [f"{k}={arrival.payload.get(k)!r}, expected {v!r}" for k, v in content.items()
+                 if str(arrival.payload.get(k)) != str(v)]
+        return ("altered", "; ".join(wrong)) if wrong else ("ok", None)
+
+    return check
+
+
+async def expect_alarm(it: Iteration, step: StepPlan) -> None:
+    """Wait for the alarm that answers the device's last stimulus at a response-centre probe, and check
+    it: routed to the right centre, for the right user and device, with the event, code and priority
+    unchanged. Correlated by the stimulus' correlation id; an alarm the platform raises itself (loss of
+    supervision) is matched by device and event after the stimulus."""
+    args: ExpectAlarmArgs = step.args
+    stim = it.stimuli[args.from_]
+    probe, centre = _expected_probe(it, args, stim)
+    wanted_event = args.event or stim.spec.expected_alarm
+    if stim.spec.wire:
+        def predicate(a: Arrival) -> bool:
+            return a.kind == "alarm" and a.cid == stim.cid
+    else:
+        def predicate(a: Arrival) -> bool:
+            return (a.kind == "alarm" and a.payload.get("device") == stim.device_id
+                    and a.payload.get("event") == wanted_event and a.t_ns >= stim.t_ns)
+    check = _alarm_check(it, args, stim, centre)
+    deadline = stim.t_ns + _ns(args.within)
+    arrival = await it.bed.tracker.expect(predicate, frozenset({probe}), (deadline - now_ns()) / 1e9)
+    if arrival is None:
+        it.run.pending.append(Pending(it.index, step.index, (args.metric,), (stim.t_ns,), stim, probe, predicate, check))
+        it.record(step, "timeout", f"no alarm for {stim.cid} at {probe} within {args.within}")
+        it.stop(f"alarm {stim.cid} did not arrive within {args.within}")
+        return
+    outcome, detail = check(arrival)
+    it.bed.evidence.match(it.plan.id, it.index, step.index, args.metric, stim.cid, stim.device_id, stim.seq,
+                          arrival.id, arrival.t_ns - stim.t_ns, outcome, detail)
+    it.alarms[probe] = (arrival, stim)
+    it.record(step, "ok" if outcome == "ok" else "mismatch", detail)
+
+
+def check_expect_alarm(plan: ScenarioPlan, step: StepPlan) -> None:
+    args: ExpectAlarmArgs = step.args
+    binding = plan.binding(args.from_, step.place)
+    if not any(s.kind.name == "trigger" and s.args.device == args.from_ for s in plan.steps):
+        raise InputError(
+            f"`expect_alarm` from `{args.from_}` has no earlier `trigger` on that device",
+            place=step.place,
+            fix=f"add `- trigger: {{device: {args.from_}, event: ...}}` before this step",
+        )
+    if args.at is not None:
+        plan.probe(args.at, step.place)
+        return
+    for device_id in binding.ids:
+        centre = plan.lab.expected_centre(device_id)
+        if plan.probe_for_centre(centre) is None:
+            raise InputError(
+                f"no probe in the lab file receives for centre `{centre}` (of device {device_id})",
+                place=step.place,
+                fix="add a response_centre probe for it to the lab file, or name the probe with `at:`",
+            )
+
+
+# --- acknowledge ---------------------------------------------------------------------------------
+class AcknowledgeArgs(_Args):
+    at: str | None = Field(None, description="Probe that received the alarm; default: the one that did")
+    operator: str = Field("vtlab-operator", description="Operator id written into the acknowledgement")
+
+
+async def acknowledge(it: Iteration, step: StepPlan) -> None:
+    """Acknowledge the alarm received in this repetition, as the response-centre operator does; the
+    moment is stamped (start of `ack_latency`)."""
+    args: AcknowledgeArgs = step.args
+    if args.at is not None:
+        got = it.alarms.get(args.at)
+    else:
+        got = next(iter(it.alarms.values()), None)
+    if got is None:
+        it.record(step, "skipped", "no alarm received to acknowledge")
+        it.stop("no alarm to acknowledge")
+        return
+    arrival, stim = got
+    probe = it.bed.probes[arrival.probe]
+    t = probe.acknowledge(arrival, args.operator)
+    it.bed.evidence.ack_sent(it.plan.id, stim.cid, probe.name, t)
+    it.acked[stim.alias] = (stim.cid, t, stim)
+    it.record(step, "ok", stim.cid)
+
+
+def check_acknowledge(plan: ScenarioPlan, step: StepPlan) -> None:
+    args: AcknowledgeArgs = step.args
+    if args.at is not None:
+        plan.probe(args.at, step.place)
+    if not any(s.kind.name == "expect_alarm" for s in plan.steps):
+        raise InputError("`acknowledge` needs an earlier `expect_alarm`", place=step.place,
+                         fix="expect the alarm at the response centre before acknowledging it")
+
+
+# --- expect_ack ----------------------------------------------------------------------------------
+class ExpectAckArgs(_Args):
+    device: str = Field(description="Device name that must get the acknowledgement")
+    within: str = Field(description="How long to wait, counted from the acknowledgement, e.g. 10s")
+
+    _within = field_validator("within")(_duration)
+
+
+async def expect_ack(it: Iteration, step: StepPlan) -> None:
+    """Wait for the response centre's acknowledgement to come back to the device (the user sees or
+    hears that help is coming). Records `ack_latency` (from acknowledgement) and `ack_roundtrip` (from
+    the stimulus)."""
+    args: ExpectAckArgs = step.args
+    acked = it.acked.get(args.device)
+    if acked is None:
+        it.record(step, "skipped", "nothing was acknowledged for this device")
+        return
+    cid, t_ack, stim = acked
+    probe = f"device:{stim.device_id}"
+
+    def predicate(a: Arrival) -> bool:
+        return a.kind == "device_ack" and a.cid == cid
+
+    def check(a: Arrival) -> tuple[str, str | None]:
+        return "ok", None
+
+    metrics, origins = ("ack_latency", "ack_roundtrip"), (t_ack, stim.t_ns)
+    deadline = t_ack + _ns(args.within)
+    arrival = await it.bed.tracker.expect(predicate, frozenset({probe}), (deadline - now_ns()) / 1e9)
+    if arrival is None:
+        it.run.pending.append(Pending(it.index, step.index, metrics, origins, stim, probe, predicate, check))
+        it.record(step, "timeout", f"no acknowledgement for {cid} at {stim.device_id} within {args.within}")
+        it.stop(f"acknowledgement for {cid} did not arrive within {args.within}")
+        return
+    for metric, origin in zip(metrics, origins, strict=True):
+        it.bed.evidence.match(it.plan.id, it.index, step.index, metric, cid, stim.device_id, stim.seq,
+                              arrival.id, arrival.t_ns - origin, "ok", None)
+    it.record(step, "ok", cid)
+
+
+def check_expect_ack(plan: ScenarioPlan, step: StepPlan) -> None:
+    plan.binding(step.args.device, step.place)
+    if not any(s.kind.name == "acknowledge" for s in plan.steps[: step.index]):
+        raise InputError("`expect_ack` needs an earlier `acknowledge`", place=step.place,
+                         fix="add `- acknowledge: {}` after the alarm is expected")
+
+
+# --- heartbeats, waiting, notes --------------------------------------------------------------------
+class StartHeartbeatArgs(_Args):
+    device: str = Field(description="Device name")
+    every: str | None = Field(None, description="Interval; default: the device's heartbeat in the lab file")
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, v: str | None) -> str | None:
+        return None if v is None else _duration(v)
+
+
+async def start_heartbeat(it: Iteration, step: StepPlan) -> None:
+    """Start the device's periodic heartbeat (supervision messages to the platform)."""
+    args: StartHeartbeatArgs = step.args
+    device_id = it.device_id(args.device)
+    every = args.every or it.bed.lab.spec.devices[device_id].heartbeat
+    it.bed.device(device_id).start_heartbeat(parse_duration(every) / 1e9)
+    it.record(step, "ok", f"every {every}")
+
+
+def check_device(plan: ScenarioPlan, step: StepPlan) -> None:
+    plan.binding(step.args.device, step.place)
+
+
+class WaitArgs(_Args):
+    for_: str = Field(alias="for", description="How long, e.g. 3s")
+
+    _for = field_validator("for_")(_duration)
+
+
+async def wait(it: Iteration, step: StepPlan) -> None:
+    """Let time pass on purpose (for example while heartbeats run). Not a way to wait for arrivals:
+    `expect_*` steps wait for events with deadlines."""
+    await asyncio.sleep(_ns(step.args.for_) / 1e9)
+    it.record(step, "ok", step.args.for_)
+
+
+class NoteArgs(_Args):
+    text: str = Field(description="What the tester wants in the record")
+
+
+async def note(it: Iteration, step: StepPlan) -> None:
+    """Put a tester's note into the run's record (once, in the first repetition)."""
+    if it.index == 0:
+        it.bed.evidence.observation(it.plan.id, "note", step.args.text)
+    it.record(step, "ok")
+
+
+class ManualArgs(_Args):
+    instruction: str = Field(description="What the tester does, e.g. 'Trykk på alarmknappen med våte hender'")
+    expect: str = Field(description="What the tester must observe")
+    mode: Literal["skip"] = "skip"
+
+
+async def manual(it: Iteration, step: StepPlan) -> None:
+    """A step a person performs and judges. In an unattended run it is skipped, and the skip and its
+    reason are recorded so the report lists it."""
+    if it.index == 0:
+        it.bed.evidence.observation(
+            it.plan.id, "skipped",
+            f"manual step skipped in an unattended run: {step.args.instruction} -> expected: {step.args.expect}",
+        )
+    it.record(step, "skipped", "manual step; unattended run")
+
+
+@hookimpl
+def vtlab_steps() -> list[StepKind]:
+    return [
+        StepKind("trigger", TriggerArgs, trigger, check_trigger),
+        StepKind("expect_alarm", ExpectAlarmArgs, expect_alarm, check_expect_alarm,
+                 metrics=lambda a: [a.metric]),
+        StepKind("acknowledge", AcknowledgeArgs, acknowledge, check_acknowledge),
+        StepKind("expect_ack", ExpectAckArgs, expect_ack, check_expect_ack,
+                 metrics=lambda a: ["ack_latency", "ack_roundtrip"]),
+        StepKind("start_heartbeat", StartHeartbeatArgs, start_heartbeat, check_device),
+        StepKind("wait", WaitArgs, wait),
+        StepKind("note", NoteArgs, note),
+        StepKind("manual", ManualArgs, manual),
+    ]

@@ -1,0 +1,112 @@
+"""Durations, rates and limits as people write them in files: `250ms`, `30s`, `5m`, `2/s`, `<= 30s`.
+
+Inside, time is integer nanoseconds. Every parse error names the place and says what to write.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from harness.errors import InputError, Place
+
+_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000,
+       "h": 3_600_000_000_000}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h)\s*$")
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
+DURATION_HELP = "write a number and a unit without space, e.g. 250ms, 30s, 5m or 2h"
+
+
+def parse_duration(text: object, place: Place | str | None = None) -> int:
+    """`30s` -> 30_000_000_000 ns."""
+    m = _DURATION.match(str(text))
+    if not m or isinstance(text, bool):
+        raise InputError(f"`{text}` is not a duration", place=place, fix=DURATION_HELP)
+    return round(float(m.group(1)) * _NS[m.group(2)])
+
+
+def format_duration(ns: float) -> str:
+    """Readable duration with the unit a person would pick (`412.3ms`, `1.50s`)."""
+    if ns >= 60_000_000_000:
+        return f"{ns / 60_000_000_000:.2f}m"
+    if ns >= 1_000_000_000:
+        return f"{ns / 1_000_000_000:.3f}s"
+    if ns >= 1_000_000:
+        return f"{ns / 1_000_000:.3f}ms"
+    return f"{ns / 1_000:.1f}us"
+
+
+def parse_rate(text: object, place: Place | str | None = None) -> float:
+    """`2/s` -> 2.0 per second; `30/m` -> 0.5 per second."""
+    m = _RATE.match(str(text))
+    if not m:
+        raise InputError(f"`{text}` is not a rate", place=place, fix="write events per unit time, e.g. 2/s, 30/m")
+    return float(m.group(1)) / {"s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+class Dimension(Enum):
+    """What a metric measures, and so which units its limits take."""
+
+    TIME = "time"  # nanoseconds; limits in ms, s ...
+    COUNT = "count"  # whole events; limits bare, or with `alarms`
+    RATIO = "ratio"  # fraction of stimuli; limits in %
+    RATE = "rate"  # events per second; limits like 50/s
+
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "<=": operator.le,
+    "<": operator.lt,
+    ">=": operator.ge,
+    ">": operator.gt,
+    "==": operator.eq,
+}
+_LIMIT = re.compile(r"^\s*(<=|>=|==|<|>)\s*(.+?)\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """A comparison against a value in the metric's base unit (ns, count, fraction, 1/s)."""
+
+    op: str
+    value: float
+    text: str
+
+    def holds(self, measured: float) -> bool:
+        return _OPS[self.op](measured, self.value)
+
+
+def parse_limit(text: object, dimension: Dimension, place: Place | str | None = None) -> Limit:
+    """`<= 30s` for a time metric, `== 0` for a count, `<= 0.1%` for a ratio, `>= 50/s` for a rate."""
+    raw = str(text)
+    m = _LIMIT.match(raw)
+    if not m or isinstance(text, bool):
+        raise InputError(
+            f"`{raw}` is not a limit",
+            place=place,
+            fix="write a comparison and a value, e.g. \"<= 30s\", \"== 0\", \"<= 0.5%\" (quote it in YAML)",
+        )
+    op, value = m.group(1), m.group(2)
+    if dimension is Dimension.TIME:
+        if re.fullmatch(r"\d+(\.\d+)?", value):
+            raise InputError(
+                f"limit `{raw}` has no unit",
+                place=place,
+                fix=f"say which unit: \"{op} {value}s\" or \"{op} {value}ms\"",
+            )
+        return Limit(op, float(parse_duration(value, place)), raw)
+    if dimension is Dimension.COUNT:
+        m2 = re.fullmatch(r"(\d+)(\s*alarms?)?", value)
+        if not m2:
+            raise InputError(f"limit `{raw}` is not a count", place=place, fix=f"write a whole number: \"{op} 0\"")
+        return Limit(op, float(m2.group(1)), raw)
+    if dimension is Dimension.RATIO:
+        m2 = re.fullmatch(r"(\d+(?:\.\d+)?)\s*%", value)
+        if not m2:
+            raise InputError(
+                f"limit `{raw}` is not a percentage", place=place, fix=f"write a share with %: \"{op} 0.5%\""
+            )
+        return Limit(op, float(m2.group(1)) / 100.0, raw)
+    return Limit(op, parse_rate(value, place), raw)
