@@ -1,0 +1,142 @@
+"""The `vtlab` command: run, report, schema, steps (and the report commands of harness.report).
+
+Exit codes: 0 approved (or the command succeeded), 1 not approved or incomplete, 2 bad input or an
+unusable target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from harness.errors import VtlabError
+
+EXIT_APPROVED, EXIT_NOT_APPROVED, EXIT_BAD_INPUT = 0, 1, 2
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _run(args: argparse.Namespace) -> int:
+    import pytest
+
+    from harness.session import ROOT, new_run_id
+
+    run_id = args.run_id or new_run_id()
+    report_dir = Path(args.report_dir or "reports").resolve()
+    pytest_args = list(args.pytest_args)
+    if pytest_args and pytest_args[0] == "--":
+        pytest_args = pytest_args[1:]
+    if not any(not a.startswith("-") and Path(a.split("::")[0]).exists() for a in pytest_args):
+        pytest_args.append(str(ROOT / "scenarios"))
+    pytest_args += ["--report-dir", str(report_dir), "--run-id", run_id, "-p", "no:cacheprovider"]
+    if args.lab:
+        pytest_args += ["--lab", str(Path(args.lab).resolve())]
+    if args.fault is not None:
+        from harness.lab.faults import parse_faults
+
+        parse_faults(args.fault, "--fault")
+        pytest_args += ["--fault", args.fault]
+    if args.contract:
+        pytest_args += ["--contract", str(Path(args.contract).resolve())]
+    rc = pytest.main(pytest_args)
+    summary_path = report_dir / run_id / "summary.json"
+    if not summary_path.exists():
+        if rc == pytest.ExitCode.NO_TESTS_COLLECTED:
+            print("vtlab: no scenario was collected; give scenario files or folders under scenarios/", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    after = _after_run_hooks()
+    for hook in after:
+        hook(report_dir / run_id)
+    print(f"vtlab: {summary['verdict']} ({summary['reason']}); report folder {report_dir / run_id}")
+    return EXIT_APPROVED if summary["verdict"] == "approved" else EXIT_NOT_APPROVED
+
+
+def _after_run_hooks() -> list[Callable[[Path], None]]:
+    """Things that render from a finished run (the HTML/PDF report), when installed."""
+    try:
+        from harness.report.commands import after_run
+    except ImportError:
+        return []
+    return [after_run]
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from harness.pytest_plugin.terminal import requirement_table
+    from harness.report.summary import write_summary
+
+    run_dir = Path(args.run_dir or "reports/latest")
+    summary = write_summary(run_dir)
+    for line in requirement_table(summary):
+        print(line)
+    print(f"\nverdict: {summary['verdict'].upper()} - {summary['reason']}")
+    print(f"summary: {run_dir / 'summary.json'}")
+    return EXIT_APPROVED if summary["verdict"] == "approved" else EXIT_NOT_APPROVED
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from harness.schema import write_schemas
+
+    for path in write_schemas(Path(args.out)):
+        print(path)
+    return 0
+
+
+def _steps(args: argparse.Namespace) -> int:
+    from harness.schema import step_reference
+
+    print(step_reference())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vtlab", description="Acceptance tests of welfare technology.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the acceptance suite against a lab and judge it")
+    run.add_argument("--lab", help="lab file (default: fixtures/labs/embedded.yaml)")
+    run.add_argument("--fault", help="faults for the embedded lab, e.g. drop=0.05")
+    run.add_argument("--report-dir", help="folder for run folders (default: reports)")
+    run.add_argument("--contract", help="contract file (default: the one in fixtures/contract/)")
+    run.add_argument("--run-id", help="name of the run folder (default: time-based)")
+    run.add_argument("pytest_args", nargs=argparse.REMAINDER, help="scenario paths and pytest options")
+    run.set_defaults(func=_run)
+
+    summary = sub.add_parser("summary", help="rebuild summary.json of a run from its evidence store")
+    summary.add_argument("run_dir", nargs="?", help="run folder (default: reports/latest)")
+    summary.set_defaults(func=_summary)
+
+    schema = sub.add_parser("schema", help="write JSON Schemas for scenario, contract and lab files")
+    schema.add_argument("--out", default="schemas", help="folder to write to (default: schemas)")
+    schema.set_defaults(func=_schema)
+
+    steps = sub.add_parser("steps", help="print the reference of all scenario steps")
+    steps.set_defaults(func=_steps)
+
+    try:
+        from harness.report.commands import register
+    except ImportError:
+        report = sub.add_parser("report", help="rebuild summary.json of a run from its evidence store")
+        report.add_argument("run_dir", nargs="?", help="run folder (default: reports/latest)")
+        report.set_defaults(func=_summary)
+    else:
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Command = args.func
+    try:
+        return func(args)
+    except VtlabError as exc:
+        print(f"vtlab: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
