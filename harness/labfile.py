@@ -94,9 +94,26 @@ class Device(_Model):
         return v
 
 
+class SystemUnderTest(_Model):
+    """What is being accepted, as the report's cover names it."""
+
+    name: str = "Unnamed system"
+    version: str = "unknown"
+    firmware: dict[str, str] = Field(default_factory=dict, description="Device model -> firmware version")
+    notes: str = ""
+
+
+class TeamMember(_Model):
+    name: str
+    role: str
+    organisation: str = ""
+
+
 class LabFile(_Model):
     name: str
     description: str = ""
+    system_under_test: SystemUnderTest = SystemUnderTest()
+    test_team: list[TeamMember] = Field(default_factory=list, description="Who ran the test (for the report)")
     platform: Platform = Platform()
     mqtt: Mqtt = Mqtt()
     site: str = Field("lab", pattern=r"^[A-Za-z0-9_-]+$")
