@@ -11,7 +11,9 @@ HEARTBEAT_STOPPED = EventSpec(
     "heartbeat_stopped", "356", priority=3, wire=False, raises="supervision_failure",
     description="the device falls silent (power or network lost); the platform must raise loss of supervision",
 )
-LOW_BATTERY = EventSpec("low_battery", "302", priority=4, description="battery below the warning level (technical alarm)")
+LOW_BATTERY = EventSpec(
+    "low_battery", "302", priority=4, description="battery below the warning level (technical alarm)"
+)
 TEST_TRANSMISSION = EventSpec("test_transmission", "602", priority=5, description="periodic test report")
 
 SAFETY_ALARM = DeviceModel(

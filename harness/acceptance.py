@@ -171,8 +171,8 @@ def decide(contract: Contract, scenarios: list[ScenarioJudgement], run_ended: bo
     """Requirement verdicts, deviations and the overall verdict under the contract's approval rule."""
     covering: dict[str, list[ScenarioJudgement]] = {r.id: [] for r in contract.requirements}
     for s in scenarios:
-        for req in s.covers:
-            covering.setdefault(req, []).append(s)
+        for req_id in s.covers:
+            covering.setdefault(req_id, []).append(s)
     deviations: list[Deviation] = []
     requirements: list[dict[str, Any]] = []
     for req in contract.requirements:

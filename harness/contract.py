@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,12 +11,12 @@ from harness.errors import InputError
 from harness.yamlfile import SourceFile, load_yaml
 
 
-class Priority(str, Enum):
+class Priority(StrEnum):
     MUST = "må"
     SHOULD = "bør"
 
 
-class Category(str, Enum):
+class Category(StrEnum):
     FUNCTIONAL = "functional"
     CAPACITY = "capacity"
     INTEGRATION = "integration"
@@ -24,7 +24,7 @@ class Category(str, Enum):
     OPERATIONS = "operations"
 
 
-class Severity(str, Enum):
+class Severity(StrEnum):
     """Error class on failure, as in the state standard contracts (SSA)."""
 
     A = "A"  # kritisk

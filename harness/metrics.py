@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+Row = Mapping[str, Any] | sqlite3.Row
 
 from hdrh.histogram import HdrHistogram
 
@@ -121,9 +124,9 @@ class ScenarioMetrics:
 
 
 def compute(
-    stimuli: Iterable[Mapping[str, Any]],
-    arrivals: Iterable[Mapping[str, Any]],
-    matches: Iterable[Mapping[str, Any]],
+    stimuli: Iterable[Row],
+    arrivals: Iterable[Row],
+    matches: Iterable[Row],
 ) -> ScenarioMetrics:
     """Metrics from evidence rows (`stimuli`, `arrivals`, `matches` tables of one scenario)."""
     m = ScenarioMetrics()
@@ -181,7 +184,7 @@ def compute(
     return m
 
 
-def payload_of(row: Mapping[str, Any]) -> dict[str, Any]:
+def payload_of(row: Row) -> dict[str, Any]:
     try:
         value = json.loads(row["payload"])
     except (TypeError, ValueError):

@@ -3,6 +3,7 @@ supplier's platform), and the connected devices and probes that scenarios run ag
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -52,7 +53,7 @@ def vtlab_version() -> str:
         from importlib.metadata import version
 
         return version("vtlab")
-    except Exception:  # noqa: BLE001 - not installed: running from a checkout
+    except Exception:
         return "0+checkout"
 
 
@@ -263,15 +264,11 @@ class RunSession:
     def close(self, status: str = "completed") -> None:
         self.stop_devices()
         for t in self._transports:
-            try:
+            with contextlib.suppress(Exception):
                 t.close()
-            except Exception:  # noqa: BLE001 - closing must not hide the run's result
-                pass
         if self._lab_process is not None:
             self.collect_lab_events(self.tracker.scenario)
-            try:
+            with contextlib.suppress(Exception):
                 self._lab_process.stop()
-            except Exception:  # noqa: BLE001
-                pass
         self.evidence.run_ended(status)
 

@@ -8,6 +8,7 @@ steps claim it. An arrival is claimed once, so a duplicate stays unclaimed and i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -75,10 +76,9 @@ class Tracker:
         arrival = Arrival(row_id, probe, kind, cid, payload, message.arrived_ns)
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            try:
+            # the loop may close in between: the arrival is in the evidence already
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._dispatch, arrival)
-            except RuntimeError:  # the loop closed in between: the arrival is in the evidence already
-                pass
 
     # --- event loop -------------------------------------------------------------------------------
     def _dispatch(self, arrival: Arrival) -> None:

@@ -184,6 +184,7 @@ def _mosquitto_conf(
     lines = [
         f"listener {port} 127.0.0.1",
         "persistence false",
+        "set_tcp_nodelay true",
         "log_dest stderr",
         "log_type error",
         "log_type warning",

@@ -28,6 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from harness.errors import InputError, TargetError
 from harness.lab.config import LabConfig
 from harness.lab.faults import Decision, FaultPlan, FaultSpec, parse_faults
+from harness.transports.tcp import no_delay
 
 __all__ = ["Ledger", "Router", "Scheduler", "utc_now"]
 
@@ -228,6 +229,7 @@ class Router:
         self.ledger.write("faults", spec=str(self._spec))
         try:
             self._client.connect(url.hostname, port, keepalive=30)
+            no_delay(self._client.socket())
         except OSError as e:
             raise TargetError(
                 f"cannot connect to the broker at {self.broker_url}: {e}",

@@ -18,7 +18,8 @@ def _measured(c: dict[str, Any]) -> str:
 def requirement_table(summary: dict[str, Any]) -> list[str]:
     lines = [f"{'requirement':<10} {'pri':<3} {'cls':<3} {'verdict':<9}  criterion (measured vs limit)"]
     for req in summary["requirements"]:
-        head = f"{req['id']:<10} {req['priority']:<3} {req['severity']:<3} {MARK.get(req['verdict'], req['verdict']):<9}"
+        mark = MARK.get(req["verdict"], req["verdict"])
+        head = f"{req['id']:<10} {req['priority']:<3} {req['severity']:<3} {mark:<9}"
         crits = req["criteria"]
         if not crits:
             lines.append(f"{head}  {req['title']}")

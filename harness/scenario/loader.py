@@ -74,7 +74,7 @@ def _resolve_devices(plan: ScenarioPlan) -> None:
                 )
             user = use.user or spec.user
             candidates = [d for d, dev in inventory.items() if dev.model == model_name
-                          and (use.rotate and use.user is None or dev.user == user)]
+                          and ((use.rotate and use.user is None) or dev.user == user)]
             if not candidates:
                 who = f"user `{user}`" if user else "no user (set `user:` on the scenario or the device)"
                 raise InputError(

@@ -42,7 +42,9 @@ class ScenarioFile(BaseModel):
     user: str | None = Field(None, description="Default synthetic test user (persona id) for the devices")
     devices: dict[str, DeviceUse] = Field(min_length=1)
     repeat: int = Field(1, ge=1, le=1_000_000, description="How many times the steps run")
-    pace: str | None = Field(None, description="Start repetitions at this rate, e.g. 10/s; without it, one after another")
+    pace: str | None = Field(
+        None, description="Start repetitions at this rate, e.g. 10/s; without it, one after another"
+    )
     drain: str | None = Field(
         None, description="How long to wait at the end for late arrivals (default: the longest `within`, at most 10s)"
     )

@@ -4,7 +4,8 @@ argument model are its documentation (`vtlab steps`, `vtlab schema`)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -91,7 +92,9 @@ def _expected_probe(it: Iteration, args: ExpectAlarmArgs, stim: Stimulus) -> tup
     return probe, centre
 
 
-def _alarm_check(it: Iteration, args: ExpectAlarmArgs, stim: Stimulus, centre: str):  # type: ignore[no-untyped-def]
+def _alarm_check(
+    it: Iteration, args: ExpectAlarmArgs, stim: Stimulus, centre: str
+) -> Callable[[Arrival], tuple[str, str | None]]:
     user = it.bed.lab.spec.devices[stim.device_id].user
     wanted_event = args.event or stim.spec.expected_alarm
     routing = {"centre": centre, "user": user, "device": stim.device_id}
@@ -133,7 +136,8 @@ async def expect_alarm(it: Iteration, step: StepPlan) -> None:
     deadline = stim.t_ns + _ns(args.within)
     arrival = await it.bed.tracker.expect(predicate, frozenset({probe}), (deadline - now_ns()) / 1e9)
     if arrival is None:
-        it.run.pending.append(Pending(it.index, step.index, (args.metric,), (stim.t_ns,), stim, probe, predicate, check))
+        pending = Pending(it.index, step.index, (args.metric,), (stim.t_ns,), stim, probe, predicate, check)
+        it.run.pending.append(pending)
         it.record(step, "timeout", f"no alarm for {stim.cid} at {probe} within {args.within}")
         it.stop(f"alarm {stim.cid} did not arrive within {args.within}")
         return
@@ -176,10 +180,7 @@ async def acknowledge(it: Iteration, step: StepPlan) -> None:
     """Acknowledge the alarm received in this repetition, as the response-centre operator does; the
     moment is stamped (start of `ack_latency`)."""
     args: AcknowledgeArgs = step.args
-    if args.at is not None:
-        got = it.alarms.get(args.at)
-    else:
-        got = next(iter(it.alarms.values()), None)
+    got = it.alarms.get(args.at) if args.at is not None else next(iter(it.alarms.values()), None)
     if got is None:
         it.record(step, "skipped", "no alarm received to acknowledge")
         it.stop("no alarm to acknowledge")
@@ -318,7 +319,7 @@ def vtlab_steps() -> list[StepKind]:
     return [
         StepKind("trigger", TriggerArgs, trigger, check_trigger),
         StepKind("expect_alarm", ExpectAlarmArgs, expect_alarm, check_expect_alarm,
-                 metrics=lambda a: [a.metric]),
+                 metrics=lambda a: [cast(ExpectAlarmArgs, a).metric]),
         StepKind("acknowledge", AcknowledgeArgs, acknowledge, check_acknowledge),
         StepKind("expect_ack", ExpectAckArgs, expect_ack, check_expect_ack,
                  metrics=lambda a: ["ack_latency", "ack_roundtrip"]),

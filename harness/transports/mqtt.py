@@ -19,6 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from harness.errors import TargetError
 from harness.transports.base import Handler, Message, now_ns, topic_matches
+from harness.transports.tcp import no_delay
 
 _counter = itertools.count(1)
 
@@ -53,6 +54,7 @@ class MqttTransport:
             client_id=f"vtlab-{name}-{os.getpid()}-{next(_counter)}",
             protocol=protocol,
         )
+        self._client.max_inflight_messages_set(1000)
         self._subs: list[tuple[str, Handler]] = []
         self._connected = threading.Event()
         self._connect_error: str | None = None
@@ -110,6 +112,7 @@ class MqttTransport:
             ) from None
         except OSError as exc:
             raise TargetError(f"cannot reach the MQTT broker at {self.where}: {exc.strerror or exc}", fix=fix) from None
+        no_delay(self._client.socket())
         self._client.loop_start()
         if not self._connected.wait(self.settings.connect_timeout_s):
             self._client.loop_stop()
@@ -133,7 +136,7 @@ class MqttTransport:
         with self._lock:
             self._subs.append((topic_filter, handler))
         result, mid = self._client.subscribe(topic_filter, qos=1)
-        if result != paho.MQTT_ERR_SUCCESS:
+        if result != paho.MQTT_ERR_SUCCESS or mid is None:
             raise TargetError(f"subscribe to {topic_filter} failed at {self.where}: {paho.error_string(result)}")
         with self._lock:  # the SUBACK may already have come in on the network thread
             granted = self._granted.setdefault(mid, threading.Event())

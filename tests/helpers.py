@@ -1,0 +1,94 @@
+"""Helpers for vtlab's own tests: scenario files written into a temporary suite, and `vtlab`
+runs in a subprocess exactly as a user starts them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+LAB = ROOT / "fixtures" / "labs" / "embedded.yaml"
+CONTRACT = ROOT / "fixtures" / "contract" / "trygghetsalarm.yaml"
+VTLAB = Path(sys.executable).with_name("vtlab")
+
+
+@dataclass
+class VtlabResult:
+    rc: int
+    stdout: str
+    stderr: str
+    report_dir: Path
+    run_id: str
+
+    @property
+    def run_dir(self) -> Path:
+        return self.report_dir / self.run_id
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.run_dir / "summary.json").read_text(encoding="utf-8"))
+        return data
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run_vtlab(*args: str, report_dir: Path, run_id: str = "test-run", cwd: Path = ROOT,
+              timeout: float = 300, env: dict[str, str] | None = None) -> VtlabResult:
+    """`vtlab run ...` as a user types it, in a subprocess."""
+    cmd = [str(VTLAB), "run", "--report-dir", str(report_dir), "--run-id", run_id, *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                          env={**os.environ, **(env or {})}, check=False)
+    return VtlabResult(proc.returncode, proc.stdout, proc.stderr, report_dir, run_id)
+
+
+class Suite:
+    """A temporary acceptance suite: scenario files under `<tmp>/scenarios/`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.dir = root / "scenarios"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def scenario(self, name: str, text: str) -> Path:
+        path = self.dir / f"{name}.yaml"
+        path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+        return path
+
+    def file(self, name: str, text: str) -> Path:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+        return path
+
+
+
+BUTTON_PRESSES = """
+    title: Knappetrykk {repeat} ganger
+    covers: [TA-1.1, TA-1.4, TA-1.5, TA-1.6]
+    user: persona/ragnhild-87
+    devices:
+      knapp: {{model: safety_alarm}}
+    repeat: {repeat}
+    pace: {pace}
+    drain: 1s
+    steps:
+      - trigger: {{device: knapp, event: button_press}}
+      - expect_alarm: {{from: knapp, within: {within}}}
+    criteria:
+      - {{metric: alarm_latency, p99: "<= 30s", requirement: TA-1.1}}
+      - {{metric: lost, count: "== 0", requirement: TA-1.4}}
+      - {{metric: duplicates, count: "== 0", requirement: TA-1.5}}
+      - {{metric: out_of_order, count: "== 0", requirement: TA-1.6}}
+"""
+
+
+def button_presses(repeat: int = 100, pace: str = "50/s", within: str = "1s") -> str:
+    return BUTTON_PRESSES.format(repeat=repeat, pace=pace, within=within)
