@@ -46,8 +46,13 @@ def _run(args: argparse.Namespace) -> int:
     if not summary_path.exists():
         if rc == pytest.ExitCode.NO_TESTS_COLLECTED:
             print("vtlab: no scenario was collected; give scenario files or folders under scenarios/", file=sys.stderr)
+        else:
+            print("vtlab: nothing was judged: fix the input named above and run again", file=sys.stderr)
         return EXIT_BAD_INPUT
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    if rc == pytest.ExitCode.INTERRUPTED and not summary["scenarios"]:
+        print(f"vtlab: nothing was judged (see the error above); evidence in {report_dir / run_id}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     after = _after_run_hooks()
     for hook in after:
         hook(report_dir / run_id)

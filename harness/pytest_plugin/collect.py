@@ -69,6 +69,8 @@ class ScenarioItem(pytest.Item):
         try:
             session = run.start()
         except VtlabError as exc:
+            if run.session is not None:
+                run.session.evidence.observation(None, "error", f"the run could not start: {exc}")
             pytest.exit(str(exc), returncode=2)
         plan = self.plan
         run.scenario_count += 1
