@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.errors import VtlabError
+from harness.errors import InputError, VtlabError
 
 EXIT_APPROVED, EXIT_NOT_APPROVED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -41,6 +41,9 @@ def _run(args: argparse.Namespace) -> int:
         pytest_args += ["--fault", args.fault]
     if args.contract:
         pytest_args += ["--contract", str(Path(args.contract).resolve())]
+    if (report_dir / run_id).exists():
+        raise InputError(f"run folder {report_dir / run_id} exists already", place="--run-id",
+                         fix="a run folder is never overwritten: choose another run id")
     rc = pytest.main(pytest_args)
     summary_path = report_dir / run_id / "summary.json"
     if not summary_path.exists():

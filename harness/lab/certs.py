@@ -29,6 +29,10 @@ class ClientCert:
 
 @dataclass(frozen=True, slots=True)
 class TestPki:
+    """A throw-away CA with a server certificate and client certificates, for tests and the lab."""
+
+    __test__ = False  # not a pytest test class, despite its name
+
     ca_cert: Path
     ca_key: Path
     server_cert: Path

@@ -1,0 +1,56 @@
+"""The README's first command on this checkout, and the example suite under dropped alarms."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT, run_vtlab
+
+pytestmark = pytest.mark.slow
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```sh\n(.*?)```", text, re.S)
+    assert block, "the README opens with a sh block of set-up commands"
+    return [line for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_readme_opens_with_exactly_two_setup_commands() -> None:
+    first, second = readme_commands()
+    assert "vtlab run" in first
+    assert "pytest" in second
+    assert second in (ROOT / ".ci" / "run").read_text(encoding="utf-8"), "CI runs the README's test command"
+
+
+def test_the_first_readme_command_writes_an_approved_summary() -> None:
+    latest = ROOT / "reports" / "latest"
+    before = latest.resolve() if latest.exists() else None
+    proc = subprocess.run(["bash", "-c", readme_commands()[0]], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900, check=False)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
+    assert latest.resolve() != before, "a new run folder"
+    summary = json.loads((latest / "summary.json").read_text(encoding="utf-8"))
+    assert summary["verdict"] == "approved"
+    for key in ("run_id", "lab", "started", "ended", "requirements", "deviations", "uncovered"):
+        assert key in summary
+    assert {r["id"] for r in summary["requirements"]} >= {"TA-1.1", "TA-2.1", "TA-3.1", "TA-4.1"}
+    assert summary["uncovered"] == [r["id"] for r in summary["requirements"] if r["verdict"] == "not_covered"]
+    assert "verdict: APPROVED" in proc.stdout
+
+
+def test_the_example_suite_under_5_percent_drops_is_not_approved_and_names_the_lost_alarms(tmp_path: Path) -> None:
+    result = run_vtlab("--fault", "drop=0.05", report_dir=tmp_path, timeout=900)
+    assert result.rc == 1, result.output[-5000:]
+    summary = result.summary
+    assert summary["verdict"] == "not_approved"
+    ledger = [json.loads(x) for x in (result.run_dir / "lab" / "ledger.jsonl").read_text().splitlines() if x]
+    dropped = {x["cid"] for x in ledger if x.get("action") == "drop"}
+    named = {cid for d in summary["deviations"] for cid in d["evidence"].get("lost_alarms", [])}
+    assert dropped and named == dropped
+    assert any(d["severity"] == "A" for d in summary["deviations"])
