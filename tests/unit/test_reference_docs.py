@@ -29,7 +29,8 @@ def test_schemas_accept_the_example_files_and_refuse_an_unknown_step(tmp_path: P
     scenario = json.loads((tmp_path / "scenario.schema.json").read_text())
     for path in sorted((ROOT / "scenarios").rglob("*.yaml")):
         jsonschema.validate(yaml.safe_load(path.read_text()), scenario)
-    jsonschema.validate(yaml.safe_load(CONTRACT.read_text()), json.loads((tmp_path / "contract.schema.json").read_text()))
+    contract_schema = json.loads((tmp_path / "contract.schema.json").read_text())
+    jsonschema.validate(yaml.safe_load(CONTRACT.read_text()), contract_schema)
     jsonschema.validate(yaml.safe_load(LAB.read_text()), json.loads((tmp_path / "lab.schema.json").read_text()))
     bad = yaml.safe_load((ROOT / "scenarios" / "alarm" / "alarmknapp.yaml").read_text())
     bad["steps"][0] = {"trykk": {"device": "knapp"}}
