@@ -3,7 +3,9 @@ the limit, latency over time, and throughput for load scenarios. Read from the e
 
 from __future__ import annotations
 
+import hashlib
 import io
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +41,18 @@ def _svg(fig: Any) -> str:
 
     plt.close(fig)
     text = buf.getvalue()
-    return text[text.index("<svg"):]
+    return _self_contained(text[text.index("<svg"):])
+
+
+def _self_contained(svg: str) -> str:
+    """Inline-able SVG: no metadata block (it names outside namespaces), ids unique across plots."""
+    svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)
+    prefix = "v" + hashlib.sha1(svg.encode(), usedforsecurity=False).hexdigest()[:8] + "-"
+    ids = set(re.findall(r'\bid="([^"]+)"', svg))
+    if not ids:
+        return svg
+    svg = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{prefix}{m.group(1)}"', svg)
+    return re.sub(r"#([A-Za-z_][\w.-]*)", lambda m: f"#{prefix}{m.group(1)}" if m.group(1) in ids else m.group(0), svg)
 
 
 def _percentile(sorted_ms: list[float], q: float) -> float:
