@@ -34,6 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[run_key] = VtlabRun(config)
     config.addinivalue_line("markers", "requirement(id): the contract requirement a scenario covers")
     config.addinivalue_line("markers", "hardware: needs a real radio or serial device; skipped unless asked for")
+    if config.pluginmanager.hasplugin("allure_pytest") and not config.pluginmanager.hasplugin("vtlab_allure"): config.pluginmanager.register(__import__("harness.report.allure_plugin", fromlist=["_"]), "vtlab_allure")  # noqa: E501
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
