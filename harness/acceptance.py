@@ -159,7 +159,7 @@ def _evidence_for(result: CriterionResult, m: ScenarioMetrics | None) -> dict[st
         ev["duplicated_alarms"] = m.duplicate_cids
     elif result.metric == "out_of_order":
         ev["out_of_order_alarms"] = m.out_of_order_cids
-    elif result.metric in ("misrouted", "altered"):
+    elif result.metric in ("misrouted", "altered", "insecure_accepted"):
         ev["details"] = m.problem_details[:50]
     else:
         ev["samples"] = len(m.latencies[result.metric].samples) if result.metric in m.latencies else 0

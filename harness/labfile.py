@@ -71,6 +71,10 @@ class Platform(_Model):
     )
     faults: str = Field("", description="embedded only: faults to inject, e.g. drop=0.03,delay=400ms@0.1")
     supervision_misses: int = Field(2, ge=1, description="embedded only: heartbeats missed before loss of supervision")
+    tls: bool = Field(
+        False,
+        description="embedded only: serve MQTT over TLS with a throw-away CA and require client certificates",
+    )
 
 
 class Centre(_Model):

@@ -30,6 +30,7 @@ COUNT_METRICS: dict[str, str] = {
     "late": "alarms or acknowledgements that arrived, but after the step's `within`",
     "misrouted": "alarms that arrived at the wrong response centre or for the wrong user or device",
     "altered": "alarms whose event, code or priority changed on the way",
+    "insecure_accepted": "connections the platform accepted without the required TLS or credentials",
 }
 RATE_METRICS: dict[str, str] = {"throughput": "alarms received per second over the scenario"}
 
@@ -167,6 +168,9 @@ def compute(
             m.counts["late"] += 1
         elif outcome == "altered":
             m.counts["altered"] += 1
+            m.problem_details.append(f"{row['stimulus_cid']}: {row['detail']}")
+        elif outcome == "accepted":
+            m.counts["insecure_accepted"] += 1
             m.problem_details.append(f"{row['stimulus_cid']}: {row['detail']}")
         elif outcome == "misrouted":
             m.counts["misrouted"] += 1

@@ -9,6 +9,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -103,6 +104,7 @@ class RunSession:
         self._seq: dict[str, int] = {}
         self._transports: list[MqttTransport] = []
         self._lab_process: Any = None
+        self._pki: Any = None  # throw-away certificates of a TLS embedded lab, kept outside the evidence
         self._ledger_offset = 0
         self.broker_url = lab.spec.mqtt.url
         self.broker_kind = "external"
@@ -171,8 +173,21 @@ class RunSession:
 
         spec = self.lab.spec
         t = spec.topics
+        tls = None
+        if spec.platform.tls:
+            import tempfile
+
+            from harness.lab.certs import make_pki
+            from harness.lab.config import TlsSettings
+
+            pki_dir = Path(tempfile.mkdtemp(prefix="vtlab-pki-"))
+            self._pki = make_pki(pki_dir, clients=("harness", "lab"))
+            lab_client = self._pki.clients["lab"]
+            tls = TlsSettings(ca=self._pki.ca_cert, server_cert=self._pki.server_cert,
+                              server_key=self._pki.server_key, require_client_cert=True,
+                              client_cert=lab_client.cert, client_key=lab_client.key)
         config = LabConfig(
-            broker=BrokerSettings(kind=spec.platform.broker, mqtt_version=spec.mqtt.version),
+            broker=BrokerSettings(kind=spec.platform.broker, mqtt_version=spec.mqtt.version, tls=tls),
             site=spec.site,
             topics=Topics(event=t["device_event"], heartbeat=t["device_heartbeat"], centre_alarm=t["centre_alarm"],
                           centre_ack=t["centre_ack"], device_ack=t["device_ack"], control=t["lab_control"]),
@@ -184,7 +199,7 @@ class RunSession:
             faults=self.faults,
         )
         if spec.platform.broker == "amqtt" and spec.mqtt.version == "5":
-            config = config.model_copy(update={"broker": BrokerSettings(kind="amqtt", mqtt_version="3.1.1")})
+            config = config.model_copy(update={"broker": BrokerSettings(kind="amqtt", mqtt_version="3.1.1", tls=tls)})
         self._lab_process = LabProcess(config, self.run_dir / "lab")
         self._lab_process.start()
         self.broker_url = self._lab_process.broker_url
@@ -192,10 +207,15 @@ class RunSession:
         if self.broker_kind == "amqtt":
             self.mqtt_version = "3.1.1"  # amqtt speaks MQTT 3.1.1 only
 
-    def _transport(self, name: str) -> MqttTransport:
+    def mqtt_settings(self) -> MqttSettings:
+        """How the harness connects to the target's broker (the probes' and devices' credentials)."""
         m = self.lab.spec.mqtt
         tls = m.tls
-        settings = MqttSettings(
+        if self._pki is not None:
+            me = self._pki.clients["harness"]
+            return MqttSettings(url=self.broker_url, version=self.mqtt_version, ca=self._pki.ca_cert,
+                                cert=me.cert, key=me.key, connect_timeout_s=parse_duration(m.connect_timeout) / 1e9)
+        return MqttSettings(
             url=self.broker_url,
             version=self.mqtt_version,
             ca=self.lab.resolve(tls.ca) if tls and tls.ca else None,
@@ -207,7 +227,9 @@ class RunSession:
             password=os.environ.get(m.password_env) if m.password_env else None,
             connect_timeout_s=parse_duration(m.connect_timeout) / 1e9,
         )
-        transport = MqttTransport(settings, name)
+
+    def _transport(self, name: str) -> MqttTransport:
+        transport = MqttTransport(self.mqtt_settings(), name)
         transport.connect()
         self._transports.append(transport)
         return transport
@@ -270,5 +292,7 @@ class RunSession:
             self.collect_lab_events(self.tracker.scenario)
             with contextlib.suppress(Exception):
                 self._lab_process.stop()
+        if self._pki is not None:
+            shutil.rmtree(self._pki.ca_cert.parent, ignore_errors=True)
         self.evidence.run_ended(status)
 

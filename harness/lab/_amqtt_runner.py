@@ -15,8 +15,28 @@ import sys
 from typing import Any
 
 
-async def _main(spec: dict[str, Any]) -> None:
+def _broker_class(require_certificate: bool) -> Any:
+    """amqtt asks for client certificates but lets clients without one in (CERT_OPTIONAL); a platform
+    that must refuse them needs CERT_REQUIRED."""
+    import ssl
+
     from amqtt.broker import Broker
+
+    if not require_certificate:
+        return Broker
+
+    class StrictBroker(Broker):  # type: ignore[misc]
+        @staticmethod
+        def _create_ssl_context(listener: Any) -> ssl.SSLContext:
+            context: ssl.SSLContext = Broker._create_ssl_context(listener)
+            context.verify_mode = ssl.CERT_REQUIRED
+            return context
+
+    return StrictBroker
+
+
+async def _main(spec: dict[str, Any]) -> None:
+    Broker = _broker_class(bool(spec.get("require_certificate")))
 
     listener: dict[str, Any] = {
         "type": "tcp",

@@ -310,6 +310,7 @@ def _start_once(
                     "cafile": str(tls.cafile),
                     "certfile": str(tls.certfile),
                     "keyfile": str(tls.keyfile),
+                    "require_certificate": tls.require_certificate,
                 }
             )
         cmd = [sys.executable, "-m", "harness.lab._amqtt_runner", json.dumps(spec)]

@@ -50,6 +50,7 @@ def build_summary(run_dir: Path) -> dict[str, Any]:
         return {
             "run_id": run["run_id"],
             "lab": info.get("lab", {}),
+            "target": info.get("target", {}),
             "started": run["started"],
             "ended": run["ended"],
             "verdict": verdict.verdict,

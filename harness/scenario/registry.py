@@ -44,9 +44,11 @@ def plugin_manager() -> pluggy.PluginManager:
     pm = pluggy.PluginManager("vtlab")
     pm.add_hookspecs(hookspecs.VtlabSpec)
     from devices import builtin as builtin_devices
+    from harness.scenario import security as security_steps
     from harness.scenario import steps as builtin_steps
 
     pm.register(builtin_steps, name="vtlab.steps")
+    pm.register(security_steps, name="vtlab.security")
     pm.register(builtin_devices, name="vtlab.devices")
     pm.load_setuptools_entrypoints("vtlab")
     return pm

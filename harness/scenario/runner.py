@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from harness.labfile import Lab
     from harness.probes.response_centre import ResponseCentreProbe
     from harness.scenario.plan import ScenarioPlan, StepPlan
+    from harness.transports.mqtt import MqttSettings
 
 DEFAULT_DRAIN_NS = 2_000_000_000
 
@@ -35,6 +36,8 @@ class Testbed(Protocol):
     def device(self, device_id: str) -> SimulatedDevice: ...
 
     def next_seq(self, device_id: str) -> int: ...
+
+    def mqtt_settings(self) -> MqttSettings: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,7 @@ class MqttTransport:
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
+        self._client.on_disconnect = self._on_disconnect
         if settings.username:
             self._client.username_pw_set(settings.username, settings.password)
         if self._tls:
@@ -86,6 +87,11 @@ class MqttTransport:
         if getattr(rc, "is_failure", False):
             self._connect_error = f"the broker refused the connection: {rc}"
         self._connected.set()
+
+    def _on_disconnect(self, client: paho.Client, userdata: object, flags: object, rc: object, props: object) -> None:
+        if not self._connected.is_set():
+            self._connect_error = f"the broker closed the connection before accepting it ({rc})"
+            self._connected.set()
 
     def _on_message(self, client: paho.Client, userdata: object, msg: paho.MQTTMessage) -> None:
         arrived = now_ns()
