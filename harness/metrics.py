@@ -7,17 +7,17 @@ derived from which stimuli were matched, how often a correlation id arrived and 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 import sqlite3
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-Row = Mapping[str, Any] | sqlite3.Row
-
 from hdrh.histogram import HdrHistogram
 
 from harness.units import Dimension
+
+Row = Mapping[str, Any] | sqlite3.Row
 
 HIGHEST_NS = 3_600_000_000_000  # one hour
 SIGNIFICANT_DIGITS = 3

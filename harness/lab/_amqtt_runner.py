@@ -25,7 +25,7 @@ def _broker_class(require_certificate: bool) -> Any:
     if not require_certificate:
         return Broker
 
-    class StrictBroker(Broker):  # type: ignore[misc]
+    class StrictBroker(Broker):
         @staticmethod
         def _create_ssl_context(listener: Any) -> ssl.SSLContext:
             context: ssl.SSLContext = Broker._create_ssl_context(listener)
