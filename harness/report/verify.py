@@ -44,6 +44,10 @@ def verify_report(pdf: Path, trust: list[Path], bundle: Path | None = None) -> V
 
     from harness.report.pdf import embedded_manifest
 
+    import logging
+
+    for noisy in ("pyhanko", "pyhanko_certvalidator"):  # their tracebacks repeat what the lines below say
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
     if not pdf.is_file():
         raise InputError("report PDF not found", place=str(pdf), fix="give the path of report.pdf")
     res = VerifyResult()

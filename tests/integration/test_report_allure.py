@@ -15,15 +15,20 @@ import pytest
 from harness.cli import main
 from harness.session import ROOT
 
-SCENARIO = Path(__file__).parent / "report_scenarios" / "scenarios" / "kort_alarm.yaml"
+# Kept outside any `scenarios/` folder so that running vtlab's own tests does not collect it as a scenario;
+# the fixture copies it into one.
+SCENARIO_SOURCE = Path(__file__).parent / "report_scenarios" / "kort_alarm.yaml"
 
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     reports = tmp_path_factory.mktemp("reports")
+    scenario = tmp_path_factory.mktemp("suite") / "scenarios" / "kort_alarm.yaml"
+    scenario.parent.mkdir()
+    scenario.write_text(SCENARIO_SOURCE.read_text(encoding="utf-8"), encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", str(SCENARIO), "--report-dir", str(reports), "--run-id", "r1",
+        [sys.executable, "-m", "pytest", str(scenario), "--report-dir", str(reports), "--run-id", "r1",
          "--alluredir", str(reports / "allure-results"), "-p", "no:cacheprovider", "-q"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
