@@ -42,7 +42,8 @@ def _attachment(results: Path, a: dict[str, Any]) -> str:
     if kind == "image/svg+xml":
         svg = src.read_text(encoding="utf-8")
         data = base64.b64encode(svg.encode()).decode()
-        return f'<figure><figcaption>{name}</figcaption><img alt="{name}" src="data:image/svg+xml;base64,{data}"></figure>'
+        return (f'<figure><figcaption>{name}</figcaption>'
+                f'<img alt="{name}" src="data:image/svg+xml;base64,{data}"></figure>')
     if kind.startswith("image/"):
         data = base64.b64encode(src.read_bytes()).decode()
         return f'<figure><figcaption>{name}</figcaption><img alt="{name}" src="data:{kind};base64,{data}"></figure>'
@@ -70,7 +71,8 @@ def _steps(steps: list[dict[str, Any]], results: Path) -> str:
 
 def render(results_dir: Path, title: str = "vtlab – Allure") -> str:
     results = load_results(results_dir)
-    tree: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    Tree = dict[str, dict[str, dict[str, list[dict[str, Any]]]]]
+    tree: Tree = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for r in results:
         for epic in _labels(r, "epic") or ["(no epic)"]:
             for feature in _labels(r, "feature") or ["(no feature)"]:
@@ -95,11 +97,13 @@ def render(results_dir: Path, title: str = "vtlab – Allure") -> str:
                     sev = ", ".join(_labels(r, "severity")) or "normal"
                     start = datetime.fromtimestamp(r.get("start", 0) / 1000, UTC).isoformat(timespec="seconds")
                     dur = (r.get("stop", 0) - r.get("start", 0)) / 1000
-                    links = "".join(f'<li><a href="{html.escape(lk["url"])}">{html.escape(lk.get("name") or lk["url"])}</a></li>'
+                    links = "".join(f'<li><a href="{html.escape(lk["url"])}">'
+                                    f'{html.escape(lk.get("name") or lk["url"])}</a></li>'
                                     for lk in r.get("links", []) if not lk["url"].startswith(("http:", "https:", "//")))
                     msg = (r.get("statusDetails") or {}).get("message", "")
                     body.append(
-                        f'<details class="case"><summary><b style="color:{_STATUS_COLOUR.get(st, "#000")}">{html.escape(st)}</b> '
+                        f'<details class="case"><summary>'
+                        f'<b style="color:{_STATUS_COLOUR.get(st, "#000")}">{html.escape(st)}</b> '
                         f'{html.escape(r.get("name", ""))} <span class="small">[{html.escape(sev)}]</span></summary>'
                         f'<p class="small">{html.escape(r.get("fullName", ""))} · {start} · {dur:.1f} s</p>'
                         + (f"<pre>{html.escape(msg)}</pre>" if msg else "")

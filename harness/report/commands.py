@@ -99,7 +99,7 @@ def _is_signed(pdf: Path) -> bool:
 
         with pdf.open("rb") as f:
             return bool(PdfFileReader(f, strict=False).embedded_signatures)
-    except Exception:  # noqa: BLE001 - unreadable: treat as not signed
+    except Exception:
         return False
 
 
@@ -111,7 +111,8 @@ def after_run(run_dir: Path) -> None:
             print(f"vtlab: report {p}")
     except ImportError as exc:
         name = (exc.name or "").split(".")[0]
-        print(f"vtlab: report not rendered: {name or exc} is missing; install it: {_INSTALL.get(name, 'pip install ' + (name or '?'))}",
+        how = _INSTALL.get(name, "pip install " + (name or "?"))
+        print(f"vtlab: report not rendered: {name or exc} is missing; install it: {how}",
               file=sys.stderr)
     except OSError as exc:
         if "cannot load library" in str(exc) or "pango" in str(exc).lower():
@@ -119,7 +120,7 @@ def after_run(run_dir: Path) -> None:
                   "install the packages in tools/system-packages.txt", file=sys.stderr)
         else:
             print(f"vtlab: report not rendered: {exc}", file=sys.stderr)
-    except Exception as exc:  # noqa: BLE001 - the run's result stands whatever the report does
+    except Exception as exc:
         print(f"vtlab: report not rendered: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
@@ -191,7 +192,8 @@ def register(subparsers: Any) -> None:
 
     ver = subparsers.add_parser("verify", help="check a report's signatures and its evidence bundle")
     ver.add_argument("pdf", help="report PDF")
-    ver.add_argument("--trust", action="append", default=[], help="trusted CA or signer certificate (PEM/DER); repeatable")
+    ver.add_argument("--trust", action="append", default=[],
+                     help="trusted CA or signer certificate (PEM/DER); repeatable")
     ver.add_argument("--bundle", help="run folder holding the evidence (default: the PDF's folder)")
     ver.set_defaults(func=_verify)
 

@@ -24,7 +24,7 @@ def _load_summary(run_dir: Path) -> dict[str, Any] | None:
         from harness.report.summary import build_summary
 
         return build_summary(run_dir)
-    except Exception:  # noqa: BLE001 - a broken neighbour run is not this run's problem
+    except Exception:
         return None
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from harness.evidence import EvidenceReader
 from harness.report.i18n import Lang
-from harness.report.plots import Plot, scenario_plots
+from harness.report.plots import Plot
 
 TEMPLATES = Path(__file__).parent / "templates"
 

@@ -72,7 +72,7 @@ TEXT: dict[str, dict[str, str]] = {
         "input_files": "Inndatafiler (kontrakt, lab, scenarioer)",
         "lab_file": "Labfil (uten hemmeligheter)",
         "manifest": "SHA-256-manifest for bevispakken",
-        "manifest_note": "Manifestet er også innebygd i PDF-en; «vtlab verify» sammenligner filene ved siden av rapporten med det.",
+        "manifest_note": "Manifestet er også innebygd i PDF-en; «vtlab verify» sammenligner filene ved siden av rapporten med det.",  # noqa: E501
         "signoff": "Signering",
         "signoff_text": "Undertegnede bekrefter å ha gjennomgått rapporten og konklusjonen over.",
         "sig_customer": "Kundens prosjekteier",
@@ -175,7 +175,7 @@ TEXT: dict[str, dict[str, str]] = {
         "input_files": "Input files (contract, lab, scenarios)",
         "lab_file": "Lab file (without secrets)",
         "manifest": "SHA-256 manifest of the evidence bundle",
-        "manifest_note": "The manifest is also embedded in the PDF; `vtlab verify` compares the files next to the report with it.",
+        "manifest_note": "The manifest is also embedded in the PDF; `vtlab verify` compares the files next to the report with it.",  # noqa: E501
         "signoff": "Sign-off",
         "signoff_text": "The undersigned confirm that they have reviewed this report and its conclusion.",
         "sig_customer": "Customer's project owner",

@@ -47,7 +47,8 @@ def _add_signature_fields(pdf: bytes, boxes: dict[str, tuple[int, tuple[float, f
     last = -1
     for name in SIG_FIELDS:
         page, box = boxes.get(name, (last, (0.0, 0.0, 0.0, 0.0)))
-        append_signature_field(w, SigFieldSpec(sig_field_name=name, on_page=page, box=tuple(int(v) for v in box)))
+        rect = (int(box[0]), int(box[1]), int(box[2]), int(box[3]))
+        append_signature_field(w, SigFieldSpec(sig_field_name=name, on_page=page, box=rect))
     out = io.BytesIO()
     w.write(out)
     return out.getvalue()

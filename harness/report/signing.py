@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import Any
 
 from harness.errors import InputError
 from harness.report.pdf import SIG_FIELDS
@@ -17,21 +18,22 @@ def read_passphrase(file: str | None, env: str | None = "VTLAB_P12_PASSPHRASE") 
     if file:
         p = Path(file)
         if not p.is_file():
-            raise InputError("passphrase file not found", place=file, fix="give a file whose first line is the passphrase")
+            raise InputError("passphrase file not found", place=file,
+                             fix="give a file whose first line is the passphrase")
         return p.read_text(encoding="utf-8").splitlines()[0].encode() if p.stat().st_size else b""
     if env and env in os.environ:
         return os.environ[env].encode()
     return None
 
 
-def _signer(p12: Path, passphrase: bytes | None):  # type: ignore[no-untyped-def]
+def _signer(p12: Path, passphrase: bytes | None) -> Any:
     from pyhanko.sign import signers
 
     if not p12.is_file():
         raise InputError("PKCS#12 file not found", place=str(p12), fix="give the signer's .p12/.pfx file with --p12")
     try:
         signer = signers.SimpleSigner.load_pkcs12(str(p12), passphrase=passphrase)
-    except Exception:  # noqa: BLE001 - pyhanko/cryptography raise several types for a bad passphrase
+    except Exception:
         signer = None
     if signer is None:
         raise InputError(
@@ -63,8 +65,9 @@ def sign_pdf(pdf: Path, p12: Path, passphrase: bytes | None, *, field: str | Non
     data = pdf.read_bytes()
     try:
         states = field_states(data)
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(f"not a readable PDF: {exc}", place=str(pdf), fix="give the report.pdf vtlab rendered") from exc
+    except Exception as exc:
+        raise InputError(f"not a readable PDF: {exc}", place=str(pdf),
+                         fix="give the report.pdf vtlab rendered") from exc
     if field is None:
         field = next((f for f in SIG_FIELDS if f in states and not states[f]), None)
         if field is None:

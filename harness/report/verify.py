@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from harness.errors import InputError
 from harness.report.manifest import compare
@@ -21,7 +22,7 @@ class VerifyResult:
         return not self.problems
 
 
-def _load_certs(paths: list[Path]) -> list:  # type: ignore[type-arg]
+def _load_certs(paths: list[Path]) -> list[Any]:
     from pyhanko.keys import load_certs_from_pemder
 
     certs = []
@@ -30,12 +31,15 @@ def _load_certs(paths: list[Path]) -> list:  # type: ignore[type-arg]
             raise InputError("trust certificate not found", place=str(p), fix="give a PEM or DER certificate file")
         try:
             certs.extend(load_certs_from_pemder([str(p)]))
-        except Exception as exc:  # noqa: BLE001
-            raise InputError(f"not a certificate: {exc}", place=str(p), fix="give a PEM or DER certificate file") from exc
+        except Exception as exc:
+            raise InputError(f"not a certificate: {exc}", place=str(p),
+                             fix="give a PEM or DER certificate file") from exc
     return certs
 
 
 def verify_report(pdf: Path, trust: list[Path], bundle: Path | None = None) -> VerifyResult:
+    import logging
+
     from pyhanko.pdf_utils.reader import PdfFileReader
     from pyhanko.sign.fields import enumerate_sig_fields
     from pyhanko.sign.validation import validate_pdf_signature
@@ -43,8 +47,6 @@ def verify_report(pdf: Path, trust: list[Path], bundle: Path | None = None) -> V
     from pyhanko_certvalidator import ValidationContext
 
     from harness.report.pdf import embedded_manifest
-
-    import logging
 
     for noisy in ("pyhanko", "pyhanko_certvalidator"):  # their tracebacks repeat what the lines below say
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
@@ -55,7 +57,7 @@ def verify_report(pdf: Path, trust: list[Path], bundle: Path | None = None) -> V
     try:
         reader = PdfFileReader(io.BytesIO(data), strict=False)
         sig_fields = list(enumerate_sig_fields(reader))
-    except Exception as exc:  # noqa: BLE001 - a damaged file is a verification failure, not a crash
+    except Exception as exc:
         res.problems.append(f"the PDF cannot be read ({type(exc).__name__}: {exc}); it was damaged or altered")
         res.lines.append(f"{pdf}: unreadable PDF")
         return res
@@ -72,7 +74,7 @@ def verify_report(pdf: Path, trust: list[Path], bundle: Path | None = None) -> V
             ValidationContext(trust_roots=[], allow_fetching=False)
         try:
             st = validate_pdf_signature(sig, vc)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             res.problems.append(f"signature `{name}`: cannot be validated ({type(exc).__name__}: {exc})")
             res.lines.append(f"  field {name}: ERROR {exc}")
             continue
@@ -105,7 +107,7 @@ def verify_report(pdf: Path, trust: list[Path], bundle: Path | None = None) -> V
     manifest = None
     try:
         manifest = embedded_manifest(data)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         res.problems.append(f"the embedded manifest cannot be read ({exc})")
     if manifest is None:
         res.problems.append("the report has no embedded evidence manifest")

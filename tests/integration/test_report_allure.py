@@ -61,5 +61,5 @@ def test_report_of_the_real_run(real_run: Path) -> None:
     after_run(real_run)
     assert (real_run / "report.html").exists() and (real_run / "report.pdf").exists()
     assert not (real_run / "evidence.sqlite-wal").exists()  # sealed before hashing
-    assert main(["report", str(real_run), "--lang", "en", "--no-pdf"]) == 0  # uncovered requirements do not block (the approval rule)
+    assert main(["report", str(real_run), "--lang", "en", "--no-pdf"]) == 0  # uncovered: not blocking
     assert "Requirements not covered by any scenario" in (real_run / "report.html").read_text(encoding="utf-8")

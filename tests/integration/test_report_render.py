@@ -211,7 +211,8 @@ def test_cli_report_exit_codes_and_table(rendered: Path, capsys: pytest.CaptureF
     bad = make_run(tmp_path, "20261105T100000Z-eeee", lost=2)
     assert main(["report", str(bad), "--no-pdf"]) == 1
     out = capsys.readouterr().out
-    assert "TA-1.4" in out and "FAIL" in out and json.loads((bad / "summary.json").read_text())["verdict"] == "not_approved"
+    assert "TA-1.4" in out and "FAIL" in out
+    assert json.loads((bad / "summary.json").read_text())["verdict"] == "not_approved"
 
 
 # --- signing and verification ------------------------------------------------------------------------
