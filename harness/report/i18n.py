@@ -219,6 +219,16 @@ TEXT: dict[str, dict[str, str]] = {
 }
 
 
+_REASONS_NB = [
+    ("no open deviation of class", "ingen åpne avvik i kategori"),
+    ("open deviations of class", "åpne avvik i kategori"),
+    ("the run did not finish", "kjøringen ble ikke fullført"),
+    ("scenario(s) did not complete", "scenario(er) ble ikke fullført"),
+    ("no scenario ran", "ingen scenarioer ble kjørt"),
+    ("(retested:", "(retestet:"),
+]
+
+
 class Lang:
     """Translations and number/date formatting for one language."""
 
@@ -236,6 +246,14 @@ class Lang:
 
     def verdict(self, v: str | None) -> str:
         return self.text.get(f"v_{v}", str(v))
+
+    def reason(self, text: str) -> str:
+        """The verdict's reason (written in English by the acceptance layer) in this language."""
+        if self.code != "nb":
+            return text
+        for en, nb in _REASONS_NB:
+            text = text.replace(en, nb)
+        return text
 
     def number(self, value: float | int | None, digits: int = 3) -> str:
         """A number with at most `digits` significant decimals, in this language's convention."""
