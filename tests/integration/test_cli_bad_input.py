@@ -42,7 +42,7 @@ def _closed_port() -> int:
 def test_unreachable_broker_exits_2_naming_the_url(suite: Suite, tmp_path: Path) -> None:
     port = _closed_port()
     text = LAB.read_text(encoding="utf-8")
-    text = text.replace("kind: embedded", "kind: external").replace("mqtt://127.0.0.1:0", f"mqtt://127.0.0.1:{port}")
+    text = text.replace("kind: embedded", "kind: external").replace("mqtts://127.0.0.1:0", f"mqtt://127.0.0.1:{port}")
     text = text.replace("users: ../users/personas.yaml", f"users: {LAB.parent.parent / 'users' / 'personas.yaml'}")
     lab = suite.file("supplier.yaml", text)
     path = suite.scenario("s", button_presses(repeat=1))
