@@ -208,6 +208,7 @@ class VtlabPath:
         paced(rate, count, send)
         with self.tracker.cond:
             self.tracker.cond.wait_for(lambda: self.tracker.arrived >= count, timeout=10)
+        self.evidence.flush()  # writes are queued to a writer thread
         reader = EvidenceReader(self.evidence.path)
         try:
             arrivals = [(r["cid"], r["t_ns"]) for r in reader.arrivals(scenario) if r["kind"] == "alarm"]

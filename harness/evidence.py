@@ -6,7 +6,9 @@ alone. Times: `t_ns` is the harness's monotonic clock (comparable within one run
 
 from __future__ import annotations
 
+import itertools
 import json
+import queue
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
@@ -83,9 +85,12 @@ def _dump(value: Any) -> str:
 
 
 class EvidenceStore:
-    """Writer. Every call commits, so what is measured survives a killed run.
+    """Writer. Rows are committed by a writer thread as soon as it gets them (in small batches), so a
+    killed run keeps all but the last few milliseconds, and no caller waits on the disk.
 
-    Thread-safe: probes call it from their transport threads.
+    Probes call it from their transport threads: a write only enqueues, so an SQLite checkpoint (which
+    syncs to disk and can take milliseconds) never delays the stamping of the next arrival.
+    `flush()` waits until everything queued so far is committed (before reading the store back).
     """
 
     def __init__(self, path: Path):
@@ -97,16 +102,59 @@ class EvidenceStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._arrival_ids = itertools.count(1)
+        self._queue: queue.SimpleQueue[tuple[str, tuple[Any, ...]] | threading.Event | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._drain, name="evidence-writer", daemon=True)
+        self._writer.start()
+        self.write_errors: list[str] = []
 
     @classmethod
     def create(cls, run_dir: Path) -> EvidenceStore:
         return cls(run_dir / EVIDENCE_FILE)
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> None:
-        with self._lock:
-            self._db.execute(sql, params)
+        self._queue.put((sql, params))
+
+    def _drain(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < 500:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            done: list[threading.Event] = []
+            stop = False
+            with self._lock:
+                self._db.execute("BEGIN")
+                for item in batch:
+                    if item is None:
+                        stop = True
+                    elif isinstance(item, threading.Event):
+                        done.append(item)
+                    else:
+                        try:
+                            self._db.execute(*item)
+                        except sqlite3.Error as exc:  # a bad row must not lose the others
+                            self.write_errors.append(f"{exc}: {item[0][:60]}")
+                self._db.execute("COMMIT")
+            for event in done:
+                event.set()
+            if stop:
+                return
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait until every row written so far is committed."""
+        if not self._writer.is_alive():
+            return
+        event = threading.Event()
+        self._queue.put(event)
+        event.wait(timeout_s)
 
     def close(self) -> None:
+        if self._writer.is_alive():
+            self._queue.put(None)
+            self._writer.join(timeout=30)
         with self._lock:
             self._db.close()
 
@@ -118,6 +166,7 @@ class EvidenceStore:
         )
 
     def run_info_update(self, **extra: Any) -> None:
+        self.flush()
         with self._lock:
             (info,) = self._db.execute("SELECT info FROM run").fetchone()
             merged = {**json.loads(info), **extra}
@@ -174,15 +223,16 @@ class EvidenceStore:
         t_ns: int,
         payload: Mapping[str, Any] | str,
     ) -> int:
-        """Record what a probe received (raw `cid` as sent by the platform); returns the row id."""
+        """Record what a probe received (raw `cid` as sent by the platform); returns the row id, which
+        is assigned here (in arrival order) so the caller need not wait for the disk."""
         body = payload if isinstance(payload, str) else _dump(payload)
-        with self._lock:
-            cur = self._db.execute(
-                "INSERT INTO arrivals (scenario, cid, probe, kind, t_ns, wall, payload)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (scenario, cid, probe, kind, t_ns, utc_now(), body),
-            )
-            return int(cur.lastrowid or 0)
+        row_id = next(self._arrival_ids)
+        self._write(
+            "INSERT INTO arrivals (id, scenario, cid, probe, kind, t_ns, wall, payload)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (row_id, scenario, cid, probe, kind, t_ns, utc_now(), body),
+        )
+        return row_id
 
     def ack_sent(self, scenario: str, cid: str, probe: str, t_ns: int) -> None:
         self._write(

@@ -295,4 +295,5 @@ class RunSession:
         if self._pki is not None:
             shutil.rmtree(self._pki.ca_cert.parent, ignore_errors=True)
         self.evidence.run_ended(status)
+        self.evidence.close()
 

@@ -92,6 +92,7 @@ class ScenarioItem(pytest.Item):
             session.stop_devices()
             session.collect_lab_events(plan.id)
         ev.scenario_ended(plan.id, "completed")
+        ev.flush()
         reader = EvidenceReader(ev.path)
         try:
             metrics = compute(reader.stimuli(plan.id), reader.arrivals(plan.id), reader.matches(plan.id))

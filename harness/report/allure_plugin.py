@@ -75,6 +75,7 @@ def _attach(item: Any) -> None:
     if run.session is None:
         return
     plan = item.plan
+    run.session.evidence.flush()
     reader = EvidenceReader(run.session.evidence.path)
     try:
         crits = [CriterionDef.of(c).to_json() for c in plan.criteria]
