@@ -146,6 +146,8 @@ class Verdict:
     requirements: list[dict[str, Any]] = field(default_factory=list)
     deviations: list[Deviation] = field(default_factory=list)
     uncovered: list[str] = field(default_factory=list)
+    not_run: list[str] = field(default_factory=list)  # covered by the suite, but not run this time
+    partial: bool = False  # incomplete only because part of the suite was not run (a retest, -k ...)
 
 
 def _evidence_for(result: CriterionResult, m: ScenarioMetrics | None) -> dict[str, Any]:
@@ -167,8 +169,19 @@ def _evidence_for(result: CriterionResult, m: ScenarioMetrics | None) -> dict[st
     return ev
 
 
-def decide(contract: Contract, scenarios: list[ScenarioJudgement], run_ended: bool) -> Verdict:
-    """Requirement verdicts, deviations and the overall verdict under the contract's approval rule."""
+def decide(
+    contract: Contract,
+    scenarios: list[ScenarioJudgement],
+    run_ended: bool,
+    suite: dict[str, list[str]] | None = None,
+) -> Verdict:
+    """Requirement verdicts, deviations and the overall verdict under the contract's approval rule.
+
+    `suite` maps requirement ids to the scenarios of the whole suite that cover them; a requirement the
+    suite covers but this run did not test is `not_run`, and a run with such requirements cannot
+    approve the delivery on its own (it is `incomplete`, or `not_approved` if it found a blocking
+    deviation)."""
+    suite = suite or {}
     covering: dict[str, list[ScenarioJudgement]] = {r.id: [] for r in contract.requirements}
     for s in scenarios:
         for req_id in s.covers:
@@ -193,26 +206,30 @@ def decide(contract: Contract, scenarios: list[ScenarioJudgement], run_ended: bo
             if s.status in ("error", "running"):
                 verdict = "error" if verdict in ("not_run", PASS, MARGINAL) else verdict
         if not covering[req.id]:
-            verdict = "not_covered"
+            verdict = "not_run" if suite.get(req.id) else "not_covered"
         requirements.append({
             "id": req.id, "title": req.title, "priority": req.priority.value, "category": req.category.value,
             "severity": req.severity.value, "source": req.source, "verdict": verdict,
             "criteria": [r.to_json() for r in crits],
-            "scenarios": [s.id for s in covering[req.id]],
+            "scenarios": [s.id for s in covering[req.id]] or list(suite.get(req.id, [])),
         })
     uncovered = [r["id"] for r in requirements if r["verdict"] == "not_covered"]
+    not_run = [r["id"] for r in requirements if r["verdict"] == "not_run"]
     unfinished = [s.id for s in scenarios if s.status in ("error", "running")]
     blocking = {sev.value for sev in contract.approval.blocking}
     open_blocking = [d for d in deviations if d.severity in blocking and d.status == "open"]
     if not run_ended or unfinished:
         why = "the run did not finish" if not run_ended else f"scenario(s) did not complete: {', '.join(unfinished)}"
-        return Verdict("incomplete", why, requirements, deviations, uncovered)
+        return Verdict("incomplete", why, requirements, deviations, uncovered, not_run)
     if not scenarios:
-        return Verdict("incomplete", "no scenario ran", requirements, deviations, uncovered)
+        return Verdict("incomplete", "no scenario ran", requirements, deviations, uncovered, not_run)
     if open_blocking:
         ids = ", ".join(f"{d.id} ({d.severity})" for d in open_blocking)
         return Verdict("not_approved", f"open deviations of class {'/'.join(sorted(blocking))}: {ids}",
-                       requirements, deviations, uncovered)
+                       requirements, deviations, uncovered, not_run, partial=bool(not_run))
+    if not_run:
+        return Verdict("incomplete", f"part of the suite was not run; not tested: {', '.join(not_run)}",
+                       requirements, deviations, uncovered, not_run, partial=True)
     return Verdict("approved", f"no open deviation of class {'/'.join(sorted(blocking))}",
                    requirements, deviations, uncovered)
 

@@ -86,6 +86,7 @@ class RunSession:
         run_id: str | None = None,
         faults: str | None = None,
         argv: list[str] | None = None,
+        suite: list[dict[str, Any]] | None = None,
     ) -> None:
         self.lab = lab
         self.contract = contract
@@ -110,7 +111,7 @@ class RunSession:
         self.broker_kind = "external"
         self.mqtt_version = lab.spec.mqtt.version
         self.started = False
-        self.evidence.run_started(self.run_id, self._info(argv))
+        self.evidence.run_started(self.run_id, {**self._info(argv), "suite": suite or []})
         self._record_file("contract", contract_src)
         self._record_file("lab", lab.src)
         users = lab.resolve(lab.spec.users)

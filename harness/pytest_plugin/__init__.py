@@ -34,13 +34,23 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[run_key] = VtlabRun(config)
     config.addinivalue_line("markers", "requirement(id): the contract requirement a scenario covers")
     config.addinivalue_line("markers", "hardware: needs a real radio or serial device; skipped unless asked for")
-    if config.pluginmanager.hasplugin("allure_pytest") and not config.pluginmanager.hasplugin("vtlab_allure"): config.pluginmanager.register(__import__("harness.report.allure_plugin", fromlist=["_"]), "vtlab_allure")  # noqa: E501
+    if config.pluginmanager.hasplugin("allure_pytest") and not config.pluginmanager.hasplugin("vtlab_allure"):
+        from harness.report import allure_plugin  # Allure labels and attachments for scenario results
+
+        config.pluginmanager.register(allure_plugin, "vtlab_allure")
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     if file_path.suffix in (".yaml", ".yml") and SCENARIO_DIR_NAME in file_path.parts[:-1]:
         return ScenarioFile.from_parent(parent, path=file_path)
     return None
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Remember every scenario of the suite, also those -k/-m deselect, so a partial run says so."""
+    plan = getattr(item, "plan", None)
+    if plan is not None:
+        item.config.stash[run_key].suite.append({"id": plan.id, "title": plan.title, "covers": plan.covers})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -25,6 +25,7 @@ class VtlabRun:
     session: RunSession | None = None
     summary: dict[str, Any] | None = None
     scenario_count: int = 0
+    suite: list[dict[str, Any]] = field(default_factory=list)  # every scenario collected, run or not
     extra: dict[str, Any] = field(default_factory=dict)
 
     def option(self, name: str) -> Any:
@@ -61,7 +62,7 @@ class VtlabRun:
             self.session = RunSession(
                 lab=self.lab, contract=contract, contract_src=src, report_dir=self.report_dir,
                 run_id=self.option("vtlab_run_id"), faults=self.option("vtlab_fault"),
-                argv=list(self.config.invocation_params.args),
+                argv=list(self.config.invocation_params.args), suite=self.suite,
             )
         if not self.session.started:
             self.session.start()

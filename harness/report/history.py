@@ -115,7 +115,11 @@ def apply_history(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
                               "decided_by": s["run_id"]})
                     break
     eff["uncovered"] = [r["id"] for r in eff["requirements"] if r["verdict"] == "not_covered"]
-    if summary["verdict"] != "incomplete":
+    still_not_run = [r["id"] for r in eff["requirements"] if r["verdict"] == "not_run"]
+    if summary.get("partial") and still_not_run:
+        eff["verdict"] = "incomplete"
+        eff["reason"] = f"part of the suite has never been run: {', '.join(still_not_run)}"
+    elif summary["verdict"] != "incomplete" or summary.get("partial"):
         blocking = set(summary["contract"].get("blocking", ["A", "B"]))
         open_blocking = [d for d in deviations if d["status"] == "open" and d["severity"] in blocking]
         if open_blocking:

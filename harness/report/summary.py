@@ -35,7 +35,11 @@ def judge_run(reader: EvidenceReader, contract: Contract) -> tuple[list[Scenario
         results = judge(s.id, criteria, metrics) if s.status in ("completed",) else []
         judgements.append(ScenarioJudgement(s.id, s.title, s.status, s.covers, results, metrics, s.detail))
     run = reader.run()
-    return judgements, decide(contract, judgements, run_ended=run.get("ended") is not None)
+    suite: dict[str, list[str]] = {}
+    for scenario in run["info"].get("suite", []):
+        for req in scenario["covers"]:
+            suite.setdefault(req, []).append(scenario["id"])
+    return judgements, decide(contract, judgements, run_ended=run.get("ended") is not None, suite=suite)
 
 
 def build_summary(run_dir: Path) -> dict[str, Any]:
@@ -63,6 +67,8 @@ def build_summary(run_dir: Path) -> dict[str, Any]:
             "requirements": verdict.requirements,
             "deviations": [d.to_json() for d in verdict.deviations],
             "uncovered": verdict.uncovered,
+            "not_run": verdict.not_run,
+            "partial": verdict.partial,
             "scenarios": [
                 {
                     "id": j.id, "title": j.title, "file": scen_rows[j.id].file, "status": j.status,
