@@ -114,3 +114,15 @@ def test_a_run_that_did_not_end_is_incomplete() -> None:
     assert decide(contract, [passing], run_ended=False).verdict == "incomplete"
     running = ScenarioJudgement("s", "t", "running", ["TA-1.4"], [], None)
     assert decide(contract, [running], run_ended=True).verdict == "incomplete"
+
+
+def test_a_run_that_left_part_of_the_suite_out_cannot_approve() -> None:
+    contract, _ = load_contract(CONTRACT)
+    passing = _judgement(["TA-1.4"], "lost", measured_fail=False)
+    suite = {"TA-1.4": ["s"], "TA-3.2": ["scenarios/supervision/lavt_batteri.yaml"]}
+    verdict = decide(contract, [passing], run_ended=True, suite=suite)
+    assert verdict.verdict == "incomplete" and verdict.partial
+    assert verdict.not_run == ["TA-3.2"]
+    assert "TA-3.2" not in verdict.uncovered
+    failing = _judgement(["TA-1.4"], "lost", measured_fail=True)
+    assert decide(contract, [failing], run_ended=True, suite=suite).verdict == "not_approved"
