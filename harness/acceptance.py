@@ -12,7 +12,7 @@ from typing import Any
 from harness.contract import Contract
 from harness.metrics import ScenarioMetrics
 from harness.scenario.plan import UNITS, Criterion
-from harness.units import Dimension, Limit, format_duration, parse_limit
+from harness.units import Dimension, Limit, parse_limit, readable_duration
 
 PASS, MARGINAL, FAIL = "pass", "marginal", "fail"
 _RANK = {PASS: 0, MARGINAL: 1, "not_run": 2, "error": 3, FAIL: 4}
@@ -104,7 +104,7 @@ def judge(scenario: str, criteria: Iterable[CriterionDef], metrics: ScenarioMetr
 
 def _human(dim: Dimension, value: float) -> str:
     if dim is Dimension.TIME:
-        return format_duration(value)
+        return readable_duration(value)
     if dim is Dimension.RATIO:
         return f"{value * 100:.3g}%"
     if dim is Dimension.RATE:

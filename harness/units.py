@@ -13,23 +13,70 @@ from enum import Enum
 
 from harness.errors import InputError, Place
 
-_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000,
-       "h": 3_600_000_000_000}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h)\s*$")
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
-DURATION_HELP = "write a number and a unit without space, e.g. 250ms, 30s, 5m or 2h"
+
+UNITS_NS = {
+    "ns": 1,
+    "us": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+}
+DURATION_RE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>[a-zA-Z]*)\s*$")
 
 
 def parse_duration(text: object, place: Place | str | None = None) -> int:
-    """`30s` -> 30_000_000_000 ns."""
-    m = _DURATION.match(str(text))
-    if not m or isinstance(text, bool):
-        raise InputError(f"`{text}` is not a duration", place=place, fix=DURATION_HELP)
-    return round(float(m.group(1)) * _NS[m.group(2)])
+    """`250ms`, `30s`, `5m`, `2h`, `1.5s` -> nanoseconds (int). Raises InputError otherwise."""
+    text = str(text)
+    m = DURATION_RE.match(text)
+    if not m:
+        raise InputError(
+            f"`{text}` is not a duration",
+            place=place,
+            fix="write a number with a unit, e.g. 250ms, 30s, 5m, 2h or 1.5s",
+        )
+    num, unit = m.group("num"), m.group("unit")
+    if not unit:
+        raise InputError(
+            f"`{text.strip()}` has no unit",
+            place=place,
+            fix=f"write {num}ms or {seconds_hint(num)}s",
+        )
+    if unit not in UNITS_NS:
+        raise InputError(
+            f"`{text.strip()}` has an unknown unit `{unit}`",
+            place=place,
+            fix="use one of ms, s, m, h (e.g. 250ms, 30s, 5m, 2h)",
+        )
+    # exact decimal arithmetic: "1.5s" must be 1_500_000_000, not a float approximation
+    whole, _, frac = num.partition(".")
+    scale = UNITS_NS[unit]
+    ns = int(whole or "0") * scale
+    if frac:
+        ns += int(frac) * scale // (10 ** len(frac))
+    return ns
 
 
-def format_duration(ns: float) -> str:
-    """Readable duration with the unit a person would pick (`412.3ms`, `1.50s`)."""
+def seconds_hint(num: str) -> str:
+    try:
+        return f"{float(num) / 1000:g}"
+    except ValueError:  # pragma: no cover - regex guarantees a number
+        return num
+
+
+def format_duration(ns: int) -> str:
+    """Nanoseconds -> the shortest exact spelling (`2h`, `90s`, `1500ms`, `250us`)."""
+    if ns == 0:
+        return "0ms"
+    for unit in ("h", "m", "s", "ms", "us"):
+        if ns % UNITS_NS[unit] == 0:
+            return f"{ns // UNITS_NS[unit]}{unit}"
+    return f"{ns}ns"
+
+
+def readable_duration(ns: float) -> str:
+    """Readable duration with the unit a person would pick (`412.300ms`, `1.500s`)."""
     if ns >= 60_000_000_000:
         return f"{ns / 60_000_000_000:.2f}m"
     if ns >= 1_000_000_000:

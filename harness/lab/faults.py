@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 
 from harness.errors import InputError, Place
+from harness.units import DURATION_RE, format_duration, parse_duration, seconds_hint
 
 __all__ = [
     "KNOWN_KEYS",
@@ -34,66 +35,9 @@ __all__ = [
 
 KNOWN_KEYS = ("drop", "dup", "delay", "reorder", "outage", "seed")
 
-_UNITS_NS = {
-    "ns": 1,
-    "us": 1_000,
-    "ms": 1_000_000,
-    "s": 1_000_000_000,
-    "m": 60_000_000_000,
-    "h": 3_600_000_000_000,
-}
-_DURATION_RE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>[a-zA-Z]*)\s*$")
 _PROB_RE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|\.\d+)\s*(?P<pct>%?)\s*$")
 
 PlaceLike = Place | str | None
-
-
-def parse_duration(text: str, place: PlaceLike = None) -> int:
-    """`250ms`, `30s`, `5m`, `2h`, `1.5s` -> nanoseconds (int). Raises InputError otherwise."""
-    m = _DURATION_RE.match(text)
-    if not m:
-        raise InputError(
-            f"`{text}` is not a duration",
-            place=place,
-            fix="write a number with a unit, e.g. 250ms, 30s, 5m, 2h or 1.5s",
-        )
-    num, unit = m.group("num"), m.group("unit")
-    if not unit:
-        raise InputError(
-            f"`{text.strip()}` has no unit",
-            place=place,
-            fix=f"write {num}ms or {_seconds_hint(num)}s",
-        )
-    if unit not in _UNITS_NS:
-        raise InputError(
-            f"`{text.strip()}` has an unknown unit `{unit}`",
-            place=place,
-            fix="use one of ms, s, m, h (e.g. 250ms, 30s, 5m, 2h)",
-        )
-    # exact decimal arithmetic: "1.5s" must be 1_500_000_000, not a float approximation
-    whole, _, frac = num.partition(".")
-    scale = _UNITS_NS[unit]
-    ns = int(whole or "0") * scale
-    if frac:
-        ns += int(frac) * scale // (10 ** len(frac))
-    return ns
-
-
-def _seconds_hint(num: str) -> str:
-    try:
-        return f"{float(num) / 1000:g}"
-    except ValueError:  # pragma: no cover - regex guarantees a number
-        return num
-
-
-def format_duration(ns: int) -> str:
-    """Nanoseconds -> the shortest exact spelling (`2h`, `90s`, `1500ms`, `250us`)."""
-    if ns == 0:
-        return "0ms"
-    for unit in ("h", "m", "s", "ms", "us"):
-        if ns % _UNITS_NS[unit] == 0:
-            return f"{ns // _UNITS_NS[unit]}{unit}"
-    return f"{ns}ns"
 
 
 def _fmt_prob(p: float) -> str:
@@ -166,13 +110,13 @@ def _parse_prob(key: str, text: str, place: PlaceLike) -> float:
 
 
 def _parse_dur(key: str, text: str, place: PlaceLike) -> int:
-    m = _DURATION_RE.match(text)
+    m = DURATION_RE.match(text)
     if m and not m.group("unit"):
         num = m.group("num")
         raise InputError(
             f"`{key}={text}` has no unit",
             place=place,
-            fix=f"write {num}ms or {_seconds_hint(num)}s",
+            fix=f"write {num}ms or {seconds_hint(num)}s",
         )
     try:
         return parse_duration(text, place)

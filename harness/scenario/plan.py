@@ -91,16 +91,6 @@ class Criterion:
     def unit(self) -> str:
         return UNITS[self.dimension]
 
-    def display(self, base_value: float | None) -> float | None:
-        """A base-unit value (ns, count, fraction, 1/s) in the unit reports show."""
-        if base_value is None:
-            return None
-        if self.dimension is Dimension.TIME:
-            return base_value / 1e6
-        if self.dimension is Dimension.RATIO:
-            return base_value * 100.0
-        return base_value
-
 
 @dataclass(slots=True)
 class ScenarioPlan:

@@ -24,7 +24,7 @@ def test_unknown_step_exits_2_with_the_place(suite: Suite, tmp_path: Path) -> No
 def test_duration_in_words_exits_2(suite: Suite, tmp_path: Path) -> None:
     path = suite.scenario("s", button_presses(repeat=1, within="3 sekunder"))
     result = run_vtlab(str(path), report_dir=tmp_path / "r")
-    assert_clean_refusal(result.output, result.rc, "`3 sekunder` is not a duration", "250ms, 30s")
+    assert_clean_refusal(result.output, result.rc, "`3 sekunder` has an unknown unit", "250ms, 30s")
 
 
 def test_a_fault_spec_without_unit_exits_2(suite: Suite, tmp_path: Path) -> None:
