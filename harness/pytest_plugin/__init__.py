@@ -64,7 +64,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     run: VtlabRun | None = session.config.stash.get(run_key, None)
     if run is None or run.session is None:
         return
-    interrupted = exitstatus in (pytest.ExitCode.INTERRUPTED, 2)
+    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
     run.session.close("interrupted" if interrupted else "completed")
     try:
         run.summary = write_summary(run.session.run_dir)
