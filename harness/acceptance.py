@@ -230,6 +230,11 @@ def decide(
     if not_run:
         return Verdict("incomplete", f"part of the suite was not run; not tested: {', '.join(not_run)}",
                        requirements, deviations, uncovered, not_run, partial=True)
+    required = {str(p) for p in contract.approval.require_tested}
+    untested = [r["id"] for r in requirements if r["priority"] in required and r["verdict"] == "not_covered"]
+    if untested:
+        return Verdict("incomplete", f"the approval rule requires every {'/'.join(sorted(required))} requirement "
+                       f"to be tested; not tested: {', '.join(untested)}", requirements, deviations, uncovered)
     return Verdict("approved", f"no open deviation of class {'/'.join(sorted(blocking))}",
                    requirements, deviations, uncovered)
 

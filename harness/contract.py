@@ -51,6 +51,11 @@ class ApprovalRule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     blocking: list[Severity] = Field(default=[Severity.A, Severity.B])
+    require_tested: list[Priority] = Field(
+        default=[],
+        description="Priorities whose requirements must all have been tested before approval, e.g. [må]; "
+        "a run that leaves one untested is incomplete",
+    )
     text: str = "Leveransen godkjennes ikke så lenge det finnes åpne avvik i kategori A eller B."
 
 

@@ -126,3 +126,12 @@ def test_a_run_that_left_part_of_the_suite_out_cannot_approve() -> None:
     assert "TA-3.2" not in verdict.uncovered
     failing = _judgement(["TA-1.4"], "lost", measured_fail=True)
     assert decide(contract, [failing], run_ended=True, suite=suite).verdict == "not_approved"
+
+
+def test_a_contract_can_require_every_must_requirement_to_be_tested() -> None:
+    contract, _ = load_contract(CONTRACT)
+    strict = contract.model_copy(update={"approval": contract.approval.model_copy(update={"require_tested": ["må"]})})
+    passing = _judgement(["TA-1.4"], "lost", measured_fail=False)
+    assert decide(contract, [passing], run_ended=True).verdict == "approved"
+    verdict = decide(strict, [passing], run_ended=True)
+    assert verdict.verdict == "incomplete" and "TA-7.1" in verdict.reason and "TA-6.1" not in verdict.reason
