@@ -126,6 +126,10 @@ def apply_history(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
             eff["verdict"] = "not_approved"
             ids = ", ".join(f"{d['id']} ({d['severity']})" for d in open_blocking)
             eff["reason"] = f"open deviations of class {'/'.join(sorted(blocking))}: {ids}"
+        elif untested := [r["id"] for r in eff["requirements"] if r["verdict"] == "not_covered"
+                          and r["priority"] in summary["contract"].get("require_tested", [])]:
+            eff["verdict"] = "incomplete"
+            eff["reason"] = f"the approval rule requires these to be tested: {', '.join(untested)}"
         else:
             eff["verdict"] = "approved"
             retested = [d["id"] for d in deviations if d["status"] == "retested"]

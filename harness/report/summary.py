@@ -63,6 +63,7 @@ def build_summary(run_dir: Path) -> dict[str, Any]:
                 **contract.contract.model_dump(mode="json"),
                 "approval_rule": contract.approval.text,
                 "blocking": [s.value for s in contract.approval.blocking],
+                "require_tested": [str(p) for p in contract.approval.require_tested],
             },
             "requirements": verdict.requirements,
             "deviations": [d.to_json() for d in verdict.deviations],
