@@ -169,38 +169,12 @@ class RunSession:
         )
 
     def _start_reference_lab(self) -> None:
-        from harness.lab.config import BrokerSettings, DeviceSettings, LabConfig, SupervisionSettings, Topics
         from harness.lab.process import LabProcess
+        from harness.reference_lab import embedded_target
 
-        spec = self.lab.spec
-        t = spec.topics
-        tls = None
-        if spec.platform.tls:
-            import tempfile
-
-            from harness.lab.certs import make_pki
-            from harness.lab.config import TlsSettings
-
-            pki_dir = Path(tempfile.mkdtemp(prefix="vtlab-pki-"))
-            self._pki = make_pki(pki_dir, clients=("harness", "lab"))
-            lab_client = self._pki.clients["lab"]
-            tls = TlsSettings(ca=self._pki.ca_cert, server_cert=self._pki.server_cert,
-                              server_key=self._pki.server_key, require_client_cert=True,
-                              client_cert=lab_client.cert, client_key=lab_client.key)
-        config = LabConfig(
-            broker=BrokerSettings(kind=spec.platform.broker, mqtt_version=spec.mqtt.version, tls=tls),
-            site=spec.site,
-            topics=Topics(event=t["device_event"], heartbeat=t["device_heartbeat"], centre_alarm=t["centre_alarm"],
-                          centre_ack=t["centre_ack"], device_ack=t["device_ack"], control=t["lab_control"]),
-            devices={d: DeviceSettings(user=dev.user, heartbeat_interval_s=parse_duration(dev.heartbeat) / 1e9)
-                     for d, dev in spec.devices.items()},
-            routing={p.id: p.centre for p in self.lab.personas.values()},
-            default_centre=None,
-            supervision=SupervisionSettings(misses=spec.platform.supervision_misses),
-            faults=self.faults,
-        )
-        if spec.platform.broker == "amqtt" and spec.mqtt.version == "5":
-            config = config.model_copy(update={"broker": BrokerSettings(kind="amqtt", mqtt_version="3.1.1", tls=tls)})
+        target = embedded_target(self.lab, self.faults)
+        self._pki = target.pki
+        config = target.config
         self._lab_process = LabProcess(config, self.run_dir / "lab")
         self._lab_process.start()
         self.broker_url = self._lab_process.broker_url
@@ -294,7 +268,7 @@ class RunSession:
             with contextlib.suppress(Exception):
                 self._lab_process.stop()
         if self._pki is not None:
-            shutil.rmtree(self._pki.ca_cert.parent, ignore_errors=True)
+            shutil.rmtree(self._pki.ca_cert.parent, ignore_errors=True)  # throw-away keys, never evidence
         self.evidence.run_ended(status)
         self.evidence.close()
 

@@ -77,6 +77,11 @@ def run(config_path: Path, *, exit_on_stdin_eof: bool) -> int:
             workdir = config_path.resolve().parent / f"broker-{os.getpid()}"
             broker = start_broker(workdir, tls=files, kind=config.broker.kind)
             url, kind = broker.url, broker.kind
+            if kind == "amqtt" and config.broker.mqtt_version == "5":
+                # "auto" fell back to amqtt, which speaks 3.1.1 only: so does the router, and the
+                # ready line tells the harness to do the same
+                broker_settings = config.broker.model_copy(update={"mqtt_version": "3.1.1"})
+                config = config.model_copy(update={"broker": broker_settings})
         router = Router(config, url, notify=emit)
         router.start()
     except (VtlabError, OSError) as e:
@@ -84,7 +89,8 @@ def run(config_path: Path, *, exit_on_stdin_eof: bool) -> int:
             broker.stop()
         emit({"ready": False, "error": str(e)})
         return 2
-    emit({"ready": True, "broker": url, "broker_kind": kind, "pid": os.getpid()})
+    emit({"ready": True, "broker": url, "broker_kind": kind, "mqtt_version": config.broker.mqtt_version,
+          "pid": os.getpid()})
     if exit_on_stdin_eof:
         threading.Thread(target=_watch_stdin, args=(stop,), daemon=True).start()
     while not stop.wait(timeout=3600):

@@ -101,6 +101,10 @@ def free_port() -> int:
 
 
 def find_mosquitto() -> str | None:
+    """The mosquitto binary; VTLAB_MOSQUITTO names another one, or `none` to act as if it were absent."""
+    override = os.environ.get("VTLAB_MOSQUITTO")
+    if override:
+        return None if override.lower() == "none" else override
     found = shutil.which("mosquitto")
     if found:
         return found

@@ -48,3 +48,10 @@ def test_a_platform_without_tls_fails_the_encryption_requirement(suite: Suite, t
     assert deviation["requirement"] == "TA-5.1" and deviation["severity"] == "A"
     assert summary["scenarios"][0]["metrics"]["counts"]["insecure_accepted"] == 3
     assert any("no_client_certificate" in d for d in deviation["evidence"]["details"])
+
+
+def test_without_mosquitto_the_embedded_lab_falls_back_to_amqtt(suite: Suite, tmp_path: Path) -> None:
+    presses = suite.scenario("knapp", button_presses(repeat=20))
+    result = run_vtlab(str(presses), str(SECURITY), report_dir=tmp_path, env={"VTLAB_MOSQUITTO": "none"})
+    assert result.rc == 0, result.output[-4000:]
+    assert result.summary["target"] == {**result.summary["target"], "broker_kind": "amqtt", "mqtt_version": "3.1.1"}
