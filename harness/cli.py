@@ -72,6 +72,46 @@ def _after_run_hooks() -> list[Callable[[Path], None]]:
     return [after_run]
 
 
+def _lab(args: argparse.Namespace) -> int:
+    """Run the embedded reference lab alone, for exploring it or pointing other tools at it."""
+    import contextlib
+    import signal
+    import tempfile
+    import threading
+
+    from harness.lab.process import LabProcess
+    from harness.labfile import load_lab
+    from harness.reference_lab import embedded_target
+    from harness.session import DEFAULT_LAB, lab_faults
+    from harness.units import parse_duration
+
+    lab = load_lab(Path(args.lab) if args.lab else DEFAULT_LAB)
+    if lab.spec.platform.kind != "embedded":
+        raise InputError("this lab file describes an external platform", place=str(lab.path),
+                         fix="`vtlab lab` starts the embedded reference lab: use a lab file with kind: embedded")
+    seconds = parse_duration(args.for_, "--for") / 1e9 if args.for_ else None
+    target = embedded_target(lab, lab_faults(lab, args.fault))
+    workdir = Path(tempfile.mkdtemp(prefix="vtlab-lab-"))
+    try:
+        with LabProcess(target.config, workdir) as proc:
+            print(f"reference lab running: broker {proc.broker_url} ({proc.broker_kind}, "
+                  f"MQTT {target.config.broker.mqtt_version}), site `{lab.spec.site}`")
+            if target.pki is not None:
+                me = target.pki.clients["harness"]
+                print(f"  TLS: ca {target.pki.ca_cert}  client cert {me.cert}  key {me.key}")
+            print(f"  faults: {target.config.faults or 'none'}; ledger {proc.ledger_path}")
+            for name, template in lab.spec.topics.items():
+                print(f"  topic {name}: {template.replace('{site}', lab.spec.site)}")
+            print("stop with Ctrl-C" if seconds is None else f"stopping after {args.for_}", flush=True)
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            with contextlib.suppress(KeyboardInterrupt):
+                stop.wait(seconds)
+    finally:
+        target.cleanup()
+    return 0
+
+
 def _summary(args: argparse.Namespace) -> int:
     from harness.pytest_plugin.terminal import requirement_table
     from harness.report.summary import write_summary
@@ -112,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", help="name of the run folder (default: time-based)")
     run.add_argument("pytest_args", nargs=argparse.REMAINDER, help="scenario paths and pytest options")
     run.set_defaults(func=_run)
+
+    lab = sub.add_parser("lab", help="run the embedded reference lab alone and print how to reach it")
+    lab.add_argument("--lab", help="lab file (default: fixtures/labs/embedded.yaml)")
+    lab.add_argument("--fault", help="faults to inject, e.g. drop=0.05")
+    lab.add_argument("--for", dest="for_", metavar="DURATION", help="stop after this long, e.g. 10m")
+    lab.set_defaults(func=_lab)
 
     summary = sub.add_parser("summary", help="rebuild summary.json of a run from its evidence store")
     summary.add_argument("run_dir", nargs="?", help="run folder (default: reports/latest)")

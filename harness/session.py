@@ -29,6 +29,7 @@ from harness.units import parse_duration
 from harness.yamlfile import SourceFile
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_LAB = ROOT / "fixtures" / "labs" / "embedded.yaml"
 
 
 def new_run_id() -> str:
@@ -58,7 +59,8 @@ def vtlab_version() -> str:
         return "0+checkout"
 
 
-def _lab_faults(lab: Lab, override: str | None) -> str:
+def lab_faults(lab: Lab, override: str | None) -> str:
+    """The canonical fault spec for the run: `--fault` over the lab file's; refused for external targets."""
     from harness.lab.faults import parse_faults
 
     if override is not None:
@@ -91,7 +93,7 @@ class RunSession:
         self.lab = lab
         self.contract = contract
         self.contract_src = contract_src
-        self.faults = _lab_faults(lab, faults)
+        self.faults = lab_faults(lab, faults)
         self.run_id = run_id or new_run_id()
         self.run_dir = report_dir / self.run_id
         if self.run_dir.exists() and any(self.run_dir.iterdir()):

@@ -11,10 +11,8 @@ import pytest
 
 from harness.contract import Contract, find_contract, load_contract
 from harness.labfile import Lab, load_lab
-from harness.session import ROOT, RunSession
+from harness.session import DEFAULT_LAB, ROOT, RunSession
 from harness.yamlfile import SourceFile
-
-DEFAULT_LAB = ROOT / "fixtures" / "labs" / "embedded.yaml"
 
 
 @dataclass(slots=True)
