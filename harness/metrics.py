@@ -6,7 +6,6 @@ derived from which stimuli were matched, how often a correlation id arrived and 
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -186,11 +185,3 @@ def compute(
             m.out_of_order_cids.append(cid)
         highest[device] = max(seq, highest.get(device, -1))
     return m
-
-
-def payload_of(row: Row) -> dict[str, Any]:
-    try:
-        value = json.loads(row["payload"])
-    except (TypeError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
