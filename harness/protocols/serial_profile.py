@@ -840,7 +840,8 @@ class ProfileCodec:
         if sep:
             sep_at = before[len(before) - len(sep) :]
             if sep_at != sep:
-                raise ProtocolError(PROTOCOL, f"expected checksum separator {cs.separator!r}, got {sep_at!r}")
+                shown = sep_at.decode("latin-1")
+                raise ProtocolError(PROTOCOL, f"expected checksum separator {cs.separator!r}, got {shown!r}")
         if cs.place == "end":
             body = before[: len(before) - len(sep)]
             covered = self._covered(prefix, body, sep, b"")
