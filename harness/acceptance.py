@@ -5,17 +5,26 @@ Pure functions over plain data, so the summary can be rebuilt from the evidence 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from harness.contract import Contract
+from harness.contract import ApprovalRule, Contract, Priority
 from harness.metrics import ScenarioMetrics
-from harness.scenario.plan import UNITS, Criterion
-from harness.units import Dimension, Limit, parse_limit, readable_duration
+from harness.outcomes import (
+    CriterionVerdict,
+    Reason,
+    ReasonCode,
+    RequirementVerdict,
+    RunVerdict,
+    ScenarioStatus,
+)
+from harness.units import DISPLAY_UNITS, Dimension, Limit, parse_limit, readable_duration
 
-PASS, MARGINAL, FAIL = "pass", "marginal", "fail"
-_RANK = {PASS: 0, MARGINAL: 1, "not_run": 2, "error": 3, FAIL: 4}
+PASS, MARGINAL, FAIL = CriterionVerdict.PASS, CriterionVerdict.MARGINAL, CriterionVerdict.FAIL
+_RANK = {RequirementVerdict.PASS: 0, RequirementVerdict.MARGINAL: 1, RequirementVerdict.NOT_RUN: 2,
+         RequirementVerdict.ERROR: 3, RequirementVerdict.FAIL: 4}
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +39,8 @@ class CriterionDef:
     requirements: tuple[str, ...]
 
     @classmethod
-    def of(cls, c: Criterion) -> CriterionDef:
+    def of(cls, c: Any) -> CriterionDef:
+        """From a loaded criterion (harness.scenario.plan.Criterion)."""
         return cls(c.metric, c.statistic, c.limit.text, c.marginal.text if c.marginal else None,
                    c.dimension.value, c.requirements)
 
@@ -69,36 +79,60 @@ class CriterionResult:
     statistic: str
     limit: str
     marginal: str | None
-    measured: float | None  # in `unit`
+    measured: float | None  # in `unit`; None when nothing was measured or the value is censored
     unit: str
-    verdict: str
+    verdict: CriterionVerdict
     detail: str
+    n: int | None = None  # latency criteria: every expectation the scenario made (the denominator)
+    arrived: int | None = None  # ... of which arrived in place within their step's `within`
+    not_arrived: int | None = None  # ... lost, misrouted, late or never tried (censored above any limit)
+
+    @property
+    def censored(self) -> bool:
+        """The statistic falls among alarms that did not arrive: it is above any limit."""
+        return self.measured is None and bool(self.not_arrived)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "metric": self.metric, "statistic": self.statistic, "limit": self.limit,
             "marginal": self.marginal, "measured": self.measured, "unit": self.unit,
-            "verdict": self.verdict, "detail": self.detail, "scenario": self.scenario,
+            "verdict": self.verdict.value, "detail": self.detail, "scenario": self.scenario,
+            "n": self.n, "arrived": self.arrived, "not_arrived": self.not_arrived, "censored": self.censored,
         }
 
 
 def judge(scenario: str, criteria: Iterable[CriterionDef], metrics: ScenarioMetrics) -> list[CriterionResult]:
+    """Each criterion against the scenario's metrics. A latency statistic is over every expectation the
+    scenario made: alarms that did not arrive in place and in time are censored samples above any limit."""
     results = []
     for c in criteria:
         limit, marginal = c.limits()
         raw = metrics.value(c.metric, c.statistic)
         dim = c.dim
+        lat = metrics.latencies.get(c.metric)
+        n = arrived = missing = None
+        population = ""
+        if lat is not None and dim is Dimension.TIME:
+            n, arrived, missing = lat.n, lat.arrived, lat.censored
+            population = f" over {n} expected ({arrived} arrived in time, {missing} did not: {lat.why_censored()})" \
+                if missing else f" over {n} expected, all arrived in time"
         if raw is None:
-            verdict, detail = FAIL, f"no {c.metric} samples: nothing arrived to measure"
+            what = "no expectation of this metric was evaluated" if lat is None else "no sample"
+            verdict, detail = FAIL, f"no {c.metric} to judge: {what}"
+        elif math.isinf(raw):
+            verdict = FAIL
+            detail = f"{c.metric} {c.statistic} is among the alarms that did not arrive in time{population}; " \
+                     f"limit {limit.text}"
         elif not limit.holds(raw):
-            verdict, detail = FAIL, f"{c.metric} {c.statistic} = {_human(dim, raw)}, limit {limit.text}"
+            verdict, detail = FAIL, f"{c.metric} {c.statistic} = {_human(dim, raw)}{population}, limit {limit.text}"
         elif marginal is not None and not marginal.holds(raw):
-            verdict, detail = MARGINAL, f"{c.metric} {c.statistic} = {_human(dim, raw)}, within {limit.text} " \
-                                        f"but outside the marginal band {marginal.text}"
+            verdict, detail = MARGINAL, f"{c.metric} {c.statistic} = {_human(dim, raw)}{population}, within " \
+                                        f"{limit.text} but outside the marginal band {marginal.text}"
         else:
-            verdict, detail = PASS, f"{c.metric} {c.statistic} = {_human(dim, raw)}"
+            verdict, detail = PASS, f"{c.metric} {c.statistic} = {_human(dim, raw)}{population}"
+        shown = None if raw is None or math.isinf(raw) else _display(dim, raw)
         results.append(CriterionResult(scenario, c.requirements, c.metric, c.statistic, c.limit, c.marginal,
-                                       _display(dim, raw), UNITS[dim], verdict, detail))
+                                       shown, DISPLAY_UNITS[dim], verdict, detail, n, arrived, missing))
     return results
 
 
@@ -122,7 +156,7 @@ class Deviation:
     scenario: str
     summary: str
     evidence: dict[str, Any]
-    status: str = "open"
+    status: str = "open"  # open | retested
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,7 +166,7 @@ class Deviation:
 class ScenarioJudgement:
     id: str
     title: str
-    status: str  # completed | error | running | skipped
+    status: ScenarioStatus
     covers: list[str]
     results: list[CriterionResult]
     metrics: ScenarioMetrics | None
@@ -141,13 +175,13 @@ class ScenarioJudgement:
 
 @dataclass(slots=True)
 class Verdict:
-    verdict: str  # approved | not_approved | incomplete
-    reason: str
+    verdict: RunVerdict
+    reason: Reason
     requirements: list[dict[str, Any]] = field(default_factory=list)
     deviations: list[Deviation] = field(default_factory=list)
     uncovered: list[str] = field(default_factory=list)
     not_run: list[str] = field(default_factory=list)  # covered by the suite, but not run this time
-    partial: bool = False  # incomplete only because part of the suite was not run (a retest, -k ...)
+    partial: bool = False  # part of the suite was not run (a retest, -k ...)
 
 
 def _evidence_for(result: CriterionResult, m: ScenarioMetrics | None) -> dict[str, Any]:
@@ -161,12 +195,82 @@ def _evidence_for(result: CriterionResult, m: ScenarioMetrics | None) -> dict[st
         ev["duplicated_alarms"] = m.duplicate_cids
     elif result.metric == "out_of_order":
         ev["out_of_order_alarms"] = m.out_of_order_cids
-    elif result.metric in ("misrouted", "altered", "insecure_accepted"):
+    elif result.metric in ("misrouted", "altered", "insecure_accepted", "ambiguous"):
         ev["details"] = m.problem_details[:50]
     else:
-        ev["samples"] = len(m.latencies[result.metric].samples) if result.metric in m.latencies else 0
+        ev.update(n=result.n, arrived=result.arrived, not_arrived=result.not_arrived)
         ev["lost_alarms"] = m.lost_cids
+        if m.problem_details:
+            ev["details"] = m.problem_details[:50]
     return ev
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """What the approval rule needs to know about the run(s) besides requirements and deviations."""
+
+    ended: bool
+    scenarios_run: int
+    unfinished: tuple[str, ...] = ()  # scenarios that errored or stayed running
+    harness_faults: tuple[str, ...] = ()  # scenarios where vtlab's own part failed
+    partial: bool = False  # part of the suite was deselected
+
+
+def approve(rule: ApprovalRule, requirements: list[dict[str, Any]], deviations: list[dict[str, Any]],
+            state: RunState) -> tuple[RunVerdict, Reason]:
+    """THE approval rule: the one place that turns requirement verdicts and deviations into the run's
+    verdict. `vtlab run`'s exit code, summary.json and the signed report all come from here.
+
+    Order: a run that did not finish, or whose scenarios did not complete, is incomplete; open blocking
+    deviations make it not approved; untested must-requirements (or any priority the contract lists)
+    and requirements the suite covers but no run has tested keep it incomplete; otherwise approved."""
+    blocking = tuple(sorted(s.value for s in rule.blocking))
+    if not state.ended:
+        return RunVerdict.INCOMPLETE, Reason(ReasonCode.RUN_NOT_FINISHED)
+    if state.harness_faults:
+        return RunVerdict.INCOMPLETE, Reason(ReasonCode.HARNESS_FAULT, state.harness_faults)
+    if state.unfinished:
+        return RunVerdict.INCOMPLETE, Reason(ReasonCode.SCENARIOS_UNFINISHED, state.unfinished)
+    if state.scenarios_run == 0:
+        return RunVerdict.INCOMPLETE, Reason(ReasonCode.NO_SCENARIO)
+    open_blocking = [d for d in deviations if d["status"] == "open" and d["severity"] in blocking]
+    if open_blocking:
+        ids = tuple(f"{d['id']} ({d['severity']})" for d in open_blocking)
+        return RunVerdict.NOT_APPROVED, Reason(ReasonCode.OPEN_BLOCKING, ids, blocking)
+    not_run = tuple(r["id"] for r in requirements if r["verdict"] == RequirementVerdict.NOT_RUN)
+    if not_run:
+        return RunVerdict.INCOMPLETE, Reason(ReasonCode.PART_NOT_RUN, not_run)
+    required = {str(p) for p in rule.require_tested}
+    untested = tuple(r["id"] for r in requirements
+                     if r["priority"] in required and r["verdict"] in (RequirementVerdict.NOT_COVERED,
+                                                                        RequirementVerdict.ERROR))
+    if untested:
+        return RunVerdict.INCOMPLETE, Reason(ReasonCode.UNTESTED_REQUIRED, untested, tuple(sorted(required)))
+    retested = tuple(d["id"] for d in deviations if d["status"] == "retested")
+    return RunVerdict.APPROVED, Reason(ReasonCode.NO_OPEN_BLOCKING, (), blocking, retested)
+
+
+def requirement_row(req: Any, verdict: RequirementVerdict, criteria: list[CriterionResult],
+                    scenarios: list[str]) -> dict[str, Any]:
+    row = {
+        "id": req.id, "title": req.title, "priority": req.priority.value, "category": req.category.value,
+        "severity": req.severity.value, "source": req.source, "verdict": verdict.value,
+        "criteria": [r.to_json() for r in criteria], "scenarios": scenarios,
+    }
+    if req.verified_by is not None:
+        row["verified_by"] = req.verified_by.model_dump(mode="json")
+    return row
+
+
+def run_state(scenarios: list[tuple[str, str]], ended: bool, partial: bool) -> RunState:
+    """RunState from (scenario id, status) pairs, as stored in evidence and summary.json."""
+    return RunState(
+        ended=ended,
+        scenarios_run=len([1 for _, st in scenarios if st != ScenarioStatus.SKIPPED]),
+        unfinished=tuple(i for i, st in scenarios if st in (ScenarioStatus.ERROR, ScenarioStatus.RUNNING)),
+        harness_faults=tuple(i for i, st in scenarios if st == ScenarioStatus.HARNESS_FAULT),
+        partial=partial,
+    )
 
 
 def decide(
@@ -175,12 +279,12 @@ def decide(
     run_ended: bool,
     suite: dict[str, list[str]] | None = None,
 ) -> Verdict:
-    """Requirement verdicts, deviations and the overall verdict under the contract's approval rule.
+    """Requirement verdicts and deviations of this run, and its verdict under `approve`.
 
     `suite` maps requirement ids to the scenarios of the whole suite that cover them; a requirement the
-    suite covers but this run did not test is `not_run`, and a run with such requirements cannot
-    approve the delivery on its own (it is `incomplete`, or `not_approved` if it found a blocking
-    deviation)."""
+    suite covers but this run did not test is `not_run`. A scenario that did not complete (a harness
+    fault, an error) gives its requirements no verdict and no deviation: what vtlab could not measure
+    is never charged to the supplier."""
     suite = suite or {}
     covering: dict[str, list[ScenarioJudgement]] = {r.id: [] for r in contract.requirements}
     for s in scenarios:
@@ -190,54 +294,63 @@ def decide(
     requirements: list[dict[str, Any]] = []
     for req in contract.requirements:
         crits: list[CriterionResult] = []
-        verdict = "not_run"
-        ran = [s for s in covering[req.id] if s.status != "skipped"]
+        verdict: RequirementVerdict | None = None
+        ran = [s for s in covering[req.id] if s.status is not ScenarioStatus.SKIPPED]
         for s in ran:
+            if s.status.unfinished:
+                verdict = RequirementVerdict.ERROR if verdict is None else _worse(verdict, RequirementVerdict.ERROR)
+                continue
             mine = [r for r in s.results if req.id in r.requirements]
             crits.extend(mine)
             for r in mine:
-                verdict = _worse(verdict, r.verdict) if verdict != "not_run" else r.verdict
-                if r.verdict == FAIL:
+                rv = RequirementVerdict(r.verdict.value)
+                verdict = rv if verdict is None else _worse(verdict, rv)
+                if r.verdict is FAIL:
                     deviations.append(Deviation(
                         id=f"AVVIK-{len(deviations) + 1:03d}", requirement=req.id, severity=req.severity.value,
                         scenario=s.id, summary=f"{req.id} {req.title}: {r.detail} (scenario: {s.title})",
                         evidence=_evidence_for(r, s.metrics),
                     ))
-            if s.status in ("error", "running"):
-                verdict = "error" if verdict in ("not_run", PASS, MARGINAL) else verdict
-        if not covering[req.id]:
-            verdict = "not_run" if suite.get(req.id) else "not_covered"
-        requirements.append({
-            "id": req.id, "title": req.title, "priority": req.priority.value, "category": req.category.value,
-            "severity": req.severity.value, "source": req.source, "verdict": verdict,
-            "criteria": [r.to_json() for r in crits],
-            "scenarios": [s.id for s in covering[req.id]] or list(suite.get(req.id, [])),
-        })
-    uncovered = [r["id"] for r in requirements if r["verdict"] == "not_covered"]
-    not_run = [r["id"] for r in requirements if r["verdict"] == "not_run"]
-    unfinished = [s.id for s in scenarios if s.status in ("error", "running")]
-    blocking = {sev.value for sev in contract.approval.blocking}
-    open_blocking = [d for d in deviations if d.severity in blocking and d.status == "open"]
-    if not run_ended or unfinished:
-        why = "the run did not finish" if not run_ended else f"scenario(s) did not complete: {', '.join(unfinished)}"
-        return Verdict("incomplete", why, requirements, deviations, uncovered, not_run)
-    if not scenarios:
-        return Verdict("incomplete", "no scenario ran", requirements, deviations, uncovered, not_run)
-    if open_blocking:
-        ids = ", ".join(f"{d.id} ({d.severity})" for d in open_blocking)
-        return Verdict("not_approved", f"open deviations of class {'/'.join(sorted(blocking))}: {ids}",
-                       requirements, deviations, uncovered, not_run, partial=bool(not_run))
-    if not_run:
-        return Verdict("incomplete", f"part of the suite was not run; not tested: {', '.join(not_run)}",
-                       requirements, deviations, uncovered, not_run, partial=True)
-    required = {str(p) for p in contract.approval.require_tested}
-    untested = [r["id"] for r in requirements if r["priority"] in required and r["verdict"] == "not_covered"]
-    if untested:
-        return Verdict("incomplete", f"the approval rule requires every {'/'.join(sorted(required))} requirement "
-                       f"to be tested; not tested: {', '.join(untested)}", requirements, deviations, uncovered)
-    return Verdict("approved", f"no open deviation of class {'/'.join(sorted(blocking))}",
-                   requirements, deviations, uncovered)
+        if verdict is None:
+            if covering[req.id] or suite.get(req.id):
+                verdict = RequirementVerdict.NOT_RUN
+            elif req.verified_by is not None:
+                verdict = RequirementVerdict.VERIFIED_OTHERWISE
+            else:
+                verdict = RequirementVerdict.NOT_COVERED
+        requirements.append(requirement_row(req, verdict, crits,
+                                            [s.id for s in covering[req.id]] or list(suite.get(req.id, []))))
+    uncovered = [r["id"] for r in requirements if r["verdict"] == RequirementVerdict.NOT_COVERED]
+    not_run = [r["id"] for r in requirements if r["verdict"] == RequirementVerdict.NOT_RUN]
+    state = run_state([(s.id, s.status) for s in scenarios], run_ended, bool(not_run))
+    verdict_, reason = approve(contract.approval, requirements, [d.to_json() for d in deviations], state)
+    return Verdict(verdict_, reason, requirements, deviations, uncovered, not_run, partial=bool(not_run))
 
 
-def _worse(a: str, b: str) -> str:
+def _worse(a: RequirementVerdict, b: RequirementVerdict) -> RequirementVerdict:
     return a if _RANK.get(a, 0) >= _RANK.get(b, 0) else b
+
+
+def reason_text(reason: Reason) -> str:
+    """The reason in English, for terminals and logs (the report words it per language)."""
+    items = ", ".join(reason.items)
+    classes = "/".join(reason.classes)
+    return {
+        ReasonCode.RUN_NOT_FINISHED: "the run did not finish",
+        ReasonCode.HARNESS_FAULT: f"a part of vtlab failed during scenario(s) {items}: their figures are not "
+                                  "the supplier's; run them again",
+        ReasonCode.SCENARIOS_UNFINISHED: f"scenario(s) did not complete: {items}",
+        ReasonCode.NO_SCENARIO: "no scenario ran",
+        ReasonCode.OPEN_BLOCKING: f"open deviations of class {classes}: {items}",
+        ReasonCode.PART_NOT_RUN: f"part of the suite has not been run; not tested: {items}",
+        ReasonCode.UNTESTED_REQUIRED: f"the approval rule requires every {classes} requirement to be tested; "
+                                      f"not tested: {items}",
+        ReasonCode.NO_OPEN_BLOCKING: f"no open deviation of class {classes}"
+                                     + (f" (retested: {', '.join(reason.retested)})" if reason.retested else ""),
+    }[reason.code]
+
+
+__all__ = [
+    "FAIL", "MARGINAL", "PASS", "CriterionDef", "CriterionResult", "Deviation", "Priority", "RunState",
+    "ScenarioJudgement", "Verdict", "approve", "decide", "judge", "reason_text",
+]

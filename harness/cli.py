@@ -35,7 +35,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.lab:
         pytest_args += ["--lab", str(Path(args.lab).resolve())]
     if args.fault is not None:
-        from harness.lab.faults import parse_faults
+        from harness.faults import parse_faults
 
         parse_faults(args.fault, "--fault")
         pytest_args += ["--fault", args.fault]

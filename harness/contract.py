@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,6 +34,17 @@ class Severity(StrEnum):
     D = "D"  # kosmetisk
 
 
+class VerifiedBy(BaseModel):
+    """A requirement verified by other means than a test run: neither untested nor silently approved."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["document_review", "inspection", "demonstration", "operation_period"] = Field(
+        description="How it is verified: document review, an inspection, a demonstration, the operation period"
+    )
+    where: str = Field(description="Where the verification is recorded, e.g. 'Godkjenningsprotokoll pkt. 4'")
+
+
 class Requirement(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -43,6 +55,9 @@ class Requirement(BaseModel):
     priority: Priority
     category: Category
     severity: Severity = Field(description="Error class a failure of this requirement gets (A-D)")
+    verified_by: VerifiedBy | None = Field(
+        None, description="Set when the requirement is verified by other means than a test run"
+    )
 
 
 class ApprovalRule(BaseModel):
@@ -52,9 +67,9 @@ class ApprovalRule(BaseModel):
 
     blocking: list[Severity] = Field(default=[Severity.A, Severity.B])
     require_tested: list[Priority] = Field(
-        default=[],
-        description="Priorities whose requirements must all have been tested before approval, e.g. [må]; "
-        "a run that leaves one untested is incomplete",
+        default=[Priority.MUST],
+        description="Priorities whose requirements must all have been tested (or be marked `verified_by`) "
+        "before approval; a run that leaves one untested is incomplete. Default [må]; [] relaxes it",
     )
     text: str = "Leveransen godkjennes ikke så lenge det finnes åpne avvik i kategori A eller B."
 

@@ -55,3 +55,8 @@ class InputError(VtlabError, ValueError):
 
 class TargetError(VtlabError):
     """The system under test (or its broker) cannot be reached or used as the lab file says."""
+
+
+class UnreachableError(TargetError):
+    """Nothing answered at the address at all (connection refused, no route): not a refusal by the
+    platform's security, and not evidence of anything the supplier did."""

@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from harness.outcomes import Outcome
+
 EVIDENCE_FILE = "evidence.sqlite"
 SCHEMA_VERSION = 1
 
@@ -69,10 +71,27 @@ CREATE TABLE IF NOT EXISTS verdicts (
 CREATE TABLE IF NOT EXISTS matches (     -- an expectation met (or not): the basis of every metric
     id INTEGER PRIMARY KEY, scenario TEXT NOT NULL, iteration INTEGER NOT NULL, step INTEGER NOT NULL,
     metric TEXT NOT NULL, stimulus_cid TEXT NOT NULL, device TEXT NOT NULL, seq INTEGER NOT NULL,
-    arrival_id INTEGER, latency_ns INTEGER, outcome TEXT NOT NULL,  -- ok, late, lost, mismatch
+    arrival_id INTEGER, latency_ns INTEGER, outcome TEXT NOT NULL,  -- harness.outcomes.Outcome
     detail TEXT, wall TEXT NOT NULL
 );
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One expectation met or not: which stimulus, which arrival (if any), how long, what happened."""
+
+    scenario: str
+    iteration: int
+    step: int
+    metric: str
+    stimulus_cid: str
+    device: str
+    seq: int
+    outcome: Outcome
+    arrival_id: int | None = None
+    latency_ns: int | None = None
+    detail: str | None = None
 
 
 def utc_now() -> str:
@@ -276,26 +295,18 @@ class EvidenceStore:
             ),
         )
 
-    def match(
-        self,
-        scenario: str,
-        iteration: int,
-        step: int,
-        metric: str,
-        stimulus_cid: str,
-        device: str,
-        seq: int,
-        arrival_id: int | None,
-        latency_ns: int | None,
-        outcome: str,
-        detail: str | None = None,
-    ) -> None:
+    def match(self, m: Match) -> None:
+        """Record what happened to one expectation (the basis of every metric)."""
         self._write(
             "INSERT INTO matches (scenario, iteration, step, metric, stimulus_cid, device, seq,"
             " arrival_id, latency_ns, outcome, detail, wall) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (scenario, iteration, step, metric, stimulus_cid, device, seq, arrival_id, latency_ns,
-             outcome, detail, utc_now()),
+            (m.scenario, m.iteration, m.step, m.metric, m.stimulus_cid, m.device, m.seq, m.arrival_id,
+             m.latency_ns, m.outcome.value, m.detail, utc_now()),
         )
+
+    def harness_fault(self, scenario: str | None, text: str) -> None:
+        """A failure of vtlab's own part (its device, probe, broker or lab): makes the scenario incomplete."""
+        self.observation(scenario, "harness_fault", text)
 
     def verdict(
         self,

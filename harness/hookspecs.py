@@ -13,6 +13,7 @@ import pluggy
 if TYPE_CHECKING:
     from devices.model import DeviceModel
     from harness.scenario.registry import StepKind
+    from harness.transports.registry import TransportKind
 
 hookspec = pluggy.HookspecMarker("vtlab")
 hookimpl = pluggy.HookimplMarker("vtlab")
@@ -30,4 +31,10 @@ class VtlabSpec:
     @hookspec
     def vtlab_device_models(self) -> list[DeviceModel]:
         """Return the device models this plugin provides (e.g. `safety_alarm`)."""
+        raise NotImplementedError
+
+    @hookspec
+    def vtlab_transports(self) -> list[TransportKind]:
+        """Return the transports this plugin provides (e.g. `mqtt`, `memory`), chosen per device and
+        probe by `via:` in the lab file."""
         raise NotImplementedError

@@ -84,12 +84,14 @@ class Centre(_Model):
 class Probe(_Model):
     kind: Literal["response_centre"] = "response_centre"
     centre: str = Field(description="Id of the response centre this probe receives for")
+    via: str = Field("mqtt", description="Transport the probe receives on (`vtlab steps` lists them)")
 
 
 class Device(_Model):
     model: str = Field(description="Device model, e.g. safety_alarm (see `vtlab steps`)")
     user: str = Field(description="Synthetic test user (persona id) the device belongs to")
     heartbeat: str = Field("60s", description="Heartbeat interval the device is configured with")
+    via: str = Field("mqtt", description="Transport the device speaks (`vtlab steps` lists them)")
 
     @field_validator("heartbeat")
     @classmethod
@@ -202,6 +204,17 @@ def load_lab(path: Path) -> Lab:
                 place=src.place("probes", name, "centre"),
                 fix=f"use one of {sorted(spec.centres)}",
             )
+    from harness.transports.registry import transport_kinds
+
+    known = transport_kinds()
+    for section, entries in (("devices", spec.devices), ("probes", spec.probes)):
+        for name, entry in entries.items():
+            if entry.via not in known:
+                raise InputError(
+                    f"{section[:-1]} `{name}` uses transport `{entry.via}`, which vtlab does not have",
+                    place=src.place(section, name, "via"),
+                    fix=f"use one of {sorted(known)}",
+                )
     for dev_id, dev in spec.devices.items():
         if dev.user not in personas:
             raise InputError(

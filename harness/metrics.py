@@ -6,6 +6,7 @@ derived from which stimuli were matched, how often a correlation id arrived and 
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -31,7 +32,10 @@ COUNT_METRICS: dict[str, str] = {
     "altered": "alarms whose event, code or priority changed on the way",
     "insecure_accepted": "connections the platform accepted without the required TLS or credentials",
 }
-RATE_METRICS: dict[str, str] = {"throughput": "alarms received per second over the scenario"}
+COUNT_METRICS["ambiguous"] = "arrivals that matched more than one alarm in flight (not guessed)"
+RATE_METRICS: dict[str, str] = {
+    "throughput": "distinct alarms delivered to the right place per second over the scenario"
+}
 
 
 def dimension(metric_kind: str, statistic: str) -> Dimension | None:
@@ -53,33 +57,84 @@ def statistics_for(metric_kind: str) -> list[str]:
 
 @dataclass(slots=True)
 class Latency:
-    """One time metric: an HdrHistogram of nanoseconds plus the raw samples for plots."""
+    """One time metric over every expectation of it: an HdrHistogram of the samples that arrived in place
+    and in time, plus the censored ones (lost, misrouted, late, never tried) that count above any limit.
+
+    A percentile whose rank falls among the censored samples is infinite: "99 % within 30 s" is about
+    all alarms sent, not only those that arrived."""
 
     name: str
     histogram: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, HIGHEST_NS, SIGNIFICANT_DIGITS))
-    samples: list[tuple[int, int]] = field(default_factory=list)  # (stimulus t_ns, latency ns)
+    samples: list[tuple[int, int]] = field(default_factory=list)  # (stimulus t_ns, latency ns), arrived in time
+    late_samples: list[tuple[int, int]] = field(default_factory=list)  # arrived, but after `within`
+    censored_by: dict[str, int] = field(default_factory=dict)  # outcome -> count
 
     def record(self, t_ns: int, latency_ns: int) -> None:
         self.histogram.record_value(max(1, min(latency_ns, HIGHEST_NS)))
         self.samples.append((t_ns, latency_ns))
 
+    def censor(self, outcome: str, t_ns: int | None = None, latency_ns: int | None = None) -> None:
+        self.censored_by[outcome] = self.censored_by.get(outcome, 0) + 1
+        if t_ns is not None and latency_ns is not None:
+            self.late_samples.append((t_ns, latency_ns))
+
+    @property
+    def arrived(self) -> int:
+        return int(self.histogram.get_total_count())
+
+    @property
+    def censored(self) -> int:
+        return sum(self.censored_by.values())
+
+    @property
+    def n(self) -> int:
+        return self.arrived + self.censored
+
+    def why_censored(self) -> str:
+        return ", ".join(f"{n} {o}" for o, n in sorted(self.censored_by.items()))
+
+    def percentile(self, pct: float) -> float | None:
+        """The value at `pct` over all n expectations; inf when it falls among the censored."""
+        n, arrived = self.n, self.arrived
+        if n == 0:
+            return None
+        rank = max(1, math.ceil(pct / 100.0 * n))
+        if rank > arrived:
+            return math.inf
+        return float(self.histogram.get_value_at_percentile(100.0 * rank / arrived))
+
     def statistic(self, name: str) -> float | None:
         h = self.histogram
         if name == "count":
-            return float(h.get_total_count())
-        if h.get_total_count() == 0:
+            return float(self.n)
+        if self.n == 0:
             return None
         if name == "max":
-            return float(h.get_max_value())
+            return math.inf if self.censored else float(h.get_max_value())
         if name == "min":
-            return float(h.get_min_value())
+            return float(h.get_min_value()) if self.arrived else math.inf
         if name == "mean":
-            return float(h.get_mean_value())
-        pct = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}[name]
-        return float(h.get_value_at_percentile(pct))
+            return math.inf if self.censored else float(h.get_mean_value())
+        return self.percentile(PERCENTILES[name])
 
-    def summary(self) -> dict[str, float | None]:
-        return {s: self.statistic(s) for s in TIME_STATISTICS}
+    def summary(self) -> dict[str, float | int | None]:
+        out: dict[str, float | int | None] = {}
+        for s in TIME_STATISTICS:
+            v = self.statistic(s)
+            out[s] = None if v is not None and math.isinf(v) else v
+        out.update(n=self.n, arrived=self.arrived, not_arrived=self.censored)
+        return out
+
+
+PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}
+
+
+def percentile_of(values_ns: list[int], pct: float) -> float | None:
+    """The percentile the judgement uses (HdrHistogram, 3 significant digits), for plots and reports."""
+    lat = Latency("plot")
+    for v in values_ns:
+        lat.record(0, v)
+    return lat.percentile(pct)
 
 
 @dataclass(slots=True)
@@ -116,6 +171,7 @@ class ScenarioMetrics:
             "expected": self.expected,
             "stimuli": self.stimuli,
             "arrivals": self.arrivals,
+            "delivered": self.arrivals,
             "span_s": self.span_ns / 1e9,
             "lost_cids": self.lost_cids,
             "duplicate_cids": self.duplicate_cids,
@@ -133,11 +189,7 @@ def compute(
     stim = {row["cid"]: row for row in stimuli}
     m.stimuli = len(stim)
     arrival_rows = list(arrivals)
-    alarm_rows = [a for a in arrival_rows if a["kind"] == "alarm" and a["cid"] in stim]
-    m.arrivals = len(alarm_rows)
-    if stim and alarm_rows:
-        first = min(r["t_ns"] for r in stim.values())
-        m.span_ns = max(a["t_ns"] for a in alarm_rows) - first
+    arrival_by_id = {a["id"]: a for a in arrival_rows}
 
     # duplicates: a stimulus' correlation id arriving more than once at the same kind of probe
     seen: dict[tuple[str, str], int] = defaultdict(int)
@@ -149,35 +201,47 @@ def compute(
             m.counts["duplicates"] += n - 1
             m.duplicate_cids.append(cid)
 
-    # latencies, loss, lateness, routing and content, order
-    arrival_by_id = {a["id"]: a for a in arrival_rows}
+    # latencies (censored), loss, lateness, routing and content, order; one count per expectation
     ordered: list[tuple[int, str, int, str]] = []  # (arrival id, device, seq, cid) of matched alarms
     expectations: set[tuple[str, int]] = set()
+    counted: set[tuple[str, int, str]] = set()
+    delivered: dict[str, int] = {}  # distinct alarms delivered in place: cid -> arrival stamp
     for row in matches:
-        expectations.add((row["stimulus_cid"], row["step"]))
-        m.expected = len(expectations)
+        key = (row["stimulus_cid"], row["step"])
+        expectations.add(key)
         outcome = row["outcome"]
-        if outcome in ("ok", "late", "altered"):
-            lat = m.latencies.setdefault(row["metric"], Latency(row["metric"]))
-            t0 = stim[row["stimulus_cid"]]["t_ns"] if row["stimulus_cid"] in stim else 0
+        lat = m.latencies.setdefault(row["metric"], Latency(row["metric"]))
+        t0 = stim[row["stimulus_cid"]]["t_ns"] if row["stimulus_cid"] in stim else 0
+        if outcome in ("ok", "altered", "refused"):
             lat.record(t0, int(row["latency_ns"]))
-            if row["metric"] == "alarm_latency" and row["arrival_id"] in arrival_by_id:
+        else:
+            latency = row["latency_ns"]
+            lat.censor(outcome, t0, int(latency) if latency is not None else None)
+        if outcome in ("ok", "late", "altered"):
+            arrival = arrival_by_id.get(row["arrival_id"])
+            if arrival is not None and arrival["kind"] == "alarm" and row["stimulus_cid"] not in delivered:
                 ordered.append((row["arrival_id"], row["device"], row["seq"], row["stimulus_cid"]))
+                delivered.setdefault(row["stimulus_cid"], arrival["t_ns"])
+        if (*key, outcome) in counted:
+            continue  # one expectation with two metrics (ack_latency and ack_roundtrip) counts once
+        counted.add((*key, outcome))
         if outcome == "late":
             m.counts["late"] += 1
-        elif outcome == "altered":
-            m.counts["altered"] += 1
+        elif outcome in ("altered", "misrouted", "ambiguous"):
+            m.counts[outcome] += 1
             m.problem_details.append(f"{row['stimulus_cid']}: {row['detail']}")
         elif outcome == "accepted":
             m.counts["insecure_accepted"] += 1
-            m.problem_details.append(f"{row['stimulus_cid']}: {row['detail']}")
-        elif outcome == "misrouted":
-            m.counts["misrouted"] += 1
             m.problem_details.append(f"{row['stimulus_cid']}: {row['detail']}")
         elif outcome == "lost":
             m.counts["lost"] += 1
             m.lost_cids.append(row["stimulus_cid"] if row["metric"] == "alarm_latency"
                                else f"{row['stimulus_cid']} ({row['metric']})")
+    m.expected = len(expectations)
+    m.arrivals = len(delivered)
+    if stim and delivered:
+        first = min(r["t_ns"] for r in stim.values())
+        m.span_ns = max(delivered.values()) - first
     highest: dict[str, int] = {}
     for _, device, seq, cid in sorted(ordered):
         if seq < highest.get(device, -1):

@@ -10,22 +10,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from harness.evidence import EvidenceStore
+from harness.protocols import ProtocolError
+from harness.protocols.wire_json import DeviceAck, RoutedAlarm, WireMessage, decode
 from harness.transports.base import Message
+
+KINDS: dict[str, type[WireMessage]] = {"alarm": RoutedAlarm, "device_ack": DeviceAck}
 
 
 @dataclass(frozen=True, slots=True)
 class Arrival:
+    """What a probe received, as decoded; `defect` says what was wrong with it when the codec refused it
+    but it still named a correlation id (judged `altered`, never silently dropped)."""
+
     id: int
     probe: str
     kind: str  # alarm | device_ack
     cid: str | None
-    payload: dict[str, Any]
+    payload: Mapping[str, Any]  # the fields as received
     t_ns: int
+    defect: str | None = None
+
+    def field(self, name: str) -> Any:
+        return self.payload.get(name)
 
 
 Predicate = Callable[[Arrival], bool]
@@ -58,22 +69,30 @@ class Tracker:
     # --- transport threads ------------------------------------------------------------------------
     def on_message(self, probe: str, kind: str, message: Message) -> None:
         """Record what a probe received; never raises on what the platform sent."""
+        payload: Mapping[str, Any] | None = None
+        defect = None
         try:
-            payload = json.loads(message.payload)
-            if not isinstance(payload, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as exc:
+            payload = decode(message.payload, KINDS[kind]).to_json()
+        except ProtocolError as exc:
+            defect = exc.reason
+            try:  # a JSON object with a cid is still an arrival of that alarm: judged, not dropped
+                raw = json.loads(message.payload) if len(message.payload) <= 65536 else None
+            except (ValueError, RecursionError):
+                raw = None
+            if isinstance(raw, dict) and isinstance(raw.get("cid"), str) and 0 < len(raw["cid"]) <= 256:
+                payload = {k: v for k, v in raw.items() if isinstance(k, str) and len(k) <= 64}
+        if payload is None:
             self.malformed += 1
-            text = message.payload.decode("utf-8", "replace")[:500]
+            text = message.payload[:500].decode("utf-8", "replace")
             self.evidence.arrival(self.scenario, None, probe, "malformed", message.arrived_ns, text)
             self.evidence.observation(
-                self.scenario, "finding", f"{probe} received a malformed message on {message.topic}: {exc}: {text!r}"
+                self.scenario, "finding", f"{probe} received a malformed message on {message.topic}: {defect}: {text!r}"
             )
             return
-        cid = payload.get("cid")
-        cid = str(cid) if cid is not None else None
-        row_id = self.evidence.arrival(self.scenario, cid, probe, kind, message.arrived_ns, payload)
-        arrival = Arrival(row_id, probe, kind, cid, payload, message.arrived_ns)
+        cid = str(payload["cid"])
+        row_id = self.evidence.arrival(self.scenario, cid, probe, kind, message.arrived_ns,
+                                       {**payload, "_defect": defect} if defect else payload)
+        arrival = Arrival(row_id, probe, kind, cid, payload, message.arrived_ns, defect)
         loop = self._loop
         if loop is not None and not loop.is_closed():
             # the loop may close in between: the arrival is in the evidence already

@@ -110,6 +110,9 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
     "==": operator.eq,
 }
+DISPLAY_UNITS = {Dimension.TIME: "ms", Dimension.COUNT: "count", Dimension.RATIO: "%", Dimension.RATE: "1/s"}
+"""The unit each dimension is shown in (criteria, summary.json, the report)."""
+
 _LIMIT = re.compile(r"^\s*(<=|>=|==|<|>)\s*(.+?)\s*$")
 
 

@@ -49,6 +49,24 @@ def run_vtlab(*args: str, report_dir: Path, run_id: str = "test-run", cwd: Path 
     return VtlabResult(proc.returncode, proc.stdout, proc.stderr, report_dir, run_id)
 
 
+def memory_lab(folder: Path, *, kind: str = "external") -> Path:
+    """The example lab file with every device and probe on the in-memory transport (`via: memory`): the
+    real session, engine and tracker run against whatever a test puts on the bus as the platform."""
+    import yaml
+
+    data = yaml.safe_load(LAB.read_text(encoding="utf-8"))
+    data["platform"] = {"kind": kind}
+    data["mqtt"] = {"url": "mqtt://127.0.0.1:1", "version": "5"}
+    data["users"] = str(LAB.parent.parent / "users" / "personas.yaml")
+    for section in ("devices", "probes"):
+        for entry in data[section].values():
+            entry["via"] = "memory"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "memory-lab.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
 class Suite:
     """A temporary acceptance suite: scenario files under `<tmp>/scenarios/`."""
 

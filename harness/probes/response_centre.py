@@ -3,12 +3,12 @@ acknowledges them as an operator would."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 
+from harness.clock import now_ns, utc_text
+from harness.protocols.wire_json import CentreAck, encode
 from harness.tracking import Arrival, Tracker
-from harness.transports.base import PubSubTransport, now_ns
+from harness.transports.base import PubSubTransport
 
 
 class ResponseCentreProbe:
@@ -29,16 +29,10 @@ class ResponseCentreProbe:
 
     def acknowledge(self, alarm: Arrival, operator: str = "vtlab-operator") -> int:
         """Send the operator's acknowledgement; returns the send stamp (start of ack latency)."""
-        body = {
-            "v": 1,
-            "cid": alarm.cid,
-            "device": alarm.payload.get("device"),
-            "centre": self.centre,
-            "operator": operator,
-            "action": "acknowledged",
-            "sent": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        }
-        data = json.dumps(body).encode()
+        device = alarm.field("device")
+        ack = CentreAck(cid=str(alarm.cid), centre=self.centre, device=device if isinstance(device, str) else None,
+                        operator=operator, sent=utc_text())
+        data = encode(ack)
         t = now_ns()
         self.transport.publish(self._topic("centre_ack", centre=self.centre), data)
         return t

@@ -40,8 +40,27 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(allure_plugin, "vtlab_allure")
 
 
+def scenario_roots(config: pytest.Config) -> list[Path]:
+    """Where scenario files are collected: every folder or file named on the command line (any name),
+    and the checkout's own `scenarios/` folder. YAML elsewhere (tests, reports) is not a scenario."""
+    here = Path(config.invocation_params.dir)
+    roots = [(Path(config.rootpath) / SCENARIO_DIR_NAME).resolve()]
+    for arg in config.invocation_params.args:
+        text = str(arg)
+        if text.startswith("-"):
+            continue
+        path = Path(text.split("::", 1)[0])
+        path = path if path.is_absolute() else here / path
+        if path.exists():
+            roots.append(path.resolve())
+    return roots
+
+
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    if file_path.suffix in (".yaml", ".yml") and SCENARIO_DIR_NAME in file_path.parts[:-1]:
+    if file_path.suffix not in (".yaml", ".yml"):
+        return None
+    resolved = file_path.resolve()
+    if any(resolved == root or resolved.is_relative_to(root) for root in scenario_roots(parent.config)):
         return ScenarioFile.from_parent(parent, path=file_path)
     return None
 

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from harness.acceptance import FAIL, CriterionDef, CriterionResult, judge
-from harness.errors import TargetError, VtlabError
-from harness.evidence import EvidenceReader
-from harness.metrics import compute
+from harness.acceptance import FAIL, CriterionResult
+from harness.engine import run_and_judge
+from harness.errors import VtlabError
+from harness.outcomes import ScenarioStatus
 from harness.pytest_plugin.run import VtlabRun, run_key
 from harness.scenario.loader import load_scenario
 from harness.scenario.plan import ScenarioPlan
-from harness.scenario.runner import ScenarioRun
 
 
 class CriteriaFailed(Exception):
@@ -27,8 +25,10 @@ class CriteriaFailed(Exception):
 def format_results(results: list[CriterionResult]) -> str:
     lines = ["acceptance criteria:"]
     for r in results:
-        measured = "-" if r.measured is None else f"{r.measured:g} {r.unit}"
-        lines.append(f"  {r.verdict.upper():9} {r.metric} {r.statistic} {r.limit:>10}  measured {measured}"
+        measured = "not arrived" if r.censored else "-" if r.measured is None else f"{r.measured:g} {r.unit}"
+        if r.n is not None:
+            measured += f" (n={r.n}, arrived {r.arrived}, not {r.not_arrived})"
+        lines.append(f"  {r.verdict.value.upper():9} {r.metric} {r.statistic} {r.limit:>10}  measured {measured}"
                      f"  [{', '.join(r.requirements)}]")
         if r.verdict == FAIL:
             lines.append(f"            {r.detail}")
@@ -59,6 +59,10 @@ class ScenarioFile(pytest.File):
         return super().repr_failure(excinfo)
 
 
+class HarnessFaulted(Exception):
+    """The scenario is incomplete: a part of vtlab failed while it ran (not the supplier's failure)."""
+
+
 class ScenarioItem(pytest.Item):
     def __init__(self, *, plan: ScenarioPlan, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -72,42 +76,15 @@ class ScenarioItem(pytest.Item):
             if run.session is not None:
                 run.session.evidence.observation(None, "error", f"the run could not start: {exc}")
             pytest.exit(str(exc), returncode=2)
-        plan = self.plan
-        run.scenario_count += 1
-        definition = plan.definition()
-        definition["resolved_criteria"] = [CriterionDef.of(c).to_json() for c in plan.criteria]
-        ev = session.evidence
-        session.record_scenario_file(plan.source)
-        ev.scenario_started(plan.id, str(plan.path), plan.title, plan.covers, definition)
-        tag = f"{session.run_id[-4:]}-s{run.scenario_count}"
-        try:
-            asyncio.run(ScenarioRun(plan, session, tag).execute())
-        except TargetError as exc:
-            ev.scenario_ended(plan.id, "error", str(exc))
-            raise
-        except BaseException as exc:
-            ev.scenario_ended(plan.id, "error", f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            session.stop_devices()
-            session.collect_lab_events(plan.id)
-        ev.scenario_ended(plan.id, "completed")
-        ev.flush()
-        reader = EvidenceReader(ev.path)
-        try:
-            metrics = compute(reader.stimuli(plan.id), reader.arrivals(plan.id), reader.matches(plan.id))
-        finally:
-            reader.close()
-        results = judge(plan.id, [CriterionDef.of(c) for c in plan.criteria], metrics)
-        for r in results:
-            for req in r.requirements:
-                ev.verdict(plan.id, req, r.metric, r.statistic, r.limit, r.measured, r.unit, r.verdict, r.detail)
-        self.user_properties.append(("vtlab_results", [r.to_json() for r in results]))
-        if any(r.verdict == FAIL for r in results):
-            raise CriteriaFailed(results)
+        outcome = run_and_judge(self.plan, session)
+        self.user_properties.append(("vtlab_results", [r.to_json() for r in outcome.results]))
+        if outcome.status is ScenarioStatus.HARNESS_FAULT:
+            raise HarnessFaulted(f"INCOMPLETE (harness fault, not charged to the supplier): {outcome.detail}")
+        if any(r.verdict is FAIL for r in outcome.results):
+            raise CriteriaFailed(outcome.results)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        if isinstance(excinfo.value, CriteriaFailed | VtlabError):
+        if isinstance(excinfo.value, CriteriaFailed | VtlabError | HarnessFaulted):
             return str(excinfo.value)
         return super().repr_failure(excinfo)
 

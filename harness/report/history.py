@@ -13,6 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from harness.acceptance import approve, reason_text, run_state
+from harness.contract import ApprovalRule
+
 Key = tuple[str, str, str]
 
 
@@ -78,7 +81,7 @@ def apply_history(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
     if not runs:
         for d in eff["deviations"]:
             d["history"] = [{"run_id": summary["run_id"], "started": summary["started"], "verdict": "fail"}]
-        return eff
+        return _decided(eff, summary)
     chain = [*runs, summary]
     tested = [(s, _tested(s)) for s in chain]
     # every deviation ever found, keyed; the first finding names it
@@ -115,24 +118,15 @@ def apply_history(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
                               "decided_by": s["run_id"]})
                     break
     eff["uncovered"] = [r["id"] for r in eff["requirements"] if r["verdict"] == "not_covered"]
-    still_not_run = [r["id"] for r in eff["requirements"] if r["verdict"] == "not_run"]
-    if summary.get("partial") and still_not_run:
-        eff["verdict"] = "incomplete"
-        eff["reason"] = f"part of the suite has never been run: {', '.join(still_not_run)}"
-    elif summary["verdict"] != "incomplete" or summary.get("partial"):
-        blocking = set(summary["contract"].get("blocking", ["A", "B"]))
-        open_blocking = [d for d in deviations if d["status"] == "open" and d["severity"] in blocking]
-        if open_blocking:
-            eff["verdict"] = "not_approved"
-            ids = ", ".join(f"{d['id']} ({d['severity']})" for d in open_blocking)
-            eff["reason"] = f"open deviations of class {'/'.join(sorted(blocking))}: {ids}"
-        elif untested := [r["id"] for r in eff["requirements"] if r["verdict"] == "not_covered"
-                          and r["priority"] in summary["contract"].get("require_tested", [])]:
-            eff["verdict"] = "incomplete"
-            eff["reason"] = f"the approval rule requires these to be tested: {', '.join(untested)}"
-        else:
-            eff["verdict"] = "approved"
-            retested = [d["id"] for d in deviations if d["status"] == "retested"]
-            eff["reason"] = f"no open deviation of class {'/'.join(sorted(blocking))}" + (
-                f" (retested: {', '.join(retested)})" if retested else "")
+    return _decided(eff, summary)
+
+
+def _decided(eff: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """The effective verdict, by the one approval rule (harness.acceptance.approve)."""
+    c = summary["contract"]
+    rule = ApprovalRule(blocking=c.get("blocking", ["A", "B"]), require_tested=c.get("require_tested", []))
+    state = run_state([(s["id"], s["status"]) for s in summary["scenarios"]], summary.get("ended") is not None,
+                      bool(summary.get("partial")))
+    verdict, reason = approve(rule, eff["requirements"], eff["deviations"], state)
+    eff["verdict"], eff["reason"], eff["reason_code"] = verdict.value, reason_text(reason), reason.to_json()
     return eff

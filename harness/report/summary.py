@@ -9,13 +9,24 @@ from typing import Any
 
 import yaml
 
-from harness.acceptance import CriterionDef, ScenarioJudgement, Verdict, decide, judge
+from harness.acceptance import CriterionDef, ScenarioJudgement, Verdict, decide, judge, reason_text
 from harness.contract import Contract
 from harness.errors import InputError
 from harness.evidence import EvidenceReader
 from harness.metrics import compute
+from harness.outcomes import ScenarioStatus
 
 SUMMARY_FILE = "summary.json"
+
+
+def effective(summary: dict[str, Any], eff: dict[str, Any]) -> dict[str, Any]:
+    """`summary` (this run alone) with the effective verdict and reason of `eff` (history applied)."""
+    out = dict(summary)
+    out["run_verdict"] = {"verdict": summary["verdict"], "reason": summary["reason"],
+                          "reason_code": summary["reason_code"]}
+    for key in ("verdict", "reason", "reason_code"):
+        out[key] = eff[key]
+    return out
 
 
 def contract_of(reader: EvidenceReader) -> Contract:
@@ -32,8 +43,9 @@ def judge_run(reader: EvidenceReader, contract: Contract) -> tuple[list[Scenario
     for s in reader.scenarios():
         metrics = compute(reader.stimuli(s.id), reader.arrivals(s.id), reader.matches(s.id))
         criteria = [CriterionDef.from_json(c) for c in s.definition.get("resolved_criteria", [])]
-        results = judge(s.id, criteria, metrics) if s.status in ("completed",) else []
-        judgements.append(ScenarioJudgement(s.id, s.title, s.status, s.covers, results, metrics, s.detail))
+        status = ScenarioStatus(s.status) if s.status in ScenarioStatus.__members__.values() else ScenarioStatus.ERROR
+        results = judge(s.id, criteria, metrics) if status is ScenarioStatus.COMPLETED else []
+        judgements.append(ScenarioJudgement(s.id, s.title, status, s.covers, results, metrics, s.detail))
     run = reader.run()
     suite: dict[str, list[str]] = {}
     for scenario in run["info"].get("suite", []):
@@ -57,8 +69,9 @@ def build_summary(run_dir: Path) -> dict[str, Any]:
             "target": info.get("target", {}),
             "started": run["started"],
             "ended": run["ended"],
-            "verdict": verdict.verdict,
-            "reason": verdict.reason,
+            "verdict": verdict.verdict.value,
+            "reason": reason_text(verdict.reason),
+            "reason_code": verdict.reason.to_json(),
             "contract": {
                 **contract.contract.model_dump(mode="json"),
                 "approval_rule": contract.approval.text,
@@ -72,7 +85,7 @@ def build_summary(run_dir: Path) -> dict[str, Any]:
             "partial": verdict.partial,
             "scenarios": [
                 {
-                    "id": j.id, "title": j.title, "file": scen_rows[j.id].file, "status": j.status,
+                    "id": j.id, "title": j.title, "file": scen_rows[j.id].file, "status": j.status.value,
                     "detail": j.detail, "covers": j.covers, "started": scen_rows[j.id].started,
                     "ended": scen_rows[j.id].ended,
                     "criteria": [r.to_json() for r in j.results],
@@ -83,6 +96,7 @@ def build_summary(run_dir: Path) -> dict[str, Any]:
             "faults": info.get("faults", ""),
             "lab_events": dict(lab_actions),
             "findings": [dict(o) for o in reader.observations() if o["kind"] == "finding"],
+            "harness_faults": [dict(o) for o in reader.observations() if o["kind"] == "harness_fault"],
             "provenance": {k: info.get(k) for k in ("vtlab_version", "git_revision", "machine", "clock", "argv")},
         }
     finally:
@@ -90,7 +104,13 @@ def build_summary(run_dir: Path) -> dict[str, Any]:
 
 
 def write_summary(run_dir: Path) -> dict[str, Any]:
-    summary = build_summary(run_dir)
+    """summary.json with the verdict that the exit code, the terminal and the report all use: this
+    run's judgement with the retest history of earlier runs in the same report folder applied
+    (`run_verdict` keeps this run's own)."""
+    from harness.report.history import apply_history
+
+    own = build_summary(run_dir)
+    summary = effective(own, apply_history(run_dir, own))
     tmp = run_dir / (SUMMARY_FILE + ".tmp")
     tmp.write_text(json.dumps(summary, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     tmp.replace(run_dir / SUMMARY_FILE)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.errors import InputError, Place
-from harness.units import Dimension, Limit
+from harness.units import DISPLAY_UNITS, Dimension, Limit
 
 if TYPE_CHECKING:
     from devices.model import DeviceModel
@@ -72,7 +72,7 @@ class StepPlan:
     place: Place
 
 
-UNITS = {Dimension.TIME: "ms", Dimension.COUNT: "count", Dimension.RATIO: "%", Dimension.RATE: "1/s"}
+UNITS = DISPLAY_UNITS
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,10 +9,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import pluggy
 from pydantic import BaseModel
 
-from harness import hookspecs
+from harness.plugins import plugin_manager
 
 if TYPE_CHECKING:
     from devices.model import DeviceModel
@@ -37,21 +36,6 @@ class StepKind:
     @property
     def doc(self) -> str:
         return inspect.cleandoc(self.run.__doc__ or "")
-
-
-@functools.cache
-def plugin_manager() -> pluggy.PluginManager:
-    pm = pluggy.PluginManager("vtlab")
-    pm.add_hookspecs(hookspecs.VtlabSpec)
-    from devices import builtin as builtin_devices
-    from harness.scenario import security as security_steps
-    from harness.scenario import steps as builtin_steps
-
-    pm.register(builtin_steps, name="vtlab.steps")
-    pm.register(security_steps, name="vtlab.security")
-    pm.register(builtin_devices, name="vtlab.devices")
-    pm.load_setuptools_entrypoints("vtlab")
-    return pm
 
 
 @functools.cache

@@ -10,9 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from harness.evidence import EvidenceStore
+from harness.clock import now_ns
+from harness.evidence import EvidenceStore, Match
+from harness.outcomes import Outcome
 from harness.tracking import Arrival, Predicate, Tracker
-from harness.transports.base import now_ns
 
 if TYPE_CHECKING:
     from devices.model import EventSpec
@@ -61,7 +62,7 @@ class Pending:
     stimulus: Stimulus
     probe: str
     predicate: Predicate
-    check: Callable[[Arrival], tuple[str, str | None]]
+    check: Callable[[Arrival], tuple[Outcome, str | None]]
 
 
 @dataclass(slots=True)
@@ -90,9 +91,28 @@ class Iteration:
     def stop(self, reason: str) -> None:
         self.stopped = reason
 
+    def match(self, step: int, metric: str, stim: Stimulus, outcome: Outcome, arrival: Arrival | None = None,
+              latency_ns: int | None = None, detail: str | None = None) -> None:
+        self.bed.evidence.match(Match(self.plan.id, self.index, step, metric, stim.cid, stim.device_id, stim.seq,
+                                      outcome, arrival.id if arrival else None, latency_ns, detail))
+
+    def not_reached(self, step: StepPlan) -> None:
+        """An expectation not tried because an earlier step failed: a censored sample of its metrics
+        (latency percentiles are over every stimulus sent), never a count of `lost`."""
+        names = step.kind.metrics(step.args) if step.kind.metrics else []
+        if not names or not self.stimuli:
+            return
+        alias = getattr(step.args, "device", None) or getattr(step.args, "from_", None)
+        stim = self.stimuli.get(alias) if alias else None
+        stim = stim or next(reversed(self.stimuli.values()))
+        for metric in names:
+            self.match(step.index, metric, stim, Outcome.NOT_REACHED, detail=self.stopped)
+
 
 class ScenarioRun:
     def __init__(self, plan: ScenarioPlan, bed: Testbed, run_tag: str) -> None:
+        """`run_tag` makes correlation ids unique across runs: the run's random nonce and the scenario's
+        number in the run (a platform that merges repeats across runs must not see the same id twice)."""
         self.plan = plan
         self.bed = bed
         self.run_tag = run_tag
@@ -132,6 +152,7 @@ class ScenarioRun:
         for step in self.plan.steps:
             if it.stopped is not None:
                 it.record(step, "skipped", it.stopped)
+                it.not_reached(step)
                 continue
             await step.kind.run(it, step)
 
@@ -140,23 +161,23 @@ class ScenarioRun:
             return
         drain = self.plan.drain_ns if self.plan.drain_ns is not None else DEFAULT_DRAIN_NS
         deadline = now_ns() + drain
-        ev, tracker = self.bed.evidence, self.bed.tracker
+        tracker = self.bed.tracker
         for p in self.pending:
             remaining = max(0.0, (deadline - now_ns()) / 1e9)
             arrival = await tracker.expect(p.predicate, frozenset({p.probe}), remaining)
             stim = p.stimulus
+            it = Iteration(self, p.iteration)
             if arrival is not None:
                 outcome, detail = p.check(arrival)
-                outcome = "late" if outcome == "ok" else outcome
+                outcome = Outcome.LATE if outcome is Outcome.OK else outcome
                 for metric, origin in zip(p.metrics, p.origins, strict=True):
-                    ev.match(self.plan.id, p.iteration, p.step, metric, stim.cid, stim.device_id, stim.seq,
-                             arrival.id, arrival.t_ns - origin, outcome, detail or "arrived after `within`")
+                    it.match(p.step, metric, stim, outcome, arrival, arrival.t_ns - origin,
+                             detail or "arrived after `within`")
                 continue
             elsewhere = tracker.find(p.predicate, None, claim=True)
-            if elsewhere is not None:
-                detail = f"arrived at {elsewhere.probe} instead of {p.probe}"
-                ev.match(self.plan.id, p.iteration, p.step, p.metrics[0], stim.cid, stim.device_id, stim.seq,
-                         elsewhere.id, None, "misrouted", detail)
-                continue
-            ev.match(self.plan.id, p.iteration, p.step, p.metrics[0], stim.cid, stim.device_id, stim.seq,
-                     None, None, "lost", f"nothing arrived at {p.probe}")
+            for metric in p.metrics:
+                if elsewhere is not None:
+                    it.match(p.step, metric, stim, Outcome.MISROUTED, elsewhere, None,
+                             f"arrived at {elsewhere.probe} instead of {p.probe}")
+                else:
+                    it.match(p.step, metric, stim, Outcome.LOST, None, None, f"nothing arrived at {p.probe}")

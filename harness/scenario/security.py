@@ -10,12 +10,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.errors import TargetError
+from harness.clock import now_ns
+from harness.errors import TargetError, UnreachableError
+from harness.evidence import Match
 from harness.hookspecs import hookimpl
+from harness.outcomes import Outcome
 from harness.scenario.plan import StepPlan
 from harness.scenario.registry import StepKind
 from harness.scenario.runner import Iteration
-from harness.transports.base import now_ns
 from harness.transports.mqtt import MqttSettings, MqttTransport
 from harness.units import parse_duration
 
@@ -40,7 +42,7 @@ def intruder(settings: MqttSettings, attempt: Attempt, workdir: Path) -> MqttSet
     if attempt == "no_client_certificate":
         return dataclasses.replace(settings, cert=None, key=None, key_password=None)
     if attempt == "untrusted_certificate":
-        from harness.lab.certs import make_pki
+        from harness.pki import make_pki
 
         stranger = make_pki(workdir, clients=("intruder",)).clients["intruder"]
         return dataclasses.replace(settings, cert=stranger.cert, key=stranger.key, key_password=None)
@@ -61,16 +63,20 @@ async def expect_refused(it: Iteration, step: StepPlan) -> None:
         cid = it.run.new_cid(it.index)
         try:
             await asyncio.to_thread(transport.connect)
+        except UnreachableError as exc:
+            # nothing listened: that shows no security at all; vtlab could not make the attempt
+            outcome, detail = Outcome.NOT_REACHED, f"could not make the attempt: {exc.problem}"
+            it.bed.evidence.harness_fault(it.plan.id, f"expect_refused ({args.attempt}): {detail}")
         except TargetError as exc:
-            outcome, detail = "ok", f"refused: {exc.problem}"
+            outcome, detail = Outcome.REFUSED, f"refused: {exc.problem}"
         else:
-            outcome, detail = "accepted", f"the broker at {settings.url} accepted a connection ({args.attempt})"
+            outcome, detail = Outcome.ACCEPTED, f"the broker at {settings.url} accepted a connection ({args.attempt})"
             await asyncio.to_thread(transport.close)
     it.bed.evidence.stimulus(it.plan.id, cid, "intruder", f"connect:{args.attempt}", 0, it.index, t0,
                              {"attempt": args.attempt, "url": settings.url})
-    it.bed.evidence.match(it.plan.id, it.index, step.index, "refusal", cid, "intruder", 0, None,
-                          now_ns() - t0, outcome, detail)
-    it.record(step, "ok" if outcome == "ok" else "finding", detail)
+    it.bed.evidence.match(Match(it.plan.id, it.index, step.index, "refusal", cid, "intruder", 0, outcome,
+                                None, now_ns() - t0, detail))
+    it.record(step, "ok" if outcome is Outcome.REFUSED else "finding", detail)
 
 
 @hookimpl

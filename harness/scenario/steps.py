@@ -9,13 +9,14 @@ from typing import Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from harness.clock import now_ns
 from harness.errors import InputError
 from harness.hookspecs import hookimpl
+from harness.outcomes import Outcome
 from harness.scenario.plan import ScenarioPlan, StepPlan
 from harness.scenario.registry import StepKind
 from harness.scenario.runner import Iteration, Pending, Stimulus
 from harness.tracking import Arrival
-from harness.transports.base import now_ns
 from harness.units import parse_duration
 
 
@@ -94,7 +95,9 @@ def _expected_probe(it: Iteration, args: ExpectAlarmArgs, stim: Stimulus) -> tup
 
 def _alarm_check(
     it: Iteration, args: ExpectAlarmArgs, stim: Stimulus, centre: str
-) -> Callable[[Arrival], tuple[str, str | None]]:
+) -> Callable[[Arrival], tuple[Outcome, str | None]]:
+    """Routing fields first (docs/wire.md: centre, user, device -> `misrouted`), then content (event,
+    code, priority -> `altered`); a payload the codec refused is `altered` with what was wrong."""
     user = it.bed.lab.spec.devices[stim.device_id].user
     wanted_event = args.event or stim.spec.expected_alarm
     routing = {"centre": centre, "user": user, "device": stim.device_id}
@@ -104,14 +107,18 @@ def _alarm_check(
     if args.code is not None or stim.spec.wire:
         content["code"] = args.code if args.code is not None else stim.spec.code
 
-    def check(arrival: Arrival) -> tuple[str, str | None]:
-        wrong = [f"{k}={arrival.payload.get(k)!r}, expected {v!r}" for k, v in routing.items()
-                 if arrival.payload.get(k) != v]
+    def check(arrival: Arrival) -> tuple[Outcome, str | None]:
+        def said(k: str) -> str:
+            v = arrival.field(k)
+            return "absent" if v is None else repr(v)
+
+        wrong = [f"{k} {said(k)}, expected {v!r}" for k, v in routing.items() if arrival.field(k) != v]
         if wrong:
-            return "misrouted", "; ".join(wrong)
-        wrong = [f"{k}={arrival.payload.get(k)!r}, expected {v!r}" for k, v in content.items()
-                 if str(arrival.payload.get(k)) != str(v)]
-        return ("altered", "; ".join(wrong)) if wrong else ("ok", None)
+            return Outcome.MISROUTED, "arrived at " + arrival.probe + " with " + "; ".join(wrong)
+        wrong = [f"{k} {said(k)}, expected {v!r}" for k, v in content.items() if str(arrival.field(k)) != str(v)]
+        if arrival.defect:
+            wrong.append(f"malformed: {arrival.defect}")
+        return (Outcome.ALTERED, "arrived with " + "; ".join(wrong)) if wrong else (Outcome.OK, None)
 
     return check
 
@@ -130,8 +137,8 @@ async def expect_alarm(it: Iteration, step: StepPlan) -> None:
             return a.kind == "alarm" and a.cid == stim.cid
     else:
         def predicate(a: Arrival) -> bool:
-            return (a.kind == "alarm" and a.payload.get("device") == stim.device_id
-                    and a.payload.get("event") == wanted_event and a.t_ns >= stim.t_ns)
+            return (a.kind == "alarm" and a.field("device") == stim.device_id
+                    and a.field("event") == wanted_event and a.t_ns >= stim.t_ns)
     check = _alarm_check(it, args, stim, centre)
     deadline = stim.t_ns + _ns(args.within)
     arrival = await it.bed.tracker.expect(predicate, frozenset({probe}), (deadline - now_ns()) / 1e9)
@@ -142,10 +149,9 @@ async def expect_alarm(it: Iteration, step: StepPlan) -> None:
         it.stop(f"alarm {stim.cid} did not arrive within {args.within}")
         return
     outcome, detail = check(arrival)
-    it.bed.evidence.match(it.plan.id, it.index, step.index, args.metric, stim.cid, stim.device_id, stim.seq,
-                          arrival.id, arrival.t_ns - stim.t_ns, outcome, detail)
+    it.match(step.index, args.metric, stim, outcome, arrival, arrival.t_ns - stim.t_ns, detail)
     it.alarms[probe] = (arrival, stim)
-    it.record(step, "ok" if outcome == "ok" else "mismatch", detail)
+    it.record(step, "ok" if outcome is Outcome.OK else "mismatch", detail)
 
 
 def check_expect_alarm(plan: ScenarioPlan, step: StepPlan) -> None:
@@ -225,8 +231,8 @@ async def expect_ack(it: Iteration, step: StepPlan) -> None:
     def predicate(a: Arrival) -> bool:
         return a.kind == "device_ack" and a.cid == cid
 
-    def check(a: Arrival) -> tuple[str, str | None]:
-        return "ok", None
+    def check(a: Arrival) -> tuple[Outcome, str | None]:
+        return (Outcome.ALTERED, f"malformed: {a.defect}") if a.defect else (Outcome.OK, None)
 
     metrics, origins = ("ack_latency", "ack_roundtrip"), (t_ack, stim.t_ns)
     deadline = t_ack + _ns(args.within)
@@ -236,9 +242,9 @@ async def expect_ack(it: Iteration, step: StepPlan) -> None:
         it.record(step, "timeout", f"no acknowledgement for {cid} at {stim.device_id} within {args.within}")
         it.stop(f"acknowledgement for {cid} did not arrive within {args.within}")
         return
+    outcome, detail = check(arrival)
     for metric, origin in zip(metrics, origins, strict=True):
-        it.bed.evidence.match(it.plan.id, it.index, step.index, metric, cid, stim.device_id, stim.seq,
-                              arrival.id, arrival.t_ns - origin, "ok", None)
+        it.match(step.index, metric, stim, outcome, arrival, arrival.t_ns - origin, detail)
     it.record(step, "ok", cid)
 
 

@@ -6,15 +6,9 @@ one) without touching devices, probes or steps.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
-
-
-def now_ns() -> int:
-    """The harness's one clock for stimuli and arrivals (monotonic, nanoseconds)."""
-    return time.monotonic_ns()
 
 
 @dataclass(frozen=True, slots=True)

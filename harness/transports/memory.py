@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import threading
 
-from harness.transports.base import Handler, Message, now_ns, topic_matches
+from harness.clock import now_ns
+from harness.transports.base import Handler, Message, topic_matches
 
 
 class MemoryBus:

@@ -61,7 +61,8 @@ def _summary(run_id: str, started: str, *, lost: bool, scenarios: tuple[str, ...
              "evidence": {"metric": "lost"}, "status": "open"}] if lost else []
     return {"run_id": run_id, "started": started, "ended": started, "verdict": "not_approved" if lost else "approved",
             "reason": "", "contract": {"id": "K1", "blocking": ["A", "B"]}, "requirements": reqs,
-            "deviations": devs, "uncovered": [], "scenarios": []}
+            "deviations": devs, "uncovered": [],
+            "scenarios": [{"id": sc, "status": "completed"} for sc in scenarios]}
 
 
 def _write(report_dir: Path, s: dict[str, Any]) -> Path:

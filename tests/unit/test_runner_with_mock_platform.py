@@ -4,60 +4,24 @@ tests/integration/test_faults_are_caught.py."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from devices.simulated import SimulatedDevice
 from harness.contract import load_contract
-from harness.evidence import EvidenceReader, EvidenceStore
+from harness.engine import run_and_judge
+from harness.evidence import EvidenceReader
 from harness.labfile import Lab, load_lab
 from harness.metrics import ScenarioMetrics, compute
-from harness.probes.response_centre import ResponseCentreProbe
 from harness.scenario.loader import load_scenario
-from harness.scenario.registry import device_models
-from harness.scenario.runner import ScenarioRun
-from harness.tracking import Tracker
+from harness.session import RunSession
 from harness.transports.base import Message
-from harness.transports.memory import MemoryBus, MemoryTransport
-from harness.transports.mqtt import MqttSettings
-from tests.helpers import CONTRACT, LAB, Suite
+from harness.transports.memory import MemoryBus
+from tests.helpers import CONTRACT, Suite, memory_lab
 
 Route = Callable[[dict[str, object]], list[tuple[str, dict[str, object]]]]
-
-
-class MockBed:
-    """A Testbed on the in-memory bus."""
-
-    def __init__(self, lab: Lab, store: EvidenceStore, bus: MemoryBus) -> None:
-        self.lab, self.evidence, self.bus = lab, store, bus
-        self.tracker = Tracker(store)
-        self.probes = {}
-        for name, probe in lab.spec.probes.items():
-            p = ResponseCentreProbe(name, probe.centre, MemoryTransport(bus), lab.topic, self.tracker)
-            p.start()
-            self.probes[name] = p
-        self._devices: dict[str, SimulatedDevice] = {}
-        self._seq: dict[str, int] = {}
-
-    def device(self, device_id: str) -> SimulatedDevice:
-        if device_id not in self._devices:
-            spec = self.lab.spec.devices[device_id]
-            dev = SimulatedDevice(device_id, device_models()[spec.model], spec.user, MemoryTransport(self.bus),
-                                  self.lab.topic)
-            dev.listen_for_acks(lambda m, d=device_id: self.tracker.on_message(f"device:{d}", "device_ack", m))
-            self._devices[device_id] = dev
-        return self._devices[device_id]
-
-    def next_seq(self, device_id: str) -> int:
-        self._seq[device_id] = self._seq.get(device_id, 0) + 1
-        return self._seq[device_id]
-
-    def mqtt_settings(self) -> MqttSettings:
-        raise NotImplementedError("no broker on the in-memory bus")
 
 
 def mock_platform(bus: MemoryBus, lab: Lab, route: Route) -> None:
@@ -72,16 +36,19 @@ def mock_platform(bus: MemoryBus, lab: Lab, route: Route) -> None:
 
 
 def run(suite: Suite, tmp_path: Path, text: str, route: Route) -> ScenarioMetrics:
-    lab = load_lab(LAB)
-    contract, _ = load_contract(CONTRACT)
+    """The real session and engine, on the in-memory transport, against a MOCK platform."""
+    lab = load_lab(memory_lab(tmp_path))
+    contract, src = load_contract(CONTRACT)
     plan = load_scenario(suite.scenario("s", text), contract, lab, "s")
-    bus = MemoryBus()
-    store = EvidenceStore.create(tmp_path / "run")
-    mock_platform(bus, lab, route)
-    bed = MockBed(lab, store, bus)
-    asyncio.run(ScenarioRun(plan, bed, "t").execute())
-    store.close()
-    reader = EvidenceReader(tmp_path / "run")
+    session = RunSession(lab=lab, contract=contract, contract_src=src, report_dir=tmp_path / "reports",
+                         run_id="mock")
+    session.start()
+    mock_platform(session.bed.memory_bus(), lab, route)
+    try:
+        run_and_judge(plan, session)
+    finally:
+        session.close()
+    reader = EvidenceReader(session.run_dir)
     try:
         return compute(reader.stimuli("s"), reader.arrivals("s"), reader.matches("s"))
     finally:
@@ -111,7 +78,7 @@ def centre_of(event: dict[str, object]) -> str:
 def test_a_well_behaved_platform_loses_nothing(suite: Suite, tmp_path: Path) -> None:
     m = run(suite, tmp_path, SCENARIO, lambda e: [(centre_of(e), {**e, "centre": centre_of(e)})])
     assert m.counts["lost"] == 0 and m.counts["misrouted"] == 0
-    assert m.latencies["alarm_latency"].statistic("count") == 8
+    assert m.latencies["alarm_latency"].statistic("count") == 8 and m.latencies["alarm_latency"].arrived == 8
 
 
 def test_an_alarm_never_delivered_is_lost_and_named(suite: Suite, tmp_path: Path) -> None:
@@ -140,3 +107,34 @@ def test_an_alarm_whose_content_changed_is_altered(suite: Suite, tmp_path: Path,
 def test_a_second_copy_is_a_duplicate(suite: Suite, tmp_path: Path) -> None:
     m = run(suite, tmp_path, SCENARIO, lambda e: [(centre_of(e), {**e, "centre": centre_of(e)})] * 2)
     assert m.counts["duplicates"] == 8 and m.counts["lost"] == 0
+
+
+def test_an_alarm_without_user_is_judged_misrouted_with_what_arrived(suite: Suite, tmp_path: Path) -> None:
+    """A platform-side omission is described as what happened, not as "nothing arrived"."""
+    def no_user(e: dict[str, object]) -> list[tuple[str, dict[str, object]]]:
+        return [(centre_of(e), {k: v for k, v in {**e, "centre": centre_of(e)}.items() if k != "user"})]
+
+    m = run(suite, tmp_path, SCENARIO, no_user)
+    assert m.counts["misrouted"] == 8 and m.counts["lost"] == 0
+    assert all("user absent" in d for d in m.problem_details)
+
+
+@pytest.mark.parametrize("junk", [{"priority": "x"}, {"seq": -1}, {"battery": 1000}, {"code": 101}])
+def test_an_alarm_with_malformed_fields_is_altered_not_lost(suite: Suite, tmp_path: Path, junk: dict[str, object]) -> None:
+    m = run(suite, tmp_path, SCENARIO, lambda e: [(centre_of(e), {**e, "centre": centre_of(e), **junk})])
+    assert m.counts["altered"] == 8 and m.counts["lost"] == 0
+    assert all("malformed" in d for d in m.problem_details)
+
+
+def test_correlation_ids_differ_between_runs_with_the_same_run_id_suffix(suite: Suite, tmp_path: Path) -> None:
+    seen: list[set[str]] = []
+    for run_dir in ("a", "b"):
+        cids: set[str] = set()
+
+        def record(e: dict[str, object], cids: set[str] = cids) -> list[tuple[str, dict[str, object]]]:
+            cids.add(str(e["cid"]))
+            return [(centre_of(e), {**e, "centre": centre_of(e)})]
+
+        run(suite, tmp_path / run_dir, SCENARIO, record)
+        seen.append(cids)
+    assert len(seen[0]) == 8 and not seen[0] & seen[1]

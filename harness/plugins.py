@@ -1,0 +1,28 @@
+"""vtlab's plugin manager: steps, device models and transports all come through the hooks in
+`harness.hookspecs`; the built-in ones are registered here like any outside plugin (entry-point group
+`vtlab`)."""
+
+from __future__ import annotations
+
+import functools
+
+import pluggy
+
+from harness import hookspecs
+
+
+@functools.cache
+def plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager("vtlab")
+    pm.add_hookspecs(hookspecs.VtlabSpec)
+    from devices import builtin as builtin_devices
+    from harness.scenario import security as security_steps
+    from harness.scenario import steps as builtin_steps
+    from harness.transports import builtin as builtin_transports
+
+    pm.register(builtin_steps, name="vtlab.steps")
+    pm.register(security_steps, name="vtlab.security")
+    pm.register(builtin_devices, name="vtlab.devices")
+    pm.register(builtin_transports, name="vtlab.transports")
+    pm.load_setuptools_entrypoints("vtlab")
+    return pm

@@ -1,0 +1,129 @@
+"""The test bed: the connected devices and response-centre probes scenarios run against, each on the
+transport its lab-file entry names, each with its own identity. It also keeps the harness-fault log:
+a connection of vtlab's own that dropped, a heartbeat it could not send, a lab that died. What
+vtlab could not do while such a fault lasted is never charged to the supplier."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass
+
+from devices.simulated import SimulatedDevice
+from harness.clock import now_ns
+from harness.evidence import EvidenceStore
+from harness.labfile import Lab
+from harness.probes.response_centre import ResponseCentreProbe
+from harness.run.target import Target
+from harness.tracking import Tracker
+from harness.transports.base import PubSubTransport
+from harness.transports.memory import MemoryBus
+from harness.transports.mqtt import MqttSettings
+from harness.transports.registry import transport_kinds
+
+
+@dataclass(frozen=True, slots=True)
+class HarnessFault:
+    t_ns: int
+    scenario: str | None
+    text: str
+
+
+class TestBed:
+    """Implements the scenario runner's Testbed."""
+
+    __test__ = False
+
+    def __init__(self, lab: Lab, evidence: EvidenceStore, target: Target, run_nonce: str) -> None:
+        self.lab = lab
+        self.evidence = evidence
+        self.target = target
+        self.run_nonce = run_nonce
+        self.tracker = Tracker(evidence)
+        self.probes: dict[str, ResponseCentreProbe] = {}
+        self._devices: dict[str, SimulatedDevice] = {}
+        self._seq: dict[str, int] = {}
+        self._transports: list[PubSubTransport] = []
+        self._bus: MemoryBus | None = None
+        self._faults: list[HarnessFault] = []
+        self._lock = threading.Lock()
+
+    # --- TransportContext -----------------------------------------------------------------------
+    def mqtt_settings(self, identity: str = "harness") -> MqttSettings:
+        return self.target.client_settings(identity)
+
+    def memory_bus(self) -> MemoryBus:
+        if self._bus is None:
+            self._bus = MemoryBus()
+        return self._bus
+
+    def on_transport_state(self, state: str, detail: str) -> None:
+        if state in ("lost", "refused"):
+            self.harness_fault(detail)
+        else:
+            self.evidence.observation(self.tracker.scenario, "harness", detail)
+
+    # --- harness faults -------------------------------------------------------------------------
+    def harness_fault(self, text: str) -> None:
+        fault = HarnessFault(now_ns(), self.tracker.scenario, text)
+        with self._lock:
+            self._faults.append(fault)
+        self.evidence.harness_fault(fault.scenario, text)
+
+    def faults_since(self, t_ns: int) -> list[HarnessFault]:
+        """Harness faults at or after `t_ns`, including a target that stopped and evidence not written."""
+        failure = self.target.failure()
+        if failure is not None and not any(f.text == failure for f in self._faults):
+            self.harness_fault(failure)
+        if self.evidence.write_errors:
+            errors, self.evidence.write_errors[:] = list(self.evidence.write_errors), []
+            self.harness_fault(f"{len(errors)} evidence row(s) could not be written: {errors[0]}")
+        with self._lock:
+            return [f for f in self._faults if f.t_ns >= t_ns]
+
+    # --- connections ----------------------------------------------------------------------------
+    def _open(self, via: str, identity: str) -> PubSubTransport:
+        transport = transport_kinds()[via].open(self, identity, self.on_transport_state)
+        self._transports.append(transport)
+        return transport
+
+    def start(self) -> None:
+        for name, probe in self.lab.spec.probes.items():
+            p = ResponseCentreProbe(name, probe.centre, self._open(probe.via, f"centre-{probe.centre}"),
+                                    self.lab.topic, self.tracker)
+            p.start()
+            self.probes[name] = p
+
+    def device(self, device_id: str) -> SimulatedDevice:
+        if device_id not in self._devices:
+            from harness.scenario.registry import device_models
+
+            spec = self.lab.spec.devices[device_id]
+            dev = SimulatedDevice(device_id, device_models()[spec.model], spec.user,
+                                  self._open(spec.via, f"device-{device_id}"), self.lab.topic,
+                                  on_fault=self.harness_fault)
+            probe = f"device:{device_id}"
+            dev.listen_for_acks(lambda msg: self.tracker.on_message(probe, "device_ack", msg))
+            self._devices[device_id] = dev
+        return self._devices[device_id]
+
+    def next_seq(self, device_id: str) -> int:
+        self._seq[device_id] = self._seq.get(device_id, 0) + 1
+        return self._seq[device_id]
+
+    def stop_devices(self) -> None:
+        for dev in self._devices.values():
+            dev.stop_heartbeat()
+
+    def collect_target_events(self, scenario: str | None) -> int:
+        """Copy what the target says it did since the last call into the evidence store."""
+        events = self.target.new_events()
+        for entry in events:
+            self.evidence.lab_event(scenario, entry)
+        return len(events)
+
+    def close(self) -> None:
+        self.stop_devices()
+        for t in self._transports:
+            with contextlib.suppress(Exception):
+                t.close()
