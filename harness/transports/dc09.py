@@ -92,7 +92,7 @@ class DC09Receiver:
         self.idle_timeout_s = idle_timeout_s
         self._server: asyncio.Server | None = None
         self._udp_transport: asyncio.DatagramTransport | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self.counts = {"frames": 0, "refused": 0, "callback_errors": 0}
 
     @property
@@ -133,11 +133,14 @@ class DC09Receiver:
             self._udp_transport = None
         if self._server is not None:
             self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        for task in list(self._connections):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # close the sockets rather than cancel the handlers: a cancelled handler task makes asyncio's
+        # stream machinery log a spurious traceback on Python 3.11
+        for writer in list(self._connections.values()):
+            writer.transport.abort()
+        if self._connections:
+            _done, late = await asyncio.wait(list(self._connections), timeout=5.0)
+            for task in late:
+                task.cancel()
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -172,7 +175,7 @@ class DC09Receiver:
         if len(self._connections) >= self.max_connections or task is None:
             writer.close()
             return
-        self._connections.add(task)
+        self._connections[task] = writer
         peer = _peer(writer.get_extra_info("peername"))
         splitter = FrameSplitter(self.max_frame_bytes)
         try:
@@ -195,7 +198,7 @@ class DC09Receiver:
             for junk in splitter.close():
                 self.refuse(junk.raw, junk.reason)
         finally:
-            self._connections.discard(task)
+            self._connections.pop(task, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
