@@ -13,34 +13,44 @@ from collections.abc import Callable
 from pathlib import Path
 
 from harness.errors import InputError, VtlabError
+from harness.options import RUN_OPTIONS, split_run_args
 
 EXIT_APPROVED, EXIT_NOT_APPROVED, EXIT_BAD_INPUT = 0, 1, 2
 
 Command = Callable[[argparse.Namespace], int]
 
 
+def _is_scenario_path(arg: str) -> bool:
+    """A scenario file or a folder holding one: the value of a pytest option (`--alluredir DIR`) is not."""
+    path = Path(arg.split("::", 1)[0])
+    if path.is_file():
+        return path.suffix in (".yaml", ".yml")
+    return path.is_dir() and any(p.suffix in (".yaml", ".yml") for p in path.rglob("*.y*ml"))
+
+
 def _run(args: argparse.Namespace) -> int:
     import pytest
 
-    from harness.session import ROOT, new_run_id
+    from harness.run.folder import ROOT, check_run_id, new_run_id
 
-    run_id = args.run_id or new_run_id()
-    report_dir = Path(args.report_dir or "reports").resolve()
-    pytest_args = list(args.pytest_args)
-    if pytest_args and pytest_args[0] == "--":
-        pytest_args = pytest_args[1:]
-    if not any(not a.startswith("-") and Path(a.split("::")[0]).exists() for a in pytest_args):
+    own, pytest_args = split_run_args(list(args.pytest_args))
+    run_id = check_run_id(own["--run-id"]) if "--run-id" in own else new_run_id()
+    report_dir = Path(own.get("--report-dir") or "reports").resolve()
+    if report_dir.exists() and not report_dir.is_dir():
+        raise InputError(f"{report_dir} is a file, not a folder", place="--report-dir",
+                         fix="give a folder where run folders can be made")
+    if not any(not a.startswith("-") and _is_scenario_path(a) for a in pytest_args):
         pytest_args.append(str(ROOT / "scenarios"))
     pytest_args += ["--report-dir", str(report_dir), "--run-id", run_id, "-p", "no:cacheprovider"]
-    if args.lab:
-        pytest_args += ["--lab", str(Path(args.lab).resolve())]
-    if args.fault is not None:
+    if "--lab" in own:
+        pytest_args += ["--lab", str(Path(own["--lab"]).resolve())]
+    if "--fault" in own:
         from harness.faults import parse_faults
 
-        parse_faults(args.fault, "--fault")
-        pytest_args += ["--fault", args.fault]
-    if args.contract:
-        pytest_args += ["--contract", str(Path(args.contract).resolve())]
+        parse_faults(own["--fault"], "--fault")
+        pytest_args += ["--fault", own["--fault"]]
+    if "--contract" in own:
+        pytest_args += ["--contract", str(Path(own["--contract"]).resolve())]
     if (report_dir / run_id).exists():
         raise InputError(f"run folder {report_dir / run_id} exists already", place="--run-id",
                          fix="a run folder is never overwritten: choose another run id")
@@ -48,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
     summary_path = report_dir / run_id / "summary.json"
     if not summary_path.exists():
         if rc == pytest.ExitCode.NO_TESTS_COLLECTED:
-            print("vtlab: no scenario was collected; give scenario files or folders under scenarios/", file=sys.stderr)
+            print("vtlab: no scenario was collected; give scenario files or folders", file=sys.stderr)
         else:
             print("vtlab: nothing was judged: fix the input named above and run again", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -56,8 +66,7 @@ def _run(args: argparse.Namespace) -> int:
     if rc == pytest.ExitCode.INTERRUPTED and not summary["scenarios"]:
         print(f"vtlab: nothing was judged (see the error above); evidence in {report_dir / run_id}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    after = _after_run_hooks()
-    for hook in after:
+    for hook in _after_run_hooks():
         hook(report_dir / run_id)
     print(f"vtlab: {summary['verdict']} ({summary['reason']}); report folder {report_dir / run_id}")
     return EXIT_APPROVED if summary["verdict"] == "approved" else EXIT_NOT_APPROVED
@@ -82,7 +91,8 @@ def _lab(args: argparse.Namespace) -> int:
     from harness.lab.process import LabProcess
     from harness.labfile import load_lab
     from harness.reference_lab import embedded_target
-    from harness.session import DEFAULT_LAB, lab_faults
+    from harness.run.target import run_faults as lab_faults
+    from harness.session import DEFAULT_LAB
     from harness.units import parse_duration
 
     lab = load_lab(Path(args.lab) if args.lab else DEFAULT_LAB)
@@ -113,8 +123,8 @@ def _lab(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from harness.pytest_plugin.terminal import requirement_table
     from harness.report.summary import write_summary
+    from harness.report.table import requirement_table
 
     run_dir = Path(args.run_dir or "reports/latest")
     summary = write_summary(run_dir)
@@ -144,13 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vtlab", description="Acceptance tests of welfare technology.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the acceptance suite against a lab and judge it")
-    run.add_argument("--lab", help="lab file (default: fixtures/labs/embedded.yaml)")
-    run.add_argument("--fault", help="faults for the embedded lab, e.g. drop=0.05")
-    run.add_argument("--report-dir", help="folder for run folders (default: reports)")
-    run.add_argument("--contract", help="contract file (default: the one in fixtures/contract/)")
-    run.add_argument("--run-id", help="name of the run folder (default: time-based)")
-    run.add_argument("pytest_args", nargs=argparse.REMAINDER, help="scenario paths and pytest options")
+    run = sub.add_parser(
+        "run", help="run the acceptance suite against a lab and judge it",
+        description="Options: " + "; ".join(f"{o.flag} {o.metavar}: {o.help}" for o in RUN_OPTIONS)
+        + ". They may stand before or after scenario paths; every other argument goes to pytest.",
+    )
+    run.add_argument("pytest_args", nargs=argparse.REMAINDER, help="scenario paths, vtlab and pytest options")
     run.set_defaults(func=_run)
 
     lab = sub.add_parser("lab", help="run the embedded reference lab alone and print how to reach it")
@@ -181,16 +190,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate_like_ctrl_c() -> None:
+    """SIGTERM ends a command as Ctrl-C does, so `finally` blocks remove throw-away keys and a run is
+    closed as interrupted with its summary written."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        if args.command != "run":
-            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-        args.pytest_args = [*unknown, *args.pytest_args]  # pytest options, e.g. --alluredir, -k, -x
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:  # everything after `run` is vtlab's run options and pytest's, in order
+        args = argparse.Namespace(command="run", func=_run, pytest_args=argv[1:])
+        if any(a in ("-h", "--help") for a in argv[1:2]):
+            parser.parse_args(argv)
+    else:
+        args = parser.parse_args(argv)
     func: Command = args.func
+    _terminate_like_ctrl_c()
     try:
         return func(args)
+    except KeyboardInterrupt:
+        print("vtlab: interrupted", file=sys.stderr)
+        return EXIT_NOT_APPROVED
     except VtlabError as exc:
         print(f"vtlab: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -4,34 +4,45 @@ point and loaded by the checkout's root conftest.py."""
 
 from __future__ import annotations
 
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from harness.errors import VtlabError
+from harness.options import RUN_OPTIONS
 from harness.pytest_plugin.collect import ScenarioFile
 from harness.pytest_plugin.run import VtlabRun, run_key
-from harness.pytest_plugin.terminal import requirement_table
 from harness.report.summary import write_summary
+from harness.report.table import requirement_table
 
 SCENARIO_DIR_NAME = "scenarios"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("vtlab", "vtlab acceptance runs")
-    group.addoption("--lab", dest="vtlab_lab", metavar="PATH",
-                    help="lab file describing the target (default: fixtures/labs/embedded.yaml)")
-    group.addoption("--fault", dest="vtlab_fault", metavar="SPEC",
-                    help="faults for the embedded lab, e.g. drop=0.03,dup=0.01,delay=400ms@0.1")
-    group.addoption("--report-dir", dest="vtlab_report_dir", metavar="DIR", help="where run folders go (reports/)")
-    group.addoption("--contract", dest="vtlab_contract", metavar="PATH",
-                    help="contract file (default: the one in fixtures/contract/)")
-    group.addoption("--run-id", dest="vtlab_run_id", metavar="ID", help="name of the run folder (default: time-based)")
+    for o in RUN_OPTIONS:
+        group.addoption(o.flag, dest=o.dest, metavar=o.metavar, help=o.help)
+
+
+def _terminate_like_ctrl_c() -> None:
+    """SIGTERM (CI cancel, `timeout`) ends the run as Ctrl-C does: the session closes, the run is marked
+    interrupted, summary.json is written and throw-away keys are removed."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM kills at once
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[run_key] = VtlabRun(config)
+    _terminate_like_ctrl_c()
     config.addinivalue_line("markers", "requirement(id): the contract requirement a scenario covers")
     config.addinivalue_line("markers", "hardware: needs a real radio or serial device; skipped unless asked for")
     if config.pluginmanager.hasplugin("allure_pytest") and not config.pluginmanager.hasplugin("vtlab_allure"):

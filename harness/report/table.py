@@ -5,14 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 MARK = {"pass": "PASS", "marginal": "MARGINAL", "fail": "FAIL", "error": "ERROR", "not_run": "NOT RUN",
-        "not_covered": "UNCOVERED"}
+        "not_covered": "UNCOVERED", "verified_otherwise": "OTHERWISE"}
 
 
 def _measured(c: dict[str, Any]) -> str:
-    if c["measured"] is None:
-        return "-"
-    unit = "" if c["unit"] == "count" else f" {c['unit']}"
-    return f"{c['measured']:g}{unit}"
+    if c.get("censored"):
+        text = "not arrived"
+    elif c["measured"] is None:
+        text = "-"
+    else:
+        unit = "" if c["unit"] == "count" else f" {c['unit']}"
+        text = f"{c['measured']:g}{unit}"
+    if c.get("n") is not None:
+        text += f" [n={c['n']}, arrived {c['arrived']}, not {c['not_arrived']}]"
+    return text
 
 
 def requirement_table(summary: dict[str, Any]) -> list[str]:
@@ -22,7 +28,9 @@ def requirement_table(summary: dict[str, Any]) -> list[str]:
         head = f"{req['id']:<10} {req['priority']:<3} {req['severity']:<3} {mark:<9}"
         crits = req["criteria"]
         if not crits:
-            lines.append(f"{head}  {req['title']}")
+            how = req.get("verified_by")
+            where = f" (verified by {how['method']}: {how['where']})" if how else ""
+            lines.append(f"{head}  {req['title']}{where}")
             continue
         for i, c in enumerate(crits):
             text = f"{c['metric']} {c['statistic']} = {_measured(c)} (limit {c['limit']})  {c['verdict']}"
@@ -36,6 +44,11 @@ def requirement_table(summary: dict[str, Any]) -> list[str]:
             if lost:
                 shown = ", ".join(lost[:10]) + (f" ... ({len(lost)} in all)" if len(lost) > 10 else "")
                 lines.append(f"      lost alarms: {shown}")
+    faults = summary.get("harness_faults") or []
+    if faults:
+        lines.append("")
+        lines.append("harness faults (vtlab's own parts; not charged to the supplier):")
+        lines.extend(f"  [{f.get('scenario') or '-'}] {f['text']}" for f in faults[:20])
     if summary["uncovered"]:
         lines.append("")
         lines.append(f"not covered by any scenario: {', '.join(summary['uncovered'])}")
