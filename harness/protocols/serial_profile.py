@@ -28,11 +28,20 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from harness.errors import InputError
 from harness.protocols.base import MAX_FRAME_BYTES, ProtocolError
-from harness.yamlfile import load_yaml
+from harness.yamlfile import SourceFile, load_yaml
 
 PROTOCOL = "serial"
 
@@ -165,11 +174,51 @@ CHECKSUMS: dict[str, tuple[Callable[[bytes], int], int]] = {
 
 
 def _escape_help() -> str:
-    return 'write control characters in double quotes with escapes, e.g. "\\r\\n"'
+    return "write control characters as escapes in single quotes, e.g. '\\r\\n' or '\\x02'"
+
+
+_ESCAPE = re.compile(r"\\(x[0-9A-Fa-f]{2}|[rnt0\\]|.?)", re.DOTALL)
+_ESCAPES = {"r": "\r", "n": "\n", "t": "\t", "0": "\0", "\\": "\\"}
+
+
+def unescape(text: str) -> str:
+    """Profile files write control bytes as escapes in single quotes ('\\r\\n', '\\x02'): vtlab's YAML
+    loader refuses control characters in a file (what a reviewer sees is what is loaded), so the profile
+    reads the escapes itself. Text without a backslash is taken as it is."""
+
+    def one(m: re.Match[str]) -> str:
+        code = m.group(1)
+        if code.startswith("x") and len(code) == 3:
+            return chr(int(code[1:], 16))
+        if code in _ESCAPES:
+            return _ESCAPES[code]
+        raise InputError(f"unknown escape {m.group(0)!r} in {text!r}", fix=_escape_help() + "; '\\\\' for a backslash")
+
+    return _ESCAPE.sub(one, text)
+
+
+def _byte_text(value: str) -> str:
+    value = unescape(value)
+    if any(ord(c) > 0xFF for c in value):
+        raise InputError(f"{value!r} is not bytes", fix=_escape_help())
+    return value
+
+
+ByteText = Annotated[str, AfterValidator(_byte_text)]
+"""A short byte string in a profile (terminator, separator ...), escapes allowed."""
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProfileError(InputError):
+    """An InputError raised inside a model validator, with the key (relative to that model) it is about,
+    so the message names that key's line rather than the model's first line."""
+
+    def __init__(self, problem: str, *, loc: tuple[str | int, ...] = (), fix: str | None = None) -> None:
+        super().__init__(problem, fix=fix)
+        self.loc = loc
 
 
 def _one_byte(value: int | str) -> bytes:
@@ -184,11 +233,13 @@ def _one_byte(value: int | str) -> bytes:
 
 
 class LineFraming(_Model):
-    """One frame per line. `strip` characters are removed from both ends (a `\\r` before `\\n`)."""
+    """One frame per line. `strip` characters are removed from both ends (a `\\r` before `\\n`).
+
+    Write control characters as escapes in single quotes: `terminator: '\\r\\n'`."""
 
     kind: Literal["line"]
-    terminator: str = "\n"
-    strip: str = "\r"
+    terminator: ByteText = "\n"
+    strip: ByteText = "\r"
     skip_empty: bool = True
     max_frame: int = Field(default=1024, ge=1, le=MAX_FRAME_BYTES)
 
@@ -204,8 +255,8 @@ class SentinelFraming(_Model):
     """STX body ETX, then `trailer` bytes that belong to the frame (e.g. a checksum after ETX)."""
 
     kind: Literal["sentinel"]
-    start: int | str = 0x02
-    end: int | str = 0x03
+    start: int | ByteText = 0x02
+    end: int | ByteText = 0x03
     trailer: int = Field(default=0, ge=0, le=16)
     max_frame: int = Field(default=1024, ge=3, le=MAX_FRAME_BYTES)
 
@@ -269,10 +320,10 @@ class ChecksumSpec(_Model):
     case: Literal["upper", "lower", "any"] = "upper"
     endian: Literal["big", "little"] = "big"
     place: Literal["end", "after_end"] = "end"
-    separator: str = ""
+    separator: ByteText = ""
     covers: Literal["body", "body_and_separator", "frame"] = "body"
     skip: int = Field(default=0, ge=0)
-    ignore: str = ""
+    ignore: ByteText = ""
 
     @model_validator(mode="after")
     def _consistent(self) -> ChecksumSpec:
@@ -348,8 +399,9 @@ class FieldsSpec(_Model):
         if self.template is not None:
             for name in _template_names(self.template):
                 if name not in self.field_names:
-                    raise InputError(
-                        f"the template names `{name}`, which is not a field",
+                    raise ProfileError(
+                        loc=("template",),
+                        problem=f"the template names `{name}`, which is not a field",
                         fix=f"use one of: {', '.join(self.field_names)}",
                     )
         return self
@@ -441,35 +493,43 @@ class SerialProfile(_Model):
         cs, f = self.checksum, self.framing
         if cs.place == "after_end":
             if not isinstance(f, SentinelFraming):
-                raise InputError("`place: after_end` needs sentinel framing", fix="use `place: end`")
+                raise ProfileError(
+                    "`place: after_end` needs sentinel framing", loc=("checksum", "place"), fix="use `place: end`"
+                )
             if f.trailer != cs.size + len(cs.separator):
-                raise InputError(
-                    f"the checksum after ETX takes {cs.size + len(cs.separator)} bytes but the framing's trailer "
-                    f"is {f.trailer}",
+                raise ProfileError(
+                    loc=("framing", "trailer"),
+                    problem=f"the checksum after ETX takes {cs.size + len(cs.separator)} bytes but the framing's "
+                    f"trailer is {f.trailer}",
                     fix=f"set `framing.trailer: {cs.size + len(cs.separator)}`",
                 )
         if self.encoding != "ascii" and self.fields.regex is not None:
-            raise InputError(
+            raise ProfileError(
                 "a regex reads text; this profile's body is not ascii",
+                loc=("fields", "regex"),
                 fix="use `positions:` for hex or binary bodies, or `encoding: ascii`",
             )
         names = set(self.fields.field_names)
-        for rule in self.events:
+        for i, rule in enumerate(self.events):
             for key in rule.when:
                 if key not in names:
-                    raise InputError(
-                        f"event `{rule.event}` tests field `{key}`, which the profile does not have",
+                    raise ProfileError(
+                        loc=("events", i, "when", key),
+                        problem=f"event `{rule.event}` tests field `{key}`, which the profile does not have",
                         fix=f"use one of: {', '.join(sorted(names))}",
                     )
             for text in (rule.event, rule.contact_id or "", rule.qualifier or ""):
                 for key in _template_names(text):
                     if key not in names:
-                        raise InputError(
-                            f"`{{{key}}}` in event `{rule.event}` is not a field",
+                        raise ProfileError(
+                            loc=("events", i),
+                            problem=f"`{{{key}}}` in event `{rule.event}` is not a field",
                             fix=f"use one of: {', '.join(sorted(names))}",
                         )
         if self.fields.positions is None and self.fields.template is None and self.fields.encode_hook is None:
-            raise InputError("nothing says how to write a frame", fix="add `fields.template:` (or `encode_hook:`)")
+            raise ProfileError(
+                "nothing says how to write a frame", loc=("fields",), fix="add `fields.template:` (or `encode_hook:`)"
+            )
         return self
 
 
@@ -505,7 +565,48 @@ def resolve_hook(dotted: str) -> Callable[..., Any]:
 def load_profile(path: str | Path) -> SerialProfile:
     """Read and validate a profile file; any problem is an InputError naming file:line."""
     src = load_yaml(Path(path), "serial profile")
-    return src.validate(SerialProfile)
+    if not isinstance(src.data, dict):
+        raise InputError("a serial profile is a mapping of keys", place=src.place(), fix="start with `name:`")
+    try:
+        return SerialProfile.model_validate(src.data)
+    except ValidationError as exc:
+        raise _profile_error(src, exc) from None
+
+
+def _profile_error(src: SourceFile, exc: ValidationError) -> InputError:
+    """Like `harness.yamlfile.validation_error`, but the place is the key the error is about: union tags
+    (`line`, `str`) dropped from the location and a validator's own key (ProfileError.loc) added."""
+    err = exc.errors(include_url=False)[0]
+    ctx_error = (err.get("ctx") or {}).get("error")
+    loc = _data_loc(src.data, tuple(err["loc"]))
+    if isinstance(ctx_error, ProfileError):
+        loc = _data_loc(src.data, (*loc, *ctx_error.loc))
+    if isinstance(ctx_error, InputError):
+        return InputError(ctx_error.problem, place=src.place(*loc), fix=ctx_error.fix)
+    where = ".".join(str(part) for part in loc) or "(top level)"
+    if err["type"] == "missing":
+        problem, fix = f"`{where}` is missing", f"add `{err['loc'][-1]}:` here"
+    elif err["type"] == "extra_forbidden":
+        problem, fix = f"unknown key `{loc[-1]}`", "remove it, or check its spelling against the example profiles"
+    elif err["type"] == "string_type" and isinstance(err["input"], int | float | bool):
+        problem = f"`{where}`: {err['input']!r} is read as a number or boolean, not text"
+        fix = f'quote it: "{err["input"]}" (YAML reads 01 as 1 and yes as true)'
+    else:
+        problem, fix = f"`{where}`: {err['msg']}", "see fixtures/profiles/ for examples of each key"
+    return InputError(problem, place=src.place(*loc), fix=fix)
+
+
+def _data_loc(data: Any, loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """`loc` without the parts that are not keys of the data (pydantic's union and tag names)."""
+    out: list[str | int] = []
+    node = data
+    for part in loc:
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_dict or in_list:
+            node = node[part]
+            out.append(part)
+    return tuple(out)
 
 
 # --------------------------------------------------------------------------------------------------
