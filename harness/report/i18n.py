@@ -219,14 +219,32 @@ TEXT: dict[str, dict[str, str]] = {
 }
 
 
-_REASONS_NB = [
-    ("no open deviation of class", "ingen åpne avvik i kategori"),
-    ("open deviations of class", "åpne avvik i kategori"),
-    ("the run did not finish", "kjøringen ble ikke fullført"),
-    ("scenario(s) did not complete", "scenario(er) ble ikke fullført"),
-    ("no scenario ran", "ingen scenarioer ble kjørt"),
-    ("(retested:", "(retestet:"),
-]
+REASONS: dict[str, dict[str, str]] = {
+    "nb": {
+        "run_not_finished": "kjøringen ble ikke fullført",
+        "harness_fault": "en del av vtlab sviktet under scenario(er) {items}; tallene derfra er ikke leverandørens, "
+                         "og scenarioene må kjøres på nytt",
+        "scenarios_unfinished": "scenario(er) ble ikke fullført: {items}",
+        "no_scenario": "ingen scenarioer ble kjørt",
+        "open_blocking": "åpne avvik i kategori {classes}: {items}",
+        "part_not_run": "deler av testsettet er ikke kjørt; ikke testet: {items}",
+        "untested_required": "godkjenningsregelen krever at alle {classes}-krav er testet; ikke testet: {items}",
+        "no_open_blocking": "ingen åpne avvik i kategori {classes}",
+        "retested": " (retestet: {items})",
+    },
+    "en": {
+        "run_not_finished": "the run did not finish",
+        "harness_fault": "a part of vtlab failed during scenario(s) {items}; their figures are not the supplier's, "
+                         "and they must be run again",
+        "scenarios_unfinished": "scenario(s) did not complete: {items}",
+        "no_scenario": "no scenario ran",
+        "open_blocking": "open deviations of class {classes}: {items}",
+        "part_not_run": "part of the suite has not been run; not tested: {items}",
+        "untested_required": "the approval rule requires every {classes} requirement to be tested; not tested: {items}",
+        "no_open_blocking": "no open deviation of class {classes}",
+        "retested": " (retested: {items})",
+    },
+}
 
 
 class Lang:
@@ -247,12 +265,15 @@ class Lang:
     def verdict(self, v: str | None) -> str:
         return self.text.get(f"v_{v}", str(v))
 
-    def reason(self, text: str) -> str:
-        """The verdict's reason (written in English by the acceptance layer) in this language."""
-        if self.code != "nb":
-            return text
-        for en, nb in _REASONS_NB:
-            text = text.replace(en, nb)
+    def reason(self, code: dict[str, Any] | None, fallback: str = "") -> str:
+        """The verdict's reason, worded in this language from its code (harness.outcomes.Reason)."""
+        if not code or code.get("code") not in REASONS[self.code]:
+            return fallback
+        words = REASONS[self.code]
+        text = words[str(code["code"])].format(items=", ".join(code.get("items") or []),
+                                               classes="/".join(code.get("classes") or []))
+        if code.get("retested"):
+            text += words["retested"].format(items=", ".join(code["retested"]))
         return text
 
     def number(self, value: float | int | None, digits: int = 3) -> str:
