@@ -46,7 +46,24 @@ def run_vtlab(*args: str, report_dir: Path, run_id: str = "test-run", cwd: Path 
     cmd = [str(VTLAB), "run", "--report-dir", str(report_dir), "--run-id", run_id, *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=timeout,
                           env={**os.environ, **(env or {})}, check=False)
-    return VtlabResult(proc.returncode, proc.stdout, proc.stderr, report_dir, run_id)
+    result = VtlabResult(proc.returncode, proc.stdout, proc.stderr, report_dir, run_id)
+    assert_one_verdict(result)
+    return result
+
+
+def assert_one_verdict(result: VtlabResult) -> None:
+    """Every run in vtlab's own tests checks that the exit code, summary.json, the terminal and the
+    rendered report tell the same verdict (one approval rule)."""
+    if result.rc == 2 or not (result.run_dir / "summary.json").exists():
+        return
+    verdict = result.summary["verdict"]
+    assert result.rc == (0 if verdict == "approved" else 1), (result.rc, verdict)
+    assert f"vtlab: {verdict} (" in result.stdout, result.stdout[-2000:]
+    html = result.run_dir / "report.html"
+    if html.exists():
+        from harness.report.i18n import Lang
+
+        assert Lang("nb").t(verdict) in html.read_text(encoding="utf-8"), f"report.html does not say {verdict}"
 
 
 def memory_lab(folder: Path, *, kind: str = "external") -> Path:
