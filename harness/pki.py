@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,9 +16,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from harness.lab.broker import TlsFiles
+__all__ = ["ClientCert", "TestPki", "TlsFiles", "make_pki"]
 
-__all__ = ["ClientCert", "TestPki", "make_pki"]
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """Server side TLS material (PEM paths). require_certificate: clients must present a cert."""
+
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    require_certificate: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +43,7 @@ class TestPki:
     __test__ = False  # not a pytest test class, despite its name
 
     ca_cert: Path
-    ca_key: Path
+    ca_key: Path | None  # None: the CA key was never written (nothing more can be issued)
     server_cert: Path
     server_key: Path
     clients: dict[str, ClientCert] = field(default_factory=dict)
@@ -58,13 +67,13 @@ def _name(cn: str) -> x509.Name:
 
 
 def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+    """Created 0600 from the start: the key is never readable by others, not even for a moment."""
+    data = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
     path.chmod(0o600)
 
 
@@ -118,9 +127,15 @@ def make_pki(
     clients: list[str] | tuple[str, ...] = ("client",),
     *,
     days: int = 2,
+    keep_ca_key: bool = True,
 ) -> TestPki:
-    """Write ca.pem/ca.key, server.pem/server.key and <name>.pem/<name>.key for each client CN."""
+    """Write ca.pem(/ca.key), server.pem/server.key and client-<name>.pem/.key for each client CN.
+
+    keep_ca_key=False (the reference lab's choice): the CA's private key exists only in memory while the
+    certificates are issued and is never written, so nobody can issue another certificate afterwards.
+    """
     directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     ca_cert = (
@@ -152,9 +167,12 @@ def make_pki(
         )
         .sign(ca_key, hashes.SHA256())
     )
-    paths = {"ca_cert": directory / "ca.pem", "ca_key": directory / "ca.key"}
-    _write_cert(ca_cert, paths["ca_cert"])
-    _write_key(ca_key, paths["ca_key"])
+    ca_cert_path = directory / "ca.pem"
+    _write_cert(ca_cert, ca_cert_path)
+    ca_key_path: Path | None = None
+    if keep_ca_key:
+        ca_key_path = directory / "ca.key"
+        _write_key(ca_key, ca_key_path)
 
     server_key = ec.generate_private_key(ec.SECP256R1())
     server_cert = _issue("localhost", server_key, ca_cert, ca_key, server=True, days=days)
@@ -171,8 +189,8 @@ def make_pki(
         _write_key(k, kp)
         issued[cn] = ClientCert(cn, cp, kp)
     return TestPki(
-        ca_cert=paths["ca_cert"],
-        ca_key=paths["ca_key"],
+        ca_cert=ca_cert_path,
+        ca_key=ca_key_path,
         server_cert=directory / "server.pem",
         server_key=directory / "server.key",
         clients=issued,

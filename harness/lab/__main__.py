@@ -1,16 +1,22 @@
 """`python -m harness.lab --config FILE.json`: run the reference lab until SIGTERM/SIGINT.
 
-Prints one JSON line when ready: {"ready": true, "broker": URL, "broker_kind": ..., "pid": N},
-or {"ready": false, "error": "..."} and exits 2. Later stdout lines are JSON events
-(e.g. {"event": "faults", "spec": ..., "id": ...}) for the process that started the lab.
+Prints one JSON line when ready: {"ready": true, "broker": URL, "broker_kind": ..., "mqtt_version": ...,
+"access_control": ..., "pid": N, "broker_pid": M}, or {"ready": false, "error": "..."} and exits 2. Later
+stdout lines are JSON events (e.g. {"event": "faults", "spec": ..., "id": ...}) for the process that
+started the lab.
+
+On any exit it survives (return, exception, SIGTERM, SIGINT, SIGHUP, stdin closing) the lab stops its
+broker and deletes the throw-away certificates (`pki_dir`): keys never outlive the lab.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -40,14 +46,26 @@ def _watch_stdin(stop: threading.Event) -> None:
     stop.set()
 
 
+def _remove_pki(pki_dir: Path | None) -> None:
+    if pki_dir is not None:
+        shutil.rmtree(pki_dir, ignore_errors=True)
+
+
 def run(config_path: Path, *, exit_on_stdin_eof: bool) -> int:
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda _s, _f: stop.set())
+    return _run(config_path, stop, exit_on_stdin_eof)
+
+
+def _run(config_path: Path, stop: threading.Event, exit_on_stdin_eof: bool) -> int:
     broker: RunningBroker | None = None
     router: Router | None = None
+    pki_dir: Path | None = None
     try:
         config: LabConfig = load_config(config_path)
+        pki_dir = config.pki_dir
+        atexit.register(_remove_pki, pki_dir)
         if config.log is not None:
             config.log.parent.mkdir(parents=True, exist_ok=True)
             logging.basicConfig(
@@ -75,7 +93,17 @@ def run(config_path: Path, *, exit_on_stdin_eof: bool) -> int:
                     fix='set broker.mqtt_version to "3.1.1", or broker.kind to mosquitto',
                 )
             workdir = config_path.resolve().parent / f"broker-{os.getpid()}"
-            broker = start_broker(workdir, tls=files, kind=config.broker.kind)
+            access = None
+            if files is not None and files.require_certificate and config.broker.access_rules:
+                access = config.access_rules()
+            broker = start_broker(
+                workdir,
+                tls=files,
+                kind=config.broker.kind,
+                access=access,
+                retain=False,
+                max_packet_bytes=config.limits.max_packet_bytes,
+            )
             url, kind = broker.url, broker.kind
             if kind == "amqtt" and config.broker.mqtt_version == "5":
                 # "auto" fell back to amqtt, which speaks 3.1.1 only: so does the router, and the
@@ -84,21 +112,31 @@ def run(config_path: Path, *, exit_on_stdin_eof: bool) -> int:
                 config = config.model_copy(update={"broker": broker_settings})
         router = Router(config, url, notify=emit)
         router.start()
+        emit(
+            {
+                "ready": True,
+                "broker": url,
+                "broker_kind": kind,
+                "mqtt_version": config.broker.mqtt_version,
+                "access_control": broker.access_control if broker is not None else "external",
+                "pid": os.getpid(),
+                "broker_pid": broker.process.pid if broker is not None else None,
+            }
+        )
+        if exit_on_stdin_eof:
+            threading.Thread(target=_watch_stdin, args=(stop,), daemon=True).start()
+        while not stop.wait(timeout=3600):
+            pass
+        return 0
     except (VtlabError, OSError) as e:
-        if broker is not None:
-            broker.stop()
         emit({"ready": False, "error": str(e)})
         return 2
-    emit({"ready": True, "broker": url, "broker_kind": kind, "mqtt_version": config.broker.mqtt_version,
-          "pid": os.getpid()})
-    if exit_on_stdin_eof:
-        threading.Thread(target=_watch_stdin, args=(stop,), daemon=True).start()
-    while not stop.wait(timeout=3600):
-        pass
-    router.stop()
-    if broker is not None:
-        broker.stop()
-    return 0
+    finally:
+        if router is not None:
+            router.stop()
+        if broker is not None:
+            broker.stop()
+        _remove_pki(pki_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

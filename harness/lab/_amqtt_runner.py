@@ -15,28 +15,31 @@ import sys
 from typing import Any
 
 
-def _broker_class(require_certificate: bool) -> Any:
+def _broker_class(require_certificate: bool, retain: bool) -> Any:
     """amqtt asks for client certificates but lets clients without one in (CERT_OPTIONAL); a platform
-    that must refuse them needs CERT_REQUIRED."""
+    that must refuse them needs CERT_REQUIRED. retain=False: retained publishes are delivered once and
+    never stored (amqtt cannot refuse them as mosquitto's `retain_available false` does)."""
     import ssl
 
     from amqtt.broker import Broker
 
-    if not require_certificate:
-        return Broker
-
-    class StrictBroker(Broker):
+    class LabBroker(Broker):
         @staticmethod
         def _create_ssl_context(listener: Any) -> ssl.SSLContext:
             context: ssl.SSLContext = Broker._create_ssl_context(listener)
-            context.verify_mode = ssl.CERT_REQUIRED
+            if require_certificate:
+                context.verify_mode = ssl.CERT_REQUIRED
             return context
 
-    return StrictBroker
+        async def retain_message(self, source_session: Any, *args: Any, **kwargs: Any) -> None:
+            if retain or source_session is None:
+                await super().retain_message(source_session, *args, **kwargs)
+
+    return LabBroker
 
 
 async def _main(spec: dict[str, Any]) -> None:
-    Broker = _broker_class(bool(spec.get("require_certificate")))
+    Broker = _broker_class(bool(spec.get("require_certificate")), bool(spec.get("retain", True)))
 
     listener: dict[str, Any] = {
         "type": "tcp",
@@ -56,6 +59,11 @@ async def _main(spec: dict[str, Any]) -> None:
         "listeners": {"default": listener},
         "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
     }
+    if spec.get("acl") is not None:  # identities from client certificates, each with its own topics
+        config["plugins"] = {
+            "harness.lab._amqtt_acl.CertIdentity": {},
+            "harness.lab._amqtt_acl.IdentityAcl": spec["acl"],
+        }
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -22,20 +22,27 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
 from harness.errors import InputError, TargetError
+from harness.lab.config import AccessRule
+from harness.pki import TlsFiles
 
 __all__ = [
+    "AccessRule",
     "BrokerKind",
     "RunningBroker",
     "TlsFiles",
+    "amqtt_acl_spec",
+    "dynsec_config",
+    "find_dynsec",
     "find_mosquitto",
     "free_port",
+    "mosquitto_acl",
     "start_broker",
 ]
 
@@ -43,16 +50,6 @@ BrokerKind = Literal["auto", "mosquitto", "amqtt"]
 
 _LIVE: set[subprocess.Popen[bytes]] = set()
 _LIVE_LOCK = threading.Lock()
-
-
-@dataclass(frozen=True, slots=True)
-class TlsFiles:
-    """Server side TLS material (PEM paths). require_certificate: clients must present a cert."""
-
-    cafile: Path
-    certfile: Path
-    keyfile: Path
-    require_certificate: bool = True
 
 
 def _kill_all_live() -> None:
@@ -118,6 +115,80 @@ def find_mosquitto() -> str | None:
     return None
 
 
+def find_dynsec() -> str | None:
+    """mosquitto's dynamic-security plugin (it refuses forbidden subscriptions with SUBACK 0x87; the plain
+    acl_file grants them and silently delivers nothing). VTLAB_MOSQUITTO_DYNSEC names another file, or
+    `none` to use the acl_file."""
+    override = os.environ.get("VTLAB_MOSQUITTO_DYNSEC")
+    if override:
+        return None if override.lower() == "none" else override
+    import glob
+
+    for pattern in (
+        "/usr/lib/*/mosquitto_dynamic_security.so",
+        "/usr/lib/mosquitto_dynamic_security.so",
+        "/usr/local/lib/mosquitto_dynamic_security.so",
+        "/opt/homebrew/lib/mosquitto_dynamic_security.so",
+    ):
+        found = sorted(glob.glob(pattern))
+        if found:
+            return found[0]
+    return None
+
+
+def _grouped(rules: Sequence[AccessRule]) -> dict[str, list[AccessRule]]:
+    by: dict[str, list[AccessRule]] = {}
+    for r in rules:
+        if any(c in r.identity + r.topic_filter for c in "\n\r\x00") or " " in r.identity:
+            raise InputError(f"access rule for `{r.identity[:60]}` holds a line break or space", place="broker ACL")
+        by.setdefault(r.identity, []).append(r)
+    return by
+
+
+def mosquitto_acl(rules: Sequence[AccessRule]) -> str:
+    """The rules as a mosquitto acl_file: a `user` block per identity, `topic write|read` lines."""
+    lines = ["# vtlab reference lab: each identity (certificate CN) gets its own topics and nothing else"]
+    for identity, own in _grouped(rules).items():
+        lines.append(f"user {identity}")
+        lines += [f"topic {'write' if r.access == 'publish' else 'read'} {r.topic_filter}" for r in own]
+    return "\n".join(lines) + "\n"
+
+
+def dynsec_config(rules: Sequence[AccessRule]) -> dict[str, Any]:
+    """The rules as the dynamic-security plugin's JSON: one client and one role per identity."""
+    clients, roles = [], []
+    for identity, own in _grouped(rules).items():
+        acls: list[dict[str, Any]] = []
+        for r in own:
+            if r.access == "publish":
+                acls.append({"acltype": "publishClientSend", "topic": r.topic_filter, "allow": True})
+            else:
+                acls.append({"acltype": "subscribePattern", "topic": r.topic_filter, "allow": True})
+                acls.append({"acltype": "publishClientReceive", "topic": r.topic_filter, "allow": True})
+        clients.append({"username": identity, "roles": [{"rolename": f"vtlab-{identity}"}]})
+        roles.append({"rolename": f"vtlab-{identity}", "acls": acls})
+    return {
+        "defaultACLAccess": {
+            "publishClientSend": False,
+            "publishClientReceive": False,
+            "subscribe": False,
+            "unsubscribe": True,
+        },
+        "clients": clients,
+        "groups": [],
+        "roles": roles,
+    }
+
+
+def amqtt_acl_spec(rules: Sequence[AccessRule]) -> dict[str, dict[str, list[str]]]:
+    """The rules for harness.lab._amqtt_acl: {"publish": {identity: [filters]}, "subscribe": {...}}."""
+    spec: dict[str, dict[str, list[str]]] = {"publish": {}, "subscribe": {}}
+    for identity, own in _grouped(rules).items():
+        for r in own:
+            spec[r.access].setdefault(identity, []).append(r.topic_filter)
+    return spec
+
+
 @dataclass(slots=True)
 class RunningBroker:
     """A broker process. Use as a context manager, or call stop()."""
@@ -128,6 +199,8 @@ class RunningBroker:
     process: subprocess.Popen[bytes]
     log_path: Path
     started_in_s: float
+    access_control: str = "none"
+    """How access rules are enforced: `dynsec` (mosquitto plugin), `acl_file` (mosquitto), `amqtt-acl`, `none`."""
 
     @property
     def host(self) -> str:
@@ -184,6 +257,7 @@ def _mosquitto_conf(
     tls: TlsFiles | None,
     acl: str | Iterable[str] | None,
     users: Mapping[str, str] | None,
+    opts: _Options,
 ) -> Path:
     lines = [
         f"listener {port} 127.0.0.1",
@@ -229,6 +303,17 @@ def _mosquitto_conf(
         lines += [f"password_file {pw}", "allow_anonymous false"]
     else:
         lines.append("allow_anonymous true")
+    if not opts.retain:
+        lines.append("retain_available false")  # a retained alarm would reach every later subscriber
+    if opts.max_packet_bytes:
+        lines.append(f"max_packet_size {opts.max_packet_bytes}")
+    if opts.access is not None and opts.dynsec:
+        dyn = workdir / "dynamic-security.json"
+        dyn.write_text(json.dumps(dynsec_config(opts.access), indent=1))
+        dyn.chmod(0o600)
+        lines += [f"plugin {opts.dynsec}", f"plugin_opt_config_file {dyn}"]
+    elif opts.access is not None:
+        acl = mosquitto_acl(opts.access)
     if acl is not None:
         acl_path = workdir / "acl"
         acl_path.write_text(acl if isinstance(acl, str) else "\n".join(acl) + "\n")
@@ -236,6 +321,14 @@ def _mosquitto_conf(
     conf = workdir / "mosquitto.conf"
     conf.write_text("\n".join(lines) + "\n")
     return conf
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    access: Sequence[AccessRule] | None = None
+    dynsec: str | None = None
+    retain: bool = True
+    max_packet_bytes: int | None = None
 
 
 def start_broker(
@@ -246,12 +339,21 @@ def start_broker(
     users: Mapping[str, str] | None = None,
     kind: BrokerKind = "auto",
     ready_timeout_s: float = 10.0,
+    access: Sequence[AccessRule] | None = None,
+    retain: bool = True,
+    max_packet_bytes: int | None = None,
 ) -> RunningBroker:
     """Start a broker on a free 127.0.0.1 port and return once it accepts connections.
 
     kind="auto" uses the system mosquitto when installed, else amqtt in its own process.
     acl: mosquitto ACL file text (or its lines). users: {name: password} (mosquitto_passwd).
-    amqtt supports plain and TLS listeners only (no users/ACL here).
+    access: per-identity rules, the identity being the client certificate's CN (needs `tls` with
+    client certificates); mosquitto enforces them with its dynamic-security plugin when installed
+    (forbidden subscriptions get SUBACK 0x87), else with an acl_file (forbidden subscriptions are granted
+    and receive nothing); amqtt with harness.lab._amqtt_acl. Forbidden publishes are dropped (MQTT 5:
+    PUBACK 0x87). retain=False: the broker keeps no retained messages (mosquitto refuses them with
+    0x9A and disconnects; amqtt forgets them). max_packet_bytes: mosquitto refuses bigger packets.
+    amqtt supports no users or acl text.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -275,10 +377,24 @@ def start_broker(
             place="broker.kind",
             fix="use kind mosquitto (or auto with mosquitto installed) for users and ACLs",
         )
+    if access is not None and (tls is None or not tls.require_certificate):
+        raise InputError(
+            "access rules need client certificates (the identity is the certificate's CN)",
+            place="broker",
+            fix="start the broker with TLS and require_certificate, or without access rules",
+        )
+    if access is not None and acl is not None:
+        raise InputError("give either acl text or access rules, not both", place="broker")
+    opts = _Options(
+        access=list(access) if access is not None else None,
+        dynsec=find_dynsec() if access is not None and chosen == "mosquitto" else None,
+        retain=retain,
+        max_packet_bytes=max_packet_bytes,
+    )
     last_error: TargetError | None = None
     for _attempt in range(3):  # a free port can be taken between probing and binding: retry
         try:
-            return _start_once(workdir, chosen, mosquitto, tls, acl, users, ready_timeout_s)
+            return _start_once(workdir, chosen, mosquitto, tls, acl, users, ready_timeout_s, opts)
         except _PortRace as e:
             last_error = e.error
     assert last_error is not None
@@ -298,12 +414,16 @@ def _start_once(
     acl: str | Iterable[str] | None,
     users: Mapping[str, str] | None,
     ready_timeout_s: float,
+    opts: _Options,
 ) -> RunningBroker:
     port = free_port()
     log_path = workdir / f"{chosen}-{port}.log"
+    access_control = "none"
     if chosen == "mosquitto":
         assert mosquitto is not None
-        conf = _mosquitto_conf(workdir, port, tls, acl, users)
+        conf = _mosquitto_conf(workdir, port, tls, acl, users, opts)
+        if opts.access is not None:
+            access_control = "dynsec" if opts.dynsec else "acl_file"
         cmd = [mosquitto, "-c", str(conf)]
         stdin = subprocess.DEVNULL
     else:
@@ -317,6 +437,10 @@ def _start_once(
                     "require_certificate": tls.require_certificate,
                 }
             )
+        spec["retain"] = opts.retain
+        if opts.access is not None:
+            spec["acl"] = amqtt_acl_spec(opts.access)
+            access_control = "amqtt-acl"
         cmd = [sys.executable, "-m", "harness.lab._amqtt_runner", json.dumps(spec)]
         stdin = subprocess.PIPE  # the runner exits when this pipe closes (our death)
     env = dict(os.environ)
@@ -336,7 +460,7 @@ def _start_once(
         )
     with _LIVE_LOCK:
         _LIVE.add(proc)
-    broker = RunningBroker(chosen, port, tls is not None, proc, log_path, 0.0)
+    broker = RunningBroker(chosen, port, tls is not None, proc, log_path, 0.0, access_control)
     if not _wait_ready(proc, port, time.monotonic() + ready_timeout_s):
         broker.stop()
         tail = broker.log_tail()

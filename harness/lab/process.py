@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -18,14 +19,12 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import urlparse
-
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from harness.errors import InputError, TargetError
+from harness.faults import FaultSpec, parse_faults
 from harness.lab.config import LabConfig
-from harness.lab.faults import FaultSpec, parse_faults
+from harness.protocols.wire_json import LabControl, encode
+from harness.transports.mqtt import MqttClient, MqttSettings
 
 __all__ = ["LabProcess"]
 
@@ -35,11 +34,21 @@ _ROOT = Path(__file__).resolve().parents[2]
 class LabProcess:
     """The reference lab (`python -m harness.lab`) and its broker, for the life of a `with` block.
 
-    The lab stops when this process dies (its stdin pipe closes), so no orphan survives a crash.
+    The lab stops when this process dies (its stdin pipe closes), so no orphan survives a crash. The lab
+    deletes `config.pki_dir` when it exits; stop() deletes it too (in case the lab was killed), and with
+    remove_workdir=True also the work folder (for `vtlab lab`, whose folder is no run's evidence).
     """
 
-    def __init__(self, config: LabConfig, workdir: Path, *, ready_timeout_s: float = 20.0) -> None:
+    def __init__(
+        self,
+        config: LabConfig,
+        workdir: Path,
+        *,
+        ready_timeout_s: float = 20.0,
+        remove_workdir: bool = False,
+    ) -> None:
         self.workdir = Path(workdir).resolve()
+        self.remove_workdir = remove_workdir
         updates: dict[str, Any] = {}
         if config.ledger is None:
             updates["ledger"] = self.workdir / "ledger.jsonl"
@@ -49,7 +58,13 @@ class LabProcess:
         self.ready_timeout_s = ready_timeout_s
         self.broker_url: str = ""
         self.broker_kind: str = ""
+        self.mqtt_version: str = self.config.broker.mqtt_version
+        self.access_control: str = "none"
+        """How the broker enforces per-identity topics: dynsec, acl_file, amqtt-acl or none."""
         self.pid: int | None = None
+        self.broker_pid: int | None = None
+        self._control: MqttClient | None = None
+        self._control_lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._events: list[dict[str, Any]] = []
         self._cond = threading.Condition()
@@ -109,12 +124,20 @@ class LabProcess:
             )
         self.broker_url = str(first["broker"])
         self.broker_kind = str(first["broker_kind"])
+        self.mqtt_version = str(first.get("mqtt_version", self.mqtt_version))
+        self.access_control = str(first.get("access_control", "none"))
         self.pid = int(first["pid"])
+        self.broker_pid = int(first["broker_pid"]) if first.get("broker_pid") else None
         return self
 
     def stop(self, timeout_s: float = 10.0) -> None:
+        with self._control_lock:
+            control, self._control = self._control, None
+        if control is not None:
+            control.close()
         proc = self._proc
         if proc is None:
+            self._cleanup()
             return
         if proc.poll() is None:
             proc.terminate()
@@ -129,6 +152,13 @@ class LabProcess:
             self._reader.join(timeout=2)
         if proc.stdout is not None:
             proc.stdout.close()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self.config.pki_dir is not None:
+            shutil.rmtree(self.config.pki_dir, ignore_errors=True)
+        if self.remove_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -195,7 +225,9 @@ class LabProcess:
     # ------------------------------------------------------------------ control
 
     def set_faults(self, spec: str | FaultSpec, *, timeout_s: float = 5.0) -> FaultSpec:
-        """Replace the lab's active faults; returns once the lab confirms (it writes a ledger line)."""
+        """Replace the lab's active faults; returns once the lab confirms (it writes a ledger line).
+
+        Sent on the control topic as identity `harness`, the only identity the broker lets write there."""
         parsed = spec if isinstance(spec, FaultSpec) else parse_faults(spec, "set_faults")
         if not self.alive:
             raise TargetError(
@@ -203,15 +235,10 @@ class LabProcess:
                 fix="start it (use LabProcess as a context manager)",
             )
         request_id = uuid.uuid4().hex
-        payload = json.dumps({"v": 1, "faults": str(parsed), "id": request_id})
-        client = self._control_client()
-        try:
-            info = client.publish(self.config.topic("control"), payload, qos=1)
-            info.wait_for_publish(timeout=timeout_s)
-            reply = self._wait_event(lambda e: e.get("id") == request_id, timeout_s)
-        finally:
-            client.disconnect()
-            client.loop_stop()
+        # "no faults" is spelt `seed=0`: the wire codec refuses an empty `faults` field
+        payload = encode(LabControl(faults=str(parsed) or "seed=0", id=request_id))
+        self._control_client().publish(self.config.topic("lab_control"), payload)
+        reply = self._wait_event(lambda e: e.get("id") == request_id, timeout_s)
         if reply is None:
             raise TargetError(
                 f"the reference lab did not confirm the faults `{parsed}` within {timeout_s:g}s"
@@ -222,29 +249,21 @@ class LabProcess:
             raise InputError(str(reply.get("error")), place="set_faults")
         return parsed
 
-    def _control_client(self) -> mqtt.Client:
-        url = urlparse(self.broker_url)
-        v5 = self.config.broker.mqtt_version == "5"
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"vtlab-control-{uuid.uuid4().hex[:8]}",
-            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-        )
+    def control_settings(self) -> MqttSettings:
+        """How the harness's control client (identity `harness`) reaches the lab's broker."""
         tls = self.config.broker.tls
-        if url.scheme == "mqtts":
-            client.tls_set(
-                ca_certs=str(tls.ca) if tls else None,
-                certfile=str(tls.client_cert) if tls and tls.client_cert else None,
-                keyfile=str(tls.client_key) if tls and tls.client_key else None,
-            )
-        connected = threading.Event()
-        client.on_connect = lambda c, u, f, rc, p=None: connected.set()
-        try:
-            client.connect(url.hostname or "127.0.0.1", url.port or 1883, keepalive=30)
-        except OSError as e:
-            raise TargetError(f"cannot reach the lab's broker at {self.broker_url}: {e}") from e
-        client.loop_start()
-        if not connected.wait(timeout=5):
-            client.loop_stop()
-            raise TargetError(f"no CONNACK from the lab's broker at {self.broker_url} within 5s")
-        return client
+        return MqttSettings(
+            url=self.broker_url,
+            version=self.mqtt_version,
+            ca=tls.ca if tls else None,
+            cert=tls.control_cert if tls else None,
+            key=tls.control_key if tls else None,
+        )
+
+    def _control_client(self) -> MqttClient:
+        with self._control_lock:
+            if self._control is None:
+                client = MqttClient(self.control_settings(), "lab-control")
+                client.connect()
+                self._control = client
+            return self._control

@@ -1,44 +1,62 @@
 """The reference lab's alarm-routing platform: MQTT in, faults applied, MQTT out, a JSONL ledger.
 
-Threads: paho's network thread runs the message handlers; one scheduler thread runs what is due
-later (delayed alarms, reorder releases, supervision deadlines). Shared state is under one lock.
+Threads: the MqttClient's network thread runs the message handlers; one scheduler thread runs what is
+due later (delayed alarms, reorder releases, supervision deadlines). Shared state is under one lock.
 Supervision alarms are the lab's own and are not subject to faults; acks are only subject to outages.
+
+Every payload is decoded with the wire codec (harness.protocols.wire_json) and refused with a ledger
+line `rejected` and a reason when it is not valid; nothing from an unknown device is routed; every
+per-device table is bounded (LabConfig.limits), so hostile input cannot grow the lab's memory.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import dataclasses
 import heapq
 import itertools
 import json
 import logging
+import os
 import re
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
+from harness.clock import now_ns, utc_text
 from harness.errors import InputError, TargetError
+from harness.faults import Decision, FaultPlan, FaultSpec, parse_faults
 from harness.lab.config import LabConfig
-from harness.lab.faults import Decision, FaultPlan, FaultSpec, parse_faults
-from harness.transports.tcp import no_delay
+from harness.protocols.base import ProtocolError
+from harness.protocols.wire_json import (
+    CentreAck,
+    DeviceAck,
+    DeviceEvent,
+    Heartbeat,
+    LabControl,
+    RoutedAlarm,
+    WireMessage,
+    decode,
+    encode,
+)
+from harness.transports.base import Message
+from harness.transports.mqtt import MqttClient, MqttSettings
 
 __all__ = ["Ledger", "Router", "Scheduler", "utc_now"]
 
 log = logging.getLogger("harness.lab.router")
 
 NS = 1_000_000_000
+LEDGER_TEXT = 160
+"""Longest peer-supplied text (topic, reason) copied into a ledger line."""
+
+utc_now = utc_text
 
 
-def utc_now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def _short(text: str, limit: int = LEDGER_TEXT) -> str:
+    return text if len(text) <= limit else text[:limit] + f"...({len(text)} chars)"
 
 
 class Ledger:
@@ -53,7 +71,7 @@ class Ledger:
             self._fh = path.open("a", encoding="utf-8")
 
     def write(self, action: str, **fields: Any) -> None:
-        line: dict[str, Any] = {"t": utc_now(), "action": action}
+        line: dict[str, Any] = {"t": utc_text(), "action": action}
         line.update(fields)
         text = json.dumps(line, ensure_ascii=False, default=str)
         with self._lock:
@@ -71,7 +89,7 @@ class Ledger:
 class Scheduler:
     """Run callables at monotonic times (ns) on one thread; waits on a condition, never polls."""
 
-    def __init__(self, clock: Callable[[], int] = time.monotonic_ns) -> None:
+    def __init__(self, clock: Callable[[], int] = now_ns) -> None:
         self._clock = clock
         self._heap: list[tuple[int, int, Callable[[], None]]] = []
         self._seq = itertools.count()
@@ -120,33 +138,21 @@ def _topic_regex(template: str, site: str) -> re.Pattern[str]:
     return re.compile(f"^{pattern}$")
 
 
-def _topic_filter(template: str, site: str) -> str:
-    return template.replace("{site}", site).replace("{device}", "+").replace("{centre}", "+")
-
-
 @dataclass(slots=True)
 class _Supervised:
     interval_ns: int
-    last_ns: int
+    due_ns: int
     failed: bool = False
-    generation: int = 0
+    timer_pending: bool = False
     counter: int = 0
     user: str | None = None
 
 
 @dataclass(slots=True)
 class _Held:
-    alarm: dict[str, Any]
-    device: str
+    alarm: RoutedAlarm
     decision: Decision
     token: int
-
-
-@dataclass(slots=True)
-class _Subscribed:
-    event: threading.Event = field(default_factory=threading.Event)
-    pending: set[int] = field(default_factory=set)
-    refused: list[str] = field(default_factory=list)
 
 
 class Router:
@@ -157,7 +163,7 @@ class Router:
         config: LabConfig,
         broker_url: str,
         *,
-        clock: Callable[[], int] = time.monotonic_ns,
+        clock: Callable[[], int] = now_ns,
         notify: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.config = config
@@ -171,32 +177,31 @@ class Router:
         self._held: _Held | None = None
         self._tokens = itertools.count(1)
         self._supervised: dict[str, _Supervised] = {}
-        self._cid_device: OrderedDict[str, str] = OrderedDict()
+        self._routed: dict[str, OrderedDict[str, str]] = {}  # device -> cid -> centre, bounded per device
+        self._pending_delayed = 0
         self._scheduler: Scheduler | None = None
-        self._subscribed = _Subscribed()
-        self._connected = threading.Event()
-        self._connect_error: str | None = None
         site = config.site
         t = config.topics
-        self._routes: list[tuple[re.Pattern[str], Callable[[re.Match[str], bytes], None]]] = [
-            (_topic_regex(t.event, site), self._on_event),
-            (_topic_regex(t.heartbeat, site), self._on_heartbeat),
+        self._routes: list[tuple[re.Pattern[str], Callable[[re.Match[str], Message], None]]] = [
+            (_topic_regex(t.device_event, site), self._on_event),
+            (_topic_regex(t.device_heartbeat, site), self._on_heartbeat),
             (_topic_regex(t.centre_ack, site), self._on_centre_ack),
-            (_topic_regex(t.control, site), self._on_control),
+            (_topic_regex(t.lab_control, site), self._on_control),
         ]
-        self._filters = [_topic_filter(x, site) for x in (t.event, t.heartbeat, t.centre_ack, t.control)]
-        v5 = config.broker.mqtt_version == "5"
-        self._client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"vtlab-lab-{site}-{id(self):x}",
-            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            clean_session=None if v5 else True,
+        self._filters = [
+            config.topic_filter(name) for name in ("device_event", "device_heartbeat", "centre_ack", "lab_control")
+        ]
+        tls = config.broker.tls
+        settings = MqttSettings(
+            url=broker_url,
+            version=config.broker.mqtt_version,
+            ca=tls.ca if tls else None,
+            cert=tls.client_cert if tls else None,
+            key=tls.client_key if tls else None,
         )
-        self._client.max_inflight_messages_set(100)
-        self._client.max_queued_messages_set(0)
-        self._client.on_connect = self._on_connect
-        self._client.on_subscribe = self._on_subscribe
-        self._client.on_message = self._on_message
+        self._client = MqttClient(
+            settings, "lab-router", client_id=f"vtlab-lab-{site}-{os.getpid()}", on_state=self._on_state
+        )
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -204,318 +209,257 @@ class Router:
     def faults(self) -> FaultSpec:
         return self._spec
 
-    def start(self, timeout_s: float = 10.0) -> None:
+    def start(self) -> None:
         """Connect, subscribe, and start routing (the outage clock starts now)."""
-        url = urlparse(self.broker_url)
-        if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
-            raise InputError(
-                f"`{self.broker_url}` is not a broker URL",
-                place="broker",
-                fix="write mqtt://host:port or mqtts://host:port",
-            )
-        tls = self.config.broker.tls
-        if url.scheme == "mqtts":
-            if tls is None:
-                self._client.tls_set()
-            else:
-                self._client.tls_set(
-                    ca_certs=str(tls.ca),
-                    certfile=str(tls.client_cert) if tls.client_cert else None,
-                    keyfile=str(tls.client_key) if tls.client_key else None,
-                )
-        port = url.port or (8883 if url.scheme == "mqtts" else 1883)
         self._scheduler = Scheduler(self._clock)
-        self._plan.start(self._clock())
         self.ledger.write("faults", spec=str(self._spec))
         try:
-            self._client.connect(url.hostname, port, keepalive=30)
-            no_delay(self._client.socket())
-        except OSError as e:
-            raise TargetError(
-                f"cannot connect to the broker at {self.broker_url}: {e}",
-                fix="check the broker",
-            ) from e
-        self._client.loop_start()
-        deadline = time.monotonic() + timeout_s
-        if not self._subscribed.event.wait(timeout=max(0.0, deadline - time.monotonic())):
+            self._client.connect()
+            self._client.subscribe_many(self._filters, self._on_message)
+        except TargetError as e:
             self.stop()
-            raise TargetError(
-                f"the lab router could not connect and subscribe at {self.broker_url} within {timeout_s:g}s"
-                + (f": {self._connect_error}" if self._connect_error else ""),
-                fix="check the broker URL, TLS files and ACL",
-            )
-        if self._connect_error is not None:
-            self.stop()
-            raise TargetError(
-                f"the broker at {self.broker_url} refused the lab router: {self._connect_error}",
-                fix="check the MQTT version, TLS files, users and ACL of the broker",
-            )
-        if self._subscribed.refused:
-            self.stop()
-            raise TargetError(
-                "the broker refused the lab's subscriptions: " + ", ".join(self._subscribed.refused),
-                fix="allow the lab client to subscribe to these topics in the broker ACL",
-            )
-        self._plan.start(self._clock())
+            raise TargetError(f"the lab router could not start at {self.broker_url}: {e.problem}", fix=e.fix) from None
+        with self._lock:
+            self._plan.start(self._clock())
+            self._announce_outage(self._plan)
+
+    def _announce_outage(self, plan: FaultPlan) -> None:
+        """Ledger lines `outage_window` (state begin/end) when the outage of `plan` starts and ends, so
+        tests and the harness can wait for the window instead of sleeping (skipped if the plan changed)."""
+        spec, start = plan.spec, plan.start_ns
+        if not spec.outage_ns or start is None or self._scheduler is None:
+            return
+        for state, at in (("begin", start + spec.outage_at_ns), ("end", start + spec.outage_at_ns + spec.outage_ns)):
+
+            def mark(state: str = state) -> None:
+                with self._lock:
+                    if self._plan is plan:
+                        self.ledger.write("outage_window", state=state, spec=str(spec))
+
+            self._scheduler.at(at, mark)
 
     def stop(self) -> None:
         if self._scheduler is not None:
             self._scheduler.stop()
         try:
-            self._client.disconnect()
+            self._client.close()
         finally:
-            self._client.loop_stop()
-        self.ledger.close()
+            self.ledger.close()
 
-    # ---------------------------------------------------------------- paho callbacks
+    def _on_state(self, state: str, detail: str) -> None:
+        self.ledger.write("broker_connection", state=state, detail=detail)
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
-        if rc.is_failure:
-            self._connect_error = f"CONNACK {rc}"
-            self._subscribed.event.set()  # stop waiting: start() reports the refusal
-            return
-        self._connected.set()
-        result, mid = client.subscribe([(f, 1) for f in self._filters])
-        if result == mqtt.MQTT_ERR_SUCCESS and mid is not None:
-            self._subscribed.pending.add(mid)
+    # ---------------------------------------------------------------- dispatch
 
-    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, rcs: Any, props: Any = None) -> None:
-        for f, rc in zip(self._filters, rcs, strict=False):
-            if rc.is_failure:
-                self._subscribed.refused.append(f"{f} ({rc})")
-        self._subscribed.pending.discard(mid)
-        self._subscribed.event.set()
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, msg: Message) -> None:
         try:
             for pattern, handler in self._routes:
                 m = pattern.match(msg.topic)
                 if m:
-                    handler(m, bytes(msg.payload))
+                    handler(m, msg)
                     return
         except Exception as e:  # bad input from the network must never stop the lab
-            log.exception("handler failed for %s", msg.topic)
-            self.ledger.write("rejected", topic=msg.topic, reason=f"internal error: {e!r}")
+            log.exception("handler failed for %s", _short(msg.topic))
+            self._reject(msg.topic, f"internal error: {e!r}")
 
-    # ---------------------------------------------------------------- helpers
+    def _reject(self, topic: str, reason: str, **fields: Any) -> None:
+        self.ledger.write("rejected", topic=_short(topic), reason=_short(reason, 300), **fields)
 
-    def _parse(self, topic_match: re.Match[str], payload: bytes, required: tuple[str, ...]) -> dict[str, Any] | None:
-        topic = topic_match.string
+    def _publish(self, topic: str, message: WireMessage) -> bool:
         try:
-            msg = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            self.ledger.write("rejected", topic=topic, reason=f"not JSON: {e}")
-            return None
-        if not isinstance(msg, dict):
-            self.ledger.write("rejected", topic=topic, reason="payload is not a JSON object")
-            return None
-        missing = [k for k in required if not isinstance(msg.get(k), str) or not msg.get(k)]
-        if missing:
-            self.ledger.write(
-                "rejected",
-                topic=topic,
-                cid=msg.get("cid"),
-                reason="missing or empty field(s): " + ", ".join(missing),
-            )
-            return None
-        return msg
+            self._client.publish(topic, encode(message))
+        except TargetError as e:
+            self.ledger.write("publish_failed", topic=topic, cid=getattr(message, "cid", None), reason=e.problem)
+            return False
+        return True
 
-    def _publish(self, topic: str, payload: dict[str, Any]) -> None:
-        self._client.publish(topic, json.dumps(payload, ensure_ascii=False), qos=1, retain=False)
+    def _remember(self, cid: str, device: str, centre: str) -> None:
+        table = self._routed.setdefault(device, OrderedDict())
+        table[cid] = centre
+        table.move_to_end(cid)
+        while len(table) > self.config.limits.cids_per_device:
+            table.popitem(last=False)
 
-    def _remember(self, cid: str, device: str) -> None:
-        self._cid_device[cid] = device
-        while len(self._cid_device) > 100_000:
-            self._cid_device.popitem(last=False)
+    def _routed_to(self, cid: str, device: str | None) -> tuple[str, str] | None:
+        """(device, centre) of a routed cid this lab still remembers."""
+        with self._lock:
+            tables = [(device, self._routed.get(device))] if device else list(self._routed.items())
+            for dev, table in tables:
+                if table is not None and cid in table:
+                    return dev, table[cid]
+        return None
+
+    def _known_device(self, m: re.Match[str], msg: Message, payload_device: str) -> str | None:
+        """The topic's device when it is this lab's and the payload names the same one; else a ledger line."""
+        device = m.group("device")
+        if payload_device != device:
+            self._reject(msg.topic, f"payload device `{_short(payload_device, 64)}` is not the topic's device")
+            return None
+        if device not in self.config.devices:
+            self._reject(msg.topic, f"unknown device `{_short(device, 64)}`: not in the lab's devices")
+            return None
+        return device
 
     # ---------------------------------------------------------------- events -> centres
 
-    def _on_event(self, m: re.Match[str], payload: bytes) -> None:
-        msg = self._parse(m, payload, ("cid",))
-        if msg is None:
+    def _on_event(self, m: re.Match[str], msg: Message) -> None:
+        try:
+            ev = decode(msg.payload, DeviceEvent)
+        except ProtocolError as e:
+            self._reject(msg.topic, f"event: {e.reason}")
             return
-        device = m.groupdict().get("device") or msg.get("device")
-        cid = str(msg["cid"])
-        if not isinstance(device, str) or not device:
-            self.ledger.write(
-                "rejected",
-                topic=m.string,
-                cid=cid,
-                reason="no device in topic or payload",
-            )
+        device = self._known_device(m, msg, ev.device)
+        if device is None:
             return
-        user = msg.get("user") if isinstance(msg.get("user"), str) else None
-        centre = self.config.centre_for(device, user)
+        centre = self.config.centre_for(device, ev.user)
         if centre is None:
-            self.ledger.write(
-                "rejected",
-                topic=m.string,
-                cid=cid,
+            self._reject(
+                msg.topic,
+                f"no centre for device `{device}` (user `{ev.user}`): no device centre, no route, no default_centre",
+                cid=ev.cid,
                 device=device,
-                reason="no centre: device, user and default unknown",
             )
             return
-        alarm = dict(msg)
-        alarm["centre"] = centre
+        fields = {f.name: getattr(ev, f.name) for f in dataclasses.fields(DeviceEvent)}
+        alarm = RoutedAlarm(**fields, centre=centre)
+        cid = ev.cid
         with self._lock:
             decision = self._plan.decide(self._clock())
             held, self._held = self._held, None
             try:
                 if decision.drop:
                     assert decision.reason is not None
-                    self.ledger.write(
-                        decision.reason,
-                        cid=cid,
-                        device=device,
-                        centre=centre,
-                        delay_ms=0,
-                    )
+                    self.ledger.write(decision.reason, cid=cid, device=device, centre=centre, delay_ms=0)
                     return
-                self._remember(cid, device)
+                self._remember(cid, device, centre)
                 if decision.hold_for_reorder and held is None:
                     token = next(self._tokens)
-                    self._held = _Held(alarm, device, decision, token)
+                    self._held = _Held(alarm, decision, token)
                     self.ledger.write("reorder", cid=cid, device=device, centre=centre, delay_ms=0)
                     assert self._scheduler is not None
                     self._scheduler.after(NS, lambda: self._release_held(token))
                     return
-                self._dispatch(alarm, device, decision)
+                self._dispatch(alarm, decision)
             finally:
                 if held is not None:
-                    self._dispatch(held.alarm, held.device, held.decision)
+                    self._dispatch(held.alarm, held.decision)
 
     def _release_held(self, token: int) -> None:
         with self._lock:
             if self._held is not None and self._held.token == token:
                 held, self._held = self._held, None
-                self._dispatch(held.alarm, held.device, held.decision)
+                self._dispatch(held.alarm, held.decision)
 
-    def _dispatch(self, alarm: dict[str, Any], device: str, decision: Decision) -> None:
-        cid = str(alarm["cid"])
-        delay_ms = decision.extra_delay_ns / 1e6
-        if decision.extra_delay_ns:
+    def _dispatch(self, alarm: RoutedAlarm, decision: Decision) -> None:
+        if not decision.extra_delay_ns:
+            self._send(alarm, decision)
+            return
+        line = {"cid": alarm.cid, "device": alarm.device, "centre": alarm.centre}
+        if self._pending_delayed >= self.config.limits.pending_delayed:
             self.ledger.write(
-                "delay",
-                cid=cid,
-                device=device,
-                centre=alarm["centre"],
-                delay_ms=delay_ms,
+                "rejected", **line, reason=f"lab overloaded: {self._pending_delayed} alarms already held for a delay"
             )
-            assert self._scheduler is not None
-            self._scheduler.after(decision.extra_delay_ns, lambda: self._send(alarm, device, decision))
-        else:
-            self._send(alarm, device, decision)
+            return
+        self._pending_delayed += 1
+        self.ledger.write("delay", **line, delay_ms=decision.extra_delay_ns / 1e6)
+        assert self._scheduler is not None
+        self._scheduler.after(decision.extra_delay_ns, lambda: self._send_delayed(alarm, decision))
 
-    def _send(self, alarm: dict[str, Any], device: str, decision: Decision) -> None:
-        out = dict(alarm)
-        out["routed"] = utc_now()
-        topic = self.config.topic("centre_alarm", centre=str(out["centre"]), device=device)
-        delay_ms = decision.extra_delay_ns / 1e6
-        self._publish(topic, out)
-        self.ledger.write(
-            "routed",
-            cid=out["cid"],
-            device=device,
-            centre=out["centre"],
-            delay_ms=delay_ms,
-        )
-        for _ in range(decision.copies - 1):
-            self._publish(topic, out)
-            self.ledger.write(
-                "dup",
-                cid=out["cid"],
-                device=device,
-                centre=out["centre"],
-                delay_ms=delay_ms,
-            )
+    def _send_delayed(self, alarm: RoutedAlarm, decision: Decision) -> None:
+        with self._lock:
+            self._pending_delayed -= 1
+        self._send(alarm, decision)
+
+    def _send(self, alarm: RoutedAlarm, decision: Decision) -> None:
+        assert alarm.centre is not None and alarm.device is not None
+        out = dataclasses.replace(alarm, routed=utc_text())
+        topic = self.config.topic("centre_alarm", centre=alarm.centre, device=alarm.device)
+        line = {
+            "cid": out.cid,
+            "device": alarm.device,
+            "centre": alarm.centre,
+            "delay_ms": decision.extra_delay_ns / 1e6,
+        }
+        for copy in range(decision.copies):
+            if self._publish(topic, out):
+                self.ledger.write("routed" if copy == 0 else "dup", **line)
 
     # ---------------------------------------------------------------- acks -> devices
 
-    def _on_centre_ack(self, m: re.Match[str], payload: bytes) -> None:
-        msg = self._parse(m, payload, ("cid",))
-        if msg is None:
+    def _on_centre_ack(self, m: re.Match[str], msg: Message) -> None:
+        try:
+            ack = decode(msg.payload, CentreAck)
+        except ProtocolError as e:
+            self._reject(msg.topic, f"centre ack: {e.reason}")
             return
-        cid = str(msg["cid"])
-        centre = m.groupdict().get("centre") or msg.get("centre")
-        device = msg.get("device") if isinstance(msg.get("device"), str) and msg.get("device") else None
-        device = device or self._cid_device.get(cid)
-        if not device:
-            self.ledger.write(
-                "rejected",
-                topic=m.string,
-                cid=cid,
-                reason="ack for an unknown cid and no device field",
-            )
+        centre = m.group("centre")
+        if ack.centre != centre:
+            self._reject(msg.topic, f"payload centre `{ack.centre}` is not the topic's centre", cid=ack.cid)
+            return
+        known = self._routed_to(ack.cid, ack.device)
+        if known is None:
+            self._reject(msg.topic, "ack for a cid this lab has not routed (or no longer remembers)", cid=ack.cid)
+            return
+        device, routed_to = known
+        if routed_to != centre:
+            self._reject(msg.topic, f"ack from centre `{centre}` for an alarm routed to another centre", cid=ack.cid)
             return
         with self._lock:
             if self._plan.in_outage(self._clock()):
-                self.ledger.write(
-                    "outage",
-                    kind="ack",
-                    cid=cid,
-                    device=device,
-                    centre=centre,
-                    delay_ms=0,
-                )
+                self.ledger.write("outage", kind="ack", cid=ack.cid, device=device, centre=centre, delay_ms=0)
                 return
-        ack = {
-            "v": 1,
-            "cid": cid,
-            "centre": centre,
-            "action": msg.get("action", "acknowledged"),
-            "sent": utc_now(),
-        }
-        self._publish(self.config.topic("device_ack", device=device, centre=str(centre)), ack)
-        self.ledger.write("ack", cid=cid, device=device, centre=centre, delay_ms=0)
+        out = DeviceAck(cid=ack.cid, centre=centre, action=ack.action, sent=utc_text())
+        if self._publish(self.config.topic("device_ack", device=device, centre=centre), out):
+            self.ledger.write("ack", cid=ack.cid, device=device, centre=centre, delay_ms=0)
 
     # ---------------------------------------------------------------- supervision
 
-    def _on_heartbeat(self, m: re.Match[str], payload: bytes) -> None:
-        msg = self._parse(m, payload, ())
-        if msg is None:
+    def _on_heartbeat(self, m: re.Match[str], msg: Message) -> None:
+        try:
+            hb = decode(msg.payload, Heartbeat)
+        except ProtocolError as e:
+            self._reject(msg.topic, f"heartbeat: {e.reason}")
             return
-        device = m.groupdict().get("device") or msg.get("device")
-        if not isinstance(device, str) or not device:
-            self.ledger.write("rejected", topic=m.string, reason="heartbeat without device")
+        device = self._known_device(m, msg, hb.device)
+        if device is None or not self.config.supervision.enabled:
             return
-        if not self.config.supervision.enabled:
-            return
-        settings = self.config.devices.get(device)
-        interval_s: Any = settings.heartbeat_interval_s if settings and settings.heartbeat_interval_s else None
-        interval_s = interval_s or msg.get("interval_s")
-        if not isinstance(interval_s, int | float) or isinstance(interval_s, bool) or interval_s <= 0:
-            self.ledger.write(
-                "rejected",
-                topic=m.string,
-                device=device,
-                reason="heartbeat without a positive interval_s",
-            )
+        settings = self.config.devices[device]
+        interval_s = settings.heartbeat_interval_s or hb.interval_s
+        lo, hi = self.config.limits.heartbeat_interval_s
+        if not lo <= interval_s <= hi:
+            self._reject(msg.topic, f"heartbeat interval_s {interval_s:g} is outside {lo:g}..{hi:g}", device=device)
             return
         now = self._clock()
         with self._lock:
             state = self._supervised.get(device)
             if state is None:
-                state = _Supervised(interval_ns=int(interval_s * NS), last_ns=now)
-                self._supervised[device] = state
+                state = self._supervised[device] = _Supervised(interval_ns=0, due_ns=0)
             state.interval_ns = int(interval_s * NS)
-            state.last_ns = now
-            state.generation += 1
-            state.user = (settings.user if settings else None) or msg.get("user") or state.user
+            state.due_ns = now + self.config.supervision.misses * state.interval_ns
+            state.user = settings.user or hb.user or state.user
             if state.failed:
                 state.failed = False
                 self._raise_supervision(device, state, restored=True)
-            generation = state.generation
-            due = now + self.config.supervision.misses * state.interval_ns
-            assert self._scheduler is not None
-            self._scheduler.at(due, lambda: self._check_supervision(device, generation))
+            if not state.timer_pending:  # one timer per device, however many heartbeats arrive
+                state.timer_pending = True
+                self._schedule_check(device, state.due_ns)
 
-    def _check_supervision(self, device: str, generation: int) -> None:
+    def _schedule_check(self, device: str, due_ns: int) -> None:
+        assert self._scheduler is not None
+        self._scheduler.at(due_ns, lambda: self._check_supervision(device))
+
+    def _check_supervision(self, device: str) -> None:
         with self._lock:
             state = self._supervised.get(device)
-            if state is None or state.generation != generation or state.failed:
+            if state is None:
                 return
-            state.failed = True
-            self._raise_supervision(device, state, restored=False)
+            if self._clock() < state.due_ns:  # a heartbeat came in since: wait for the new deadline
+                self._schedule_check(device, state.due_ns)
+                return
+            state.timer_pending = False
+            if not state.failed:
+                state.failed = True
+                self._raise_supervision(device, state, restored=False)
 
     def _raise_supervision(self, device: str, state: _Supervised, *, restored: bool) -> None:
         state.counter += 1
@@ -523,57 +467,46 @@ class Router:
         centre = self.config.centre_for(device, state.user)
         action = "supervision_restored" if restored else "supervision_failure"
         if centre is None:
-            self.ledger.write(
-                "rejected",
-                cid=cid,
-                device=device,
-                reason=f"{action}: no centre for device",
-            )
+            self.ledger.write("rejected", cid=cid, device=device, reason=f"{action}: no centre for device")
             return
-        now = utc_now()
-        alarm: dict[str, Any] = {
-            "v": 1,
-            "cid": cid,
-            "device": device,
-            "event": action,
-            "code": "356",
-            "qualifier": "3" if restored else "1",
-            "priority": 2,
-            "sent": now,
-            "centre": centre,
-            "routed": now,
-        }
-        if state.user:
-            alarm["user"] = state.user
-        self._remember(cid, device)
-        self._publish(self.config.topic("centre_alarm", centre=centre, device=device), alarm)
-        self.ledger.write(action, cid=cid, device=device, centre=centre, delay_ms=0)
+        now = utc_text()
+        alarm = RoutedAlarm(
+            cid=cid,
+            device=device,
+            user=state.user,
+            event=action,
+            code="356",
+            qualifier="3" if restored else "1",
+            priority=2,
+            centre=centre,
+            sent=now,
+            routed=now,
+        )
+        self._remember(cid, device, centre)
+        if self._publish(self.config.topic("centre_alarm", centre=centre, device=device), alarm):
+            self.ledger.write(action, cid=cid, device=device, centre=centre, delay_ms=0)
 
     # ---------------------------------------------------------------- control
 
-    def _on_control(self, m: re.Match[str], payload: bytes) -> None:
-        msg = self._parse(m, payload, ())
-        if msg is None:
-            return
-        if "faults" not in msg or not isinstance(msg["faults"], str):
-            self.ledger.write(
-                "rejected",
-                topic=m.string,
-                reason="control message without a `faults` string",
-            )
+    def _on_control(self, m: re.Match[str], msg: Message) -> None:
+        try:
+            ctl = decode(msg.payload, LabControl)
+        except ProtocolError as e:
+            self._reject(msg.topic, f"control message: {e.reason}")
             return
         try:
-            spec = parse_faults(msg["faults"], "control message")
+            spec = parse_faults(ctl.faults, "control message")
         except InputError as e:
-            self.ledger.write("rejected", topic=m.string, reason=str(e), id=msg.get("id"))
-            self._notify({"event": "faults_rejected", "error": str(e), "id": msg.get("id")})
+            self._reject(msg.topic, str(e), id=ctl.id)
+            self._notify({"event": "faults_rejected", "error": str(e), "id": ctl.id})
             return
-        self.set_faults(spec, request_id=msg.get("id"))
+        self.set_faults(spec, request_id=ctl.id)
 
     def set_faults(self, spec: FaultSpec, request_id: Any = None) -> None:
         """Replace the active faults; the new outage window counts from now."""
         with self._lock:
             self._spec = spec
             self._plan = FaultPlan(spec, start_ns=self._clock())
-        self.ledger.write("faults", spec=str(spec), id=request_id)
+            self.ledger.write("faults", spec=str(spec), id=request_id)
+            self._announce_outage(self._plan)
         self._notify({"event": "faults", "spec": str(spec), "id": request_id})

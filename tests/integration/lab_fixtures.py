@@ -1,8 +1,13 @@
-"""Helpers for the lab and broker integration tests: a paho peer that records what arrives."""
+"""Helpers for the lab and broker integration tests: a paho peer that records what arrives and the
+broker's reason codes (SUBACK, PUBACK), and the rule for tests that need mosquitto.
+
+A raw paho client on purpose: the tests must see exactly what the broker answers, independently of
+vtlab's own MqttClient wrapper."""
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
@@ -13,7 +18,21 @@ from typing import Any, Self
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+
+from harness.lab.broker import find_mosquitto
+
+NOT_AUTHORIZED = 0x87
+"""MQTT 5 reason code `Not authorized` (SUBACK, PUBACK)."""
+
+
+def require_mosquitto() -> None:
+    """Skip when mosquitto is missing, but fail under CI (where tools/bootstrap.py installs it)."""
+    if find_mosquitto() is None:
+        if os.environ.get("CI"):
+            pytest.fail("mosquitto is required in CI (tools/system-packages.txt) but is not installed")
+        pytest.skip("mosquitto is not installed (apt install mosquitto)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +87,10 @@ class Peer:
         self.client.on_message = self._on_message
         self.client.on_disconnect = self._on_disconnect
         self.dropped = False
+        self.suback: list[int] = []
+        self.puback: dict[int, int] = {}
+        self.disconnect_reason: str | None = None
+        self.client.on_publish = self._on_publish
         self.client.connect(u.hostname or "127.0.0.1", u.port or 1883, keepalive=30)
         self.client.loop_start()
         if not self._ready.wait(timeout_s):
@@ -88,12 +111,42 @@ class Peer:
         c.subscribe([(t, 1) for t in self._filters])
 
     def _on_disconnect(self, c: mqtt.Client, u: Any, f: Any, rc: Any, p: Any = None) -> None:
+        with self._cond:
+            self.disconnect_reason = str(rc)
+            self._cond.notify_all()
         if self.connect_rc is None:
             self.dropped = True
             self._ready.set()
 
     def _on_subscribe(self, c: mqtt.Client, u: Any, mid: int, rcs: Any, p: Any = None) -> None:
+        with self._cond:
+            self.suback.extend(int(getattr(rc, "value", rc)) for rc in rcs)
+            self._cond.notify_all()
         self._ready.set()
+
+    def _on_publish(self, c: mqtt.Client, u: Any, mid: int, rc: Any, p: Any = None) -> None:
+        with self._cond:
+            self.puback[mid] = int(getattr(rc, "value", rc))
+            self._cond.notify_all()
+
+    def subscribe(self, topic_filter: str, timeout_s: float = 5.0) -> int:
+        """Subscribe once more; returns the broker's SUBACK reason code."""
+        with self._cond:
+            seen = len(self.suback)
+        self.client.subscribe(topic_filter, qos=1)
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self.suback) > seen, timeout_s):
+                raise AssertionError(f"no SUBACK for {topic_filter} within {timeout_s}s")
+            return self.suback[seen]
+
+    def publish_rc(self, topic: str, payload: dict[str, Any] | bytes, timeout_s: float = 5.0) -> int:
+        """Publish at QoS 1 and return the PUBACK reason code (0 or 16 accepted, 0x87 not authorized)."""
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        info = self.client.publish(topic, data, qos=1)
+        with self._cond:
+            if not self._cond.wait_for(lambda: info.mid in self.puback, timeout_s):
+                raise AssertionError(f"no PUBACK for {topic} within {timeout_s}s")
+            return self.puback[info.mid]
 
     def _on_message(self, c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
         with self._cond:

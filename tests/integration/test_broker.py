@@ -10,7 +10,7 @@ from lab_fixtures import Peer
 
 from harness.errors import TargetError
 from harness.lab.broker import TlsFiles, find_mosquitto, start_broker
-from harness.lab.certs import make_pki
+from harness.pki import make_pki
 
 needs_mosquitto = pytest.mark.skipif(
     find_mosquitto() is None,

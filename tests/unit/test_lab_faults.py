@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.errors import InputError
-from harness.lab.faults import (
+from harness.faults import (
     KNOWN_KEYS,
     FaultPlan,
     FaultSpec,
