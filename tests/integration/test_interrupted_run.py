@@ -64,3 +64,29 @@ def test_a_run_folder_is_never_overwritten(suite: Suite, tmp_path: Path) -> None
     assert again.rc == 2 and "never overwritten" in again.output
     assert first.summary["verdict"] == "approved"
     assert (tmp_path / "latest").resolve() == (tmp_path / "same").resolve()
+
+
+def test_sigterm_mid_run_leaves_a_finished_incomplete_run_and_no_key_files(suite: Suite, tmp_path: Path) -> None:
+    """SIGTERM is what CI cancel and `timeout` send: the run ends as after Ctrl-C."""
+    import re
+
+    scenario = suite.scenario("lang", button_presses(repeat=400, pace="20/s"))
+    reports = tmp_path / "reports"
+    proc = subprocess.Popen([str(VTLAB), "run", "--report-dir", str(reports), "--run-id", "termed", str(scenario)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    db = reports / "termed" / "evidence.sqlite"
+    deadline = time.monotonic() + 60
+    while stimuli_in(db) < 40:
+        assert proc.poll() is None, "the run ended before it could be stopped"
+        assert time.monotonic() < deadline, "the run never got going"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out[-3000:]
+    summary = json.loads((reports / "termed" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["verdict"] == "incomplete" and summary["ended"] is not None
+    assert summary["scenarios"][0]["metrics"]["stimuli"] >= 40  # what was measured is kept
+    lab_json = (reports / "termed" / "lab" / "lab.json").read_text(encoding="utf-8")
+    key_dirs = {Path(p).parent for p in re.findall(r'"(/[^"]+\.(?:key|pem))"', lab_json)}
+    assert key_dirs, "the lab config names its certificate files"
+    assert not any(d.exists() for d in key_dirs), f"throw-away keys left behind: {key_dirs}"
