@@ -67,6 +67,8 @@ __all__ = [
     "JtiCache",
     "OAuthError",
     "ParsedBundle",
+    "PrivateKey",
+    "PublicKey",
     "Reading",
     "ReadingSpec",
     "ResourceSummary",
@@ -78,8 +80,10 @@ __all__ = [
     "decode",
     "encode",
     "encounter",
+    "generate_key",
     "handled_alarm",
     "health_reading",
+    "load_private_key",
     "low_battery",
     "make_access_token",
     "make_client_assertion",
@@ -91,7 +95,9 @@ __all__ = [
     "parse_resource",
     "parse_token_request",
     "power_disconnected",
+    "private_pem",
     "public_key_from",
+    "public_pem",
     "scope_for",
     "scopes_of",
     "searchset",
@@ -99,6 +105,7 @@ __all__ = [
     "supervision_loss",
     "taken_dose",
     "transaction_response",
+    "unverified_issuer",
     "validate_model",
     "verify_access_token",
     "verify_client_assertion",
@@ -758,6 +765,7 @@ class ResourceSummary:
     readings: tuple[Reading, ...] = ()
     note: str | None = None
     bundle_id: str | None = None
+    orgnr: str | None = None  # the municipality the record was addressed to (set by the probe)
     findings: tuple[Finding, ...] = ()
 
 
