@@ -4,10 +4,12 @@ it, where alarms must arrive (probes), which devices exist and which synthetic u
 from __future__ import annotations
 
 import os
+import string
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from harness.errors import InputError
 from harness.units import parse_duration
@@ -21,6 +23,10 @@ DEFAULT_TOPICS = {
     "centre_ack": "vtlab/{site}/centre/{centre}/ack",
     "lab_control": "vtlab/{site}/lab/control",
 }
+
+
+MIN_HEARTBEAT_NS = 100_000_000
+MAX_HEARTBEAT_NS = 24 * 3600 * 1_000_000_000
 
 
 class _Model(BaseModel):
@@ -51,8 +57,21 @@ class Mqtt(_Model):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        if not (v.startswith("mqtt://") or v.startswith("mqtts://")):
-            raise InputError(f"`{v}` is not an MQTT URL", fix="write mqtt://host:port or mqtts://host:port")
+        fix = "write mqtt://host:port or mqtts://host:port (TLS follows the scheme)"
+        try:
+            parts = urlsplit(v)
+            port = parts.port
+        except ValueError as exc:
+            raise InputError(f"`{v}` is not a usable MQTT URL: {exc}", fix=fix) from None
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise InputError(f"`{v}` is not an MQTT URL", fix=fix)
+        if not parts.hostname:
+            raise InputError(f"`{v}` names no host", fix=fix)
+        if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
+            raise InputError(f"`{v}` has parts an MQTT URL does not use (path, query, credentials)",
+                             fix=fix + "; credentials go in username and password_env")
+        if port is not None and not 0 <= port <= 65535:
+            raise InputError(f"port {port} is out of range", fix=fix)
         return v
 
     @field_validator("connect_timeout")
@@ -71,10 +90,22 @@ class Platform(_Model):
     )
     faults: str = Field("", description="embedded only: faults to inject, e.g. drop=0.03,delay=400ms@0.1")
     supervision_misses: int = Field(2, ge=1, description="embedded only: heartbeats missed before loss of supervision")
-    tls: bool = Field(
-        False,
-        description="embedded only: serve MQTT over TLS with a throw-away CA and require client certificates",
-    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_switch_each(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "tls" in data:
+            raise InputError("`platform.tls` is gone: TLS follows the scheme of mqtt.url",
+                             fix="remove `tls:` here and write mqtt.url as mqtts://... (or mqtt:// without TLS)")
+        if isinstance(data, dict) and data.get("kind") == "external":
+            embedded_only = [k for k in ("broker", "faults", "supervision_misses") if k in data]
+            if embedded_only:
+                raise InputError(
+                    f"`{', '.join(embedded_only)}` only apply to the embedded reference lab, not to an external "
+                    "platform (vtlab cannot inject faults into a supplier's platform)",
+                    fix=f"remove {', '.join(embedded_only)} from `platform:`, or use `kind: embedded`",
+                )
+        return data
 
 
 class Centre(_Model):
@@ -96,7 +127,10 @@ class Device(_Model):
     @field_validator("heartbeat")
     @classmethod
     def _dur(cls, v: str) -> str:
-        parse_duration(v)
+        ns = parse_duration(v)
+        if not MIN_HEARTBEAT_NS <= ns <= MAX_HEARTBEAT_NS:
+            raise InputError(f"a heartbeat every {v} is outside 100ms..24h",
+                             fix="write the device's real interval, e.g. 60s or 5m")
         return v
 
 
@@ -135,6 +169,23 @@ class LabFile(_Model):
         unknown = set(v) - set(DEFAULT_TOPICS)
         if unknown:
             raise InputError(f"unknown topic name(s) {sorted(unknown)}", fix=f"use {sorted(DEFAULT_TOPICS)}")
+        for name, template in v.items():
+            needed = {"site"} | ({"device"} if name.startswith("device_") else set()) \
+                | ({"centre"} if name.startswith("centre_") else set())
+            try:
+                fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+            except ValueError as exc:
+                raise InputError(f"topic `{name}`: {exc} in `{template}`",
+                                 fix="write placeholders as {site}, {device} or {centre}") from None
+            allowed = {"site", "device", "centre"}
+            if fields - allowed:
+                raise InputError(f"topic `{name}` uses unknown placeholder(s) {sorted(fields - allowed)}",
+                                 fix="use only {site}, {device} and {centre}")
+            if needed - fields:
+                raise InputError(f"topic `{name}` lacks {sorted(needed - fields)}",
+                                 fix=f"write it like the default `{DEFAULT_TOPICS[name]}`")
+            if any(c in template for c in "+#\x00"):
+                raise InputError(f"topic `{name}` contains an MQTT wildcard or NUL", fix="remove +, # and NUL")
         return {**DEFAULT_TOPICS, **v}
 
 
@@ -224,20 +275,35 @@ def load_lab(path: Path) -> Lab:
             )
     tls = spec.mqtt.tls
     if tls is not None:
+        if not spec.mqtt.url.startswith("mqtts://"):
+            raise InputError("`mqtt.tls` is given but mqtt.url is not mqtts://: the files would be ignored",
+                             place=src.place("mqtt", "url"), fix="write the URL as mqtts://host:port")
         for field in ("ca", "cert", "key"):
             rel = getattr(tls, field)
-            if rel and not (path.parent / rel).exists():
+            if not rel:
+                continue
+            file = path.parent / rel
+            if not file.is_file():
                 raise InputError(
-                    f"TLS {field} file `{rel}` not found (looked for {(path.parent / rel).resolve()})",
+                    f"TLS {field} file `{rel}` not found (looked for {file.resolve()})",
                     place=src.place("mqtt", "tls", field),
                     fix="give a path relative to the lab file, or generate the certificates first",
                 )
+            if b"-----BEGIN " not in file.read_bytes()[:65536]:
+                raise InputError(f"TLS {field} file `{rel}` is not PEM", place=src.place("mqtt", "tls", field),
+                                 fix="give the PEM file (text starting with -----BEGIN ...); convert DER with openssl")
+        if bool(tls.cert) != bool(tls.key):
+            raise InputError("a client certificate needs its key and a key its certificate",
+                             place=src.place("mqtt", "tls"), fix="give both cert and key, or neither")
         if tls.key_password_env and tls.key_password_env not in os.environ:
             raise InputError(
                 f"environment variable `{tls.key_password_env}` (key passphrase) is not set",
                 place=src.place("mqtt", "tls", "key_password_env"),
                 fix=f"export {tls.key_password_env}=... before the run",
             )
+    if spec.platform.kind == "external" and urlsplit(spec.mqtt.url).port == 0:
+        raise InputError(f"mqtt.url `{spec.mqtt.url}` has port 0, which only the embedded lab may choose",
+                         place=src.place("mqtt", "url"), fix="write the broker's port, e.g. mqtts://broker.example:8883")
     if spec.mqtt.password_env and spec.mqtt.password_env not in os.environ:
         raise InputError(
             f"environment variable `{spec.mqtt.password_env}` (broker password) is not set",
