@@ -92,6 +92,9 @@ def main() -> int:
     say(f"installing vtlab[{extras}] into {VENV}")
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-e",
                     f"{ROOT}[{extras}]"], check=True)
+    if args.dev:  # DC-09 interop peer; it declares the dead pycrypto, so it goes in without deps (pycryptodome in dev)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
+                        "dc09-spt"], check=True)
     say("ready: .venv/bin/vtlab")
     return 0
 

@@ -129,23 +129,42 @@ def content_json(content: SiaData | ContactIdEvent | None) -> dict[str, Any] | N
     if isinstance(content, SiaData):
         ev = content.first
         mapped = sia_to_contact_id(ev.code)
-        return {"sia": ev.code, "name": ev.description, "zone": ev.address, "area": ev.area, "user": ev.user,
-                "account": content.account, "text": content.text,
-                "contact_id": None if mapped is None else {"qualifier": mapped[0], "code": mapped[1]},
-                "events": len(content.events)}
+        return {
+            "sia": ev.code,
+            "name": ev.description,
+            "zone": ev.address,
+            "area": ev.area,
+            "user": ev.user,
+            "account": content.account,
+            "text": content.text,
+            "contact_id": None if mapped is None else {"qualifier": mapped[0], "code": mapped[1]},
+            "events": len(content.events),
+        }
     if isinstance(content, ContactIdEvent):
-        return {"contact_id": content.code, "qualifier": content.qualifier, "name": content.name,
-                "partition": content.partition, "zone": content.zone, "account": content.account,
-                "sia": contact_id_to_sia(content.qualifier, content.code)}
+        return {
+            "contact_id": content.code,
+            "qualifier": content.qualifier,
+            "name": content.name,
+            "partition": content.partition,
+            "zone": content.zone,
+            "account": content.account,
+            "sia": contact_id_to_sia(content.qualifier, content.code),
+        }
     return None
 
 
 def event_json(event: DC09Message | DC09Reply) -> dict[str, Any]:
     token = event.token if isinstance(event, DC09Message) else event.kind
     out: dict[str, Any] = {
-        "id": token, "sequence": event.sequence, "account": event.account, "receiver": event.receiver,
-        "line": event.line, "data": event.data, "extended": [list(x) for x in event.extended],
-        "timestamp": event.timestamp.isoformat() if event.timestamp else None, "encrypted": event.encrypted,
+        "id": token,
+        "sequence": event.sequence,
+        "account": event.account,
+        "receiver": event.receiver,
+        "line": event.line,
+        "data": event.data,
+        "extended": [list(x) for x in event.extended],
+        "timestamp": event.timestamp.isoformat() if event.timestamp else None,
+        "encrypted": event.encrypted,
     }
     if isinstance(event, DC09Message) and event.data:
         try:
@@ -165,14 +184,20 @@ def _text(raw: bytes) -> str:
 def decision_json(decision: Decision, arrived_ns: int, peer: tuple[str, int], sent: bytes) -> dict[str, Any]:
     msg = decision.message
     return {
-        "arrived_utc": datetime.now(UTC).isoformat(), "arrived_ns": arrived_ns, "peer": f"{peer[0]}:{peer[1]}",
-        "outcome": str(decision.outcome), "duplicate": decision.duplicate, "reason": decision.reason or None,
-        "id": msg.token if msg else None, "account": msg.account if msg else None,
+        "arrived_utc": datetime.now(UTC).isoformat(),
+        "arrived_ns": arrived_ns,
+        "peer": f"{peer[0]}:{peer[1]}",
+        "outcome": str(decision.outcome),
+        "duplicate": decision.duplicate,
+        "reason": decision.reason or None,
+        "id": msg.token if msg else None,
+        "account": msg.account if msg else None,
         "sequence": msg.sequence if msg else None,
         "timestamp": msg.timestamp.isoformat() if msg and msg.timestamp else None,
         "encrypted": msg.encrypted if msg else None,
         "event": content_json(decision.content),
-        "reply": decision.reply.kind, "reply_sent": _text(sent),
+        "reply": decision.reply.kind,
+        "reply_sent": _text(sent),
     }
 
 
@@ -213,8 +238,14 @@ def run_decode(args: argparse.Namespace) -> int:
                 bad += 1
                 _print({"input": line, "error": exc.reason})
                 continue
-            _print({"input": line.strip(), "account": ev.account, "message_type": ev.message_type,
-                    **(content_json(ev) or {})})
+            _print(
+                {
+                    "input": line.strip(),
+                    "account": ev.account,
+                    "message_type": ev.message_type,
+                    **(content_json(ev) or {}),
+                }
+            )
         return 1 if bad else 0
     key = load_key(args)
     if b"\n" not in data:
@@ -257,22 +288,33 @@ async def _send(args: argparse.Namespace) -> int:
             if len(cid) != 4 or not cid.isdigit():
                 raise ToolError(f"--cid {cid!r}: write the qualifier and event as 4 digits, e.g. 1101")
             token = ADM_CID
-            data = encode_adm_cid(ContactIdEvent(None, int(cid[0]), cid[1:], f"{int(args.area or 0):02d}",
-                                                 f"{int(args.zone or 0):03d}"))
+            data = encode_adm_cid(
+                ContactIdEvent(None, int(cid[0]), cid[1:], f"{int(args.area or 0):02d}", f"{int(args.zone or 0):03d}")
+            )
     except ValueError as exc:
         raise ToolError(str(exc)) from None
     failures = 0
-    async with DC09Transmitter(state, Path(host, port, proto), backup, timeout_s=args.timeout,
-                               retries=args.retries) as tx:
+    async with DC09Transmitter(
+        state, Path(host, port, proto), backup, timeout_s=args.timeout, retries=args.retries
+    ) as tx:
         for _ in range(args.count):
             result = await tx.send(token, data)
             failures += 0 if result.acked else 1
-            _print({"account": state.account, "id": token, "sequence": result.message.sequence,
+            _print(
+                {
+                    "account": state.account,
+                    "id": token,
+                    "sequence": result.message.sequence,
                     "timestamp": result.message.timestamp.isoformat() if result.message.timestamp else None,
-                    "encrypted": key is not None, "reply": result.reply.kind if result.reply else None,
+                    "encrypted": key is not None,
+                    "reply": result.reply.kind if result.reply else None,
                     "round_trip_ms": None if result.round_trip_ns is None else result.round_trip_ns / 1e6,
-                    "attempts": result.attempts, "naks": result.naks,
-                    "path": str(result.path) if result.path else None, "error": result.error or None})
+                    "attempts": result.attempts,
+                    "naks": result.naks,
+                    "path": str(result.path) if result.path else None,
+                    "error": result.error or None,
+                }
+            )
     return 1 if failures else 0
 
 
@@ -286,8 +328,11 @@ async def _receive(args: argparse.Namespace) -> int:
     if not args.account and not args.any_account:
         raise ToolError("name the accounts served with --account ACCT (or accept any with --any-account)")
     accounts = [Account(a, key) for a in args.account]
-    policy = ReceiverPolicy(timedelta(seconds=args.window_behind), timedelta(seconds=args.window_ahead),
-                            accept_unknown_accounts=args.any_account)
+    policy = ReceiverPolicy(
+        timedelta(seconds=args.window_behind),
+        timedelta(seconds=args.window_ahead),
+        accept_unknown_accounts=args.any_account,
+    )
     done = asyncio.Event()
     seen = 0
 
@@ -301,11 +346,24 @@ async def _receive(args: argparse.Namespace) -> int:
     def on_refused(raw: bytes, reason: str) -> None:
         _print({"arrived_utc": datetime.now(UTC).isoformat(), "refused": reason, "raw": _text(raw[:512])})
 
-    receiver = DC09Receiver(accounts, on_message, on_refused, host=host, port=port, policy=policy,
-                            tcp=not args.udp_only, udp=not args.tcp_only)
+    receiver = DC09Receiver(
+        accounts,
+        on_message,
+        on_refused,
+        host=host,
+        port=port,
+        policy=policy,
+        tcp=not args.udp_only,
+        udp=not args.tcp_only,
+    )
     async with receiver:
-        print(json.dumps({"listening": f"{receiver.host}:{receiver.port}",
-                          "tcp": not args.udp_only, "udp": not args.tcp_only}), file=sys.stderr, flush=True)
+        print(
+            json.dumps(
+                {"listening": f"{receiver.host}:{receiver.port}", "tcp": not args.udp_only, "udp": not args.tcp_only}
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
         try:
             if args.duration:
                 await asyncio.wait_for(done.wait(), args.duration)
@@ -334,8 +392,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.protocols.dc09_tool", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.protocols.dc09_tool",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="verb", required=True)
     for verb in VERBS:
         add_arguments(sub.add_parser(verb), verb)

@@ -230,11 +230,16 @@ def encode_sia_data(account: str | None, events: list[SiaEvent] | tuple[SiaEvent
     return out
 
 
-def sia_event(code: str, zone: int | str | None = None, *, area: int | str | None = None,
-              user: int | str | None = None) -> SiaEvent:
+def sia_event(
+    code: str, zone: int | str | None = None, *, area: int | str | None = None, user: int | str | None = None
+) -> SiaEvent:
     """Convenience: `sia_event("BA", 501, area=1)` -> BA at zone 501 in area 1."""
-    return SiaEvent(code, None if zone is None else str(zone), None if area is None else str(area),
-                    None if user is None else str(user))
+    return SiaEvent(
+        code,
+        None if zone is None else str(zone),
+        None if area is None else str(area),
+        None if user is None else str(user),
+    )
 
 
 def contact_id_to_sia(qualifier: int, code: str) -> str | None:

@@ -112,7 +112,8 @@ class DC09Receiver:
                     port = server.sockets[0].getsockname()[1]
                 if self._udp:
                     transport, _ = await loop.create_datagram_endpoint(
-                        lambda: _UdpProtocol(self), local_addr=(self.host, port))
+                        lambda: _UdpProtocol(self), local_addr=(self.host, port)
+                    )
                     self._udp_transport = transport
                     port = transport.get_extra_info("sockname")[1]
             except OSError:
@@ -304,11 +305,13 @@ class _Link:
     async def open(self, timeout_s: float) -> None:
         if self.path.protocol == "tcp":
             self.reader, self.writer = await asyncio.wait_for(
-                asyncio.open_connection(self.path.host, self.path.port, limit=self.max_frame_bytes), timeout_s)
+                asyncio.open_connection(self.path.host, self.path.port, limit=self.max_frame_bytes), timeout_s
+            )
         else:
             loop = asyncio.get_running_loop()
             self.udp, _ = await loop.create_datagram_endpoint(
-                lambda: _ClientUdp(self.queue), remote_addr=(self.path.host, self.path.port))
+                lambda: _ClientUdp(self.queue), remote_addr=(self.path.host, self.path.port)
+            )
 
     @property
     def is_open(self) -> bool:
@@ -410,8 +413,9 @@ class DC09Transmitter:
         """A NULL link test."""
         return await self.send(NULL, "")
 
-    async def poll_every(self, interval_s: float, stop: asyncio.Event,
-                         on_result: Callable[[SendResult], None] | None = None) -> int:
+    async def poll_every(
+        self, interval_s: float, stop: asyncio.Event, on_result: Callable[[SendResult], None] | None = None
+    ) -> int:
         """Link test at an interval until `stop` is set; returns the number of polls sent."""
         count = 0
         while not stop.is_set():
@@ -474,13 +478,15 @@ class DC09Transmitter:
                             break
                         if result.message is None or result.message.sequence != msg.sequence:
                             continue  # a late reply to an earlier message
-                        return SendResult(msg, result.reply, arrived_ns - sent_ns, path, attempts, naks, sent_ns,
-                                          arrived_ns)
+                        return SendResult(
+                            msg, result.reply, arrived_ns - sent_ns, path, attempts, naks, sent_ns, arrived_ns
+                        )
                     naks += 1
                     error = "NAK: timestamp outside the receiver's window"
                     if naks > self.max_naks:
-                        return SendResult(msg, result.reply, arrived_ns - sent_ns, path, attempts, naks, sent_ns,
-                                          arrived_ns, error)
+                        return SendResult(
+                            msg, result.reply, arrived_ns - sent_ns, path, attempts, naks, sent_ns, arrived_ns, error
+                        )
                     tries -= 1  # a NAK is answered by a corrected resend, not counted as a lost attempt
                 except TimeoutError:
                     error = f"no reply within {self.timeout_s} s on {path}"

@@ -103,8 +103,9 @@ _DATA_ACCOUNT = re.compile(r"#([0-9A-Fa-f]{3,16})\|")
 class ReceiverState:
     """Accounts, policy and the memory of accepted (account, sequence) pairs for duplicate detection."""
 
-    def __init__(self, accounts: Iterable[Account] = (), policy: ReceiverPolicy | None = None,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self, accounts: Iterable[Account] = (), policy: ReceiverPolicy | None = None, rng: random.Random | None = None
+    ) -> None:
         self.accounts: dict[str, Account] = {a.account.upper(): a for a in accounts}
         self.policy = policy or ReceiverPolicy()
         self.rng = rng
@@ -152,8 +153,13 @@ class ReceiverState:
         elif not now - self.policy.window_behind <= msg.timestamp <= now + self.policy.window_ahead:
             reply = nak(now)
             skew = (msg.timestamp - now).total_seconds()
-            return Decision(Outcome.TIMESTAMP_OUTSIDE_WINDOW, reply, encode_reply(reply), msg,
-                            reason=f"timestamp {skew:+.0f} s from the receiver's clock")
+            return Decision(
+                Outcome.TIMESTAMP_OUTSIDE_WINDOW,
+                reply,
+                encode_reply(reply),
+                msg,
+                reason=f"timestamp {skew:+.0f} s from the receiver's clock",
+            )
         if msg.token not in MESSAGE_IDS:
             return duh(Outcome.UNSUPPORTED_ID, f"message ID {msg.token!r} is not SIA-DCS, ADM-CID or NULL", msg)
         content: SiaData | ContactIdEvent | None = None
@@ -166,8 +172,16 @@ class ReceiverState:
             return duh(Outcome.BAD_DATA, exc.reason, msg)
         duplicate = self._remember(account.account.upper(), msg)
         key = account.key if msg.encrypted else None
-        reply = DC09Reply(ACK, msg.sequence, frame.account, "", frame.receiver, frame.line,
-                          timestamp=now.replace(microsecond=0) if key else None, encrypted=key is not None)
+        reply = DC09Reply(
+            ACK,
+            msg.sequence,
+            frame.account,
+            "",
+            frame.receiver,
+            frame.line,
+            timestamp=now.replace(microsecond=0) if key else None,
+            encrypted=key is not None,
+        )
         reply_bytes = encode_reply(reply, key, padding=self.policy.padding, rng=self.rng)
         outcome = Outcome.DUPLICATE if duplicate else Outcome.ACCEPTED
         return Decision(outcome, reply, reply_bytes, msg, content, duplicate)

@@ -41,6 +41,12 @@ class FrameSplitter:
         while pos < n:
             if self._discarding:
                 lf = data.find(b"\n", pos)
+                cr = data.find(b"\r", pos)
+                if cr >= 0 and (lf < 0 or cr < lf):  # the oversized frame ended with its CR
+                    self._discarded += cr + 1 - pos
+                    out.append(self._overflow_junk())
+                    pos = cr + 1
+                    continue
                 if lf < 0:
                     self._discarded += n - pos
                     return out
@@ -100,8 +106,9 @@ class FrameSplitter:
         self._discarding = True
 
     def _overflow_junk(self) -> Junk:
-        junk = Junk(bytes(self._buf), f"frame longer than {self.max_frame_bytes} bytes "
-                    f"({self._discarded} more bytes dropped)")
+        junk = Junk(
+            bytes(self._buf), f"frame longer than {self.max_frame_bytes} bytes ({self._discarded} more bytes dropped)"
+        )
         self._buf.clear()
         self._discarding = False
         self._discarded = 0

@@ -95,8 +95,17 @@ class TransmitterState:
         the `#ACCT|` prefix is added when `account_in_data` and the data does not start with `#`."""
         if token != NULL and self.account_in_data and not data.startswith("#"):
             data = f"#{self.account}|{data}"
-        msg = DC09Message(token, self.sequence.next(), self.account, data, self.receiver, self.line, extended,
-                          self.stamp(now), self.key is not None)
+        msg = DC09Message(
+            token,
+            self.sequence.next(),
+            self.account,
+            data,
+            self.receiver,
+            self.line,
+            extended,
+            self.stamp(now),
+            self.key is not None,
+        )
         self._pending[msg.sequence] = msg
         return msg
 
