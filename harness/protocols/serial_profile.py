@@ -640,15 +640,16 @@ class Framer:
         """Bytes of an unfinished frame (or of garbage waiting for a frame start)."""
         return len(self.buf)
 
+    @property
+    def busy(self) -> bool:
+        """In the middle of something: a partial frame, or discarding an over-long one."""
+        return bool(self.buf)
+
     def take_partial(self) -> bytes:
         """Give up on the unfinished frame (the peer stopped mid-frame or went away) and return it."""
         raw = bytes(self.buf)
         self.buf.clear()
-        self._reset()
         return raw
-
-    def _reset(self) -> None:
-        pass
 
 
 class LineFramer(Framer):
@@ -693,8 +694,16 @@ class LineFramer(Framer):
             del self.buf[: len(self.buf) - keep]
         return out
 
-    def _reset(self) -> None:
+    @property
+    def busy(self) -> bool:
+        return bool(self.buf) or self.dropping
+
+    def take_partial(self) -> bytes:
+        """The unfinished line; empty when discarding an over-long one (already refused once)."""
+        raw = b"" if self.dropping else bytes(self.buf)
+        self.buf.clear()
         self.dropping = False
+        return raw
 
 
 class SentinelFramer(Framer):

@@ -76,8 +76,7 @@ def decode(codec: ProfileCodec, data: bytes) -> dict[str, object]:
             events.append(codec.decode_frame(item).as_dict())
         except ProtocolError as exc:
             refused.append({"reason": exc.reason, "raw_hex": item.hex()})
-    if codec.framer.pending:
-        rest = codec.framer.take_partial()
+    if codec.framer.busy and (rest := codec.framer.take_partial()):
         refused.append({"reason": f"input ends inside a frame ({len(rest)} bytes)", "raw_hex": rest.hex()})
     return {"profile": codec.profile.name, "events": events, "refused": refused}
 

@@ -277,7 +277,13 @@ class SerialTransport:
                 exclusive=s.exclusive if "://" not in s.url else None,
                 do_not_open=True,
             )
-            port.open()
+            # pyserial's open() discards whatever is already waiting; a harness must see it instead (a device
+            # server that reports on connect, a replugged device that sends at once)
+            port.reset_input_buffer = _keep_input  # type: ignore[method-assign]
+            try:
+                port.open()
+            finally:
+                del port.reset_input_buffer
         except (serial.SerialException, OSError, ValueError) as exc:
             self.last_open_error = str(exc)
             return False
@@ -295,17 +301,18 @@ class SerialTransport:
         data = port.read(1)
         if data:
             arrived_ns = time.monotonic_ns()
-            waiting = port.in_waiting
-            if waiting:
-                data += port.read(waiting)
-            self._last_rx_ns = arrived_ns
-            self.bytes_in += len(data)
-            for item in self.framer.push(data):
-                self._handle(item, arrived_ns)
-        elif self.framer.pending:
+            try:
+                waiting = port.in_waiting
+                if waiting:
+                    data += port.read(waiting)
+            finally:  # what was read before the port failed still counts (a frame's last byte, then EOF)
+                self._last_rx_ns = arrived_ns
+                self.bytes_in += len(data)
+                for item in self.framer.push(data):
+                    self._handle(item, arrived_ns)
+        elif self.framer.busy:
             idle_ns = time.monotonic_ns() - self._last_rx_ns
-            if idle_ns >= self.settings.frame_timeout * 1e9:
-                raw = self.framer.take_partial()
+            if idle_ns >= self.settings.frame_timeout * 1e9 and (raw := self.framer.take_partial()):
                 self._refuse(
                     "partial",
                     raw,
@@ -349,8 +356,7 @@ class SerialTransport:
         self._connected.clear()
         self._close_port()
         self.disconnects += 1
-        if self.framer.pending:
-            raw = self.framer.take_partial()
+        if self.framer.busy and (raw := self.framer.take_partial()):
             self._refuse("partial", raw, f"port lost mid-frame: {len(raw)} bytes of an unfinished frame")
         self._finding("disconnected", f"serial port {self.settings.url} lost: {reason}", b"")
 
@@ -387,6 +393,10 @@ class SerialTransport:
                         self.settings.url,
                     )
                 )
+
+
+def _keep_input() -> None:
+    """Stands in for pyserial's reset_input_buffer during open()."""
 
 
 def open_serial(url: str, *, profile: ProfileCodec | None = None, **settings: Any) -> SerialTransport:

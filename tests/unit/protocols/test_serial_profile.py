@@ -42,6 +42,7 @@ PROFILES = ROOT / "fixtures" / "profiles"
 DISPENSER = PROFILES / "medicine_dispenser.yaml"
 CID_PRINTER = PROFILES / "contact_id_printer.yaml"
 CHECK = b"123456789"
+LOADED = {DISPENSER: load_profile(DISPENSER), CID_PRINTER: load_profile(CID_PRINTER)}
 
 
 # ---- checksums: published check values --------------------------------------------------------------
@@ -406,7 +407,7 @@ def test_missing_profile_file_is_an_input_error(tmp_path):
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=600), st.sampled_from([DISPENSER, CID_PRINTER]))
 def test_random_bytes_give_only_events_or_protocol_errors(data, path):
-    codec = ProfileCodec.from_file(path)
+    codec = ProfileCodec(LOADED[path])
     for item in codec.feed_all(data):
         assert isinstance(item, ProtocolError) or item.event
 
@@ -414,7 +415,7 @@ def test_random_bytes_give_only_events_or_protocol_errors(data, path):
 @settings(max_examples=300, deadline=None)
 @given(st.data(), st.sampled_from([DISPENSER, CID_PRINTER]))
 def test_one_changed_byte_never_decodes_as_an_event(data, path):
-    codec = ProfileCodec.from_file(path)
+    codec = ProfileCodec(LOADED[path])
     name = data.draw(st.sampled_from(codec.event_names))
     wire = bytearray(codec.encode(name))
     i = data.draw(st.integers(0, len(wire) - 1))
@@ -430,7 +431,7 @@ def test_one_changed_byte_never_decodes_as_an_event(data, path):
 @settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_mutated_streams_keep_the_codec_usable(data):
-    codec = ProfileCodec.from_file(DISPENSER)
+    codec = ProfileCodec(LOADED[DISPENSER])
     frames = b"".join(codec.encode(n) for n in codec.event_names)
     mutated = bytearray(frames)
     for _ in range(data.draw(st.integers(1, 8))):
