@@ -18,7 +18,8 @@ from harness.protocols.serial_profile import ProfileCodec
 from harness.transports.serial import SerialFinding, SerialSettings, SerialTransport
 
 ROOT = Path(__file__).resolve().parents[2]
-DISPENSER = ProfileCodec.from_file(ROOT / "fixtures" / "profiles" / "medicine_dispenser.yaml")
+DISPENSER_PATH = ROOT / "fixtures" / "profiles" / "medicine_dispenser.yaml"
+DISPENSER = ProfileCodec.from_file(DISPENSER_PATH)
 CID_PRINTER = ROOT / "fixtures" / "profiles" / "contact_id_printer.yaml"
 DEADLINE = 5.0
 
@@ -268,6 +269,3 @@ def test_real_serial_adapter_opens_and_reads():
         assert arrival.event is not None
     finally:
         transport.close()
-
-
-DISPENSER_PATH = ROOT / "fixtures" / "profiles" / "medicine_dispenser.yaml"
