@@ -86,12 +86,30 @@ def readable_duration(ns: float) -> str:
     return f"{ns / 1_000:.1f}us"
 
 
+MAX_RATE_PER_S = 100_000.0
+
+
 def parse_rate(text: object, place: Place | str | None = None) -> float:
-    """`2/s` -> 2.0 per second; `30/m` -> 0.5 per second."""
+    """`2/s` -> 2.0 per second; `30/m` -> 0.5 per second. Positive and at most 100 000/s."""
     m = _RATE.match(str(text))
     if not m:
         raise InputError(f"`{text}` is not a rate", place=place, fix="write events per unit time, e.g. 2/s, 30/m")
-    return float(m.group(1)) / {"s": 1, "m": 60, "h": 3600}[m.group(2)]
+    rate = float(m.group(1)) / {"s": 1, "m": 60, "h": 3600}[m.group(2)]
+    if not 0 < rate <= MAX_RATE_PER_S:
+        raise InputError(f"a rate of `{text}` is outside what a run can do (above 0, at most 100000/s)",
+                         place=place, fix="write a positive rate, e.g. 10/s or 30/m")
+    return rate
+
+
+def parse_bounded_duration(text: object, place: Place | str | None = None, *, low_ns: int = 1,
+                           high_ns: int = 24 * 3600 * 1_000_000_000, what: str = "a duration") -> int:
+    """A duration that must lie in [low, high] (e.g. `within: 0s` or `within: 400h` is nonsense)."""
+    ns = parse_duration(text, place)
+    if not low_ns <= ns <= high_ns:
+        raise InputError(f"{what} of `{text}` is outside {format_duration(low_ns)}..{format_duration(high_ns)}",
+                         place=place, fix=f"write {what} between {format_duration(low_ns)} and "
+                         f"{format_duration(high_ns)}")
+    return ns
 
 
 class Dimension(Enum):
@@ -158,5 +176,9 @@ def parse_limit(text: object, dimension: Dimension, place: Place | str | None = 
             raise InputError(
                 f"limit `{raw}` is not a percentage", place=place, fix=f"write a share with %: \"{op} 0.5%\""
             )
-        return Limit(op, float(m2.group(1)) / 100.0, raw)
+        share = float(m2.group(1))
+        if share > 100.0:
+            raise InputError(f"limit `{raw}` is more than 100 %", place=place,
+                             fix="a share of alarms lies between 0 % and 100 %")
+        return Limit(op, share / 100.0, raw)
     return Limit(op, parse_rate(value, place), raw)

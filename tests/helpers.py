@@ -40,10 +40,31 @@ class VtlabResult:
         return self.stdout + self.stderr
 
 
+_RELAXED: list[Path] = []
+
+
+def partial_suite_contract() -> Path:
+    """The example contract with `require_tested: []`, for tests that run one scenario of the suite and
+    judge it alone (the default rule keeps such a run incomplete; tests of that rule use CONTRACT)."""
+    if not _RELAXED:
+        import tempfile
+
+        text = CONTRACT.read_text(encoding="utf-8").replace("require_tested: [må]", "require_tested: []")
+        assert "require_tested: []" in text
+        path = Path(tempfile.mkdtemp(prefix="vtlab-tests-")) / "contract-partial-suite.yaml"
+        path.write_text(text, encoding="utf-8")
+        _RELAXED.append(path)
+    return _RELAXED[0]
+
+
 def run_vtlab(*args: str, report_dir: Path, run_id: str = "test-run", cwd: Path = ROOT,
-              timeout: float = 300, env: dict[str, str] | None = None) -> VtlabResult:
-    """`vtlab run ...` as a user types it, in a subprocess."""
-    cmd = [str(VTLAB), "run", "--report-dir", str(report_dir), "--run-id", run_id, *args]
+              timeout: float = 300, env: dict[str, str] | None = None,
+              contract: Path | None = None) -> VtlabResult:
+    """`vtlab run ...` as a user types it, in a subprocess. Without `contract`, a single scenario is judged
+    alone (partial_suite_contract); pass `contract=CONTRACT` for the example contract's own rule."""
+    chosen = contract or (None if "--contract" in args else partial_suite_contract())
+    extra = ["--contract", str(chosen)] if chosen else []
+    cmd = [str(VTLAB), "run", "--report-dir", str(report_dir), "--run-id", run_id, *extra, *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=timeout,
                           env={**os.environ, **(env or {})}, check=False)
     result = VtlabResult(proc.returncode, proc.stdout, proc.stderr, report_dir, run_id)

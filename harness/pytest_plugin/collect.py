@@ -9,7 +9,7 @@ import pytest
 
 from harness.acceptance import FAIL, CriterionResult
 from harness.engine import run_and_judge
-from harness.errors import VtlabError
+from harness.errors import InputError, VtlabError
 from harness.outcomes import ScenarioStatus
 from harness.pytest_plugin.run import VtlabRun, run_key
 from harness.scenario.loader import load_scenario
@@ -42,6 +42,11 @@ class ScenarioFile(pytest.File):
         scenario_id = self.path.relative_to(self.config.rootpath).as_posix() \
             if self.path.is_relative_to(self.config.rootpath) else str(self.path)
         plan = load_scenario(self.path, contract, run.lab, scenario_id)
+        earlier = run.titles.setdefault(plan.title, self.path)
+        if earlier != self.path:
+            raise InputError(f"the title `{plan.title}` is already used by {earlier}",
+                             place=plan.source.place("title"),
+                             fix="give every scenario its own title: the report and the deviations name them by it")
         item = ScenarioItem.from_parent(self, name=self.path.stem, plan=plan)
         registered = self.config.getini("markers")
         for req in plan.covers:

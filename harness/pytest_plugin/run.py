@@ -24,6 +24,7 @@ class VtlabRun:
     summary: dict[str, Any] | None = None
     scenario_count: int = 0
     suite: list[dict[str, Any]] = field(default_factory=list)  # every scenario collected, run or not
+    titles: dict[str, Path] = field(default_factory=dict)  # scenario title -> file (titles are unique)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def option(self, name: str) -> Any:

@@ -14,7 +14,7 @@ from harness.labfile import Lab
 from harness.metrics import COUNT_METRICS, RATE_METRICS, dimension, statistics_for
 from harness.scenario.plan import Criterion, DeviceBinding, ScenarioFile, ScenarioPlan, StepPlan
 from harness.scenario.registry import device_models, step_kinds, suggest
-from harness.units import parse_duration, parse_limit, parse_rate
+from harness.units import parse_bounded_duration, parse_limit, parse_rate
 from harness.yamlfile import load_yaml
 
 
@@ -35,7 +35,8 @@ def load_scenario(path: Path, contract: Contract, lab: Lab, scenario_id: str | N
     if spec.pace is not None:
         plan.pace_per_s = parse_rate(spec.pace, src.place("pace"))
     if spec.drain is not None:
-        plan.drain_ns = parse_duration(spec.drain, src.place("drain"))
+        plan.drain_ns = parse_bounded_duration(spec.drain, src.place("drain"), low_ns=0,
+                                               high_ns=600 * 1_000_000_000, what="a drain")
 
     _resolve_devices(plan)
     _resolve_steps(plan)
@@ -49,8 +50,6 @@ def _resolve_devices(plan: ScenarioPlan) -> None:
     models = device_models()
     for alias, use in spec.devices.items():
         place = src.place("devices", alias)
-        if use.via != "mqtt":
-            raise InputError(f"transport `{use.via}` is not available", place=place, fix="use `via: mqtt`")
         if use.id is not None:
             if use.id not in inventory:
                 raise InputError(

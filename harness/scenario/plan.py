@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.errors import InputError, Place
 from harness.units import DISPLAY_UNITS, Dimension, Limit
@@ -28,7 +28,15 @@ class DeviceUse(BaseModel):
     model: str | None = Field(None, description="Device model; picks the inventory device of `user` with it")
     user: str | None = Field(None, description="Persona id; defaults to the scenario's `user`")
     rotate: bool = Field(False, description="Use every inventory device of `model` in turn, one per repetition")
-    via: str = Field("mqtt", description="Transport the device uses (from the lab file)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_transport_here(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "via" in data:
+            raise InputError("`via:` belongs in the lab file, not the scenario: the scenario says what happens, "
+                             "the lab file says how it travels",
+                             fix="remove `via:` here and set it on the device in the lab file")
+        return data
 
 
 class ScenarioFile(BaseModel):
@@ -46,7 +54,7 @@ class ScenarioFile(BaseModel):
         None, description="Start repetitions at this rate, e.g. 10/s; without it, one after another"
     )
     drain: str | None = Field(
-        None, description="How long to wait at the end for late arrivals (default: the longest `within`, at most 10s)"
+        None, description="How long to wait at the end for alarms still out (default 2s; at most 10m)"
     )
     markers: list[str] = Field(default_factory=list, description="Extra pytest markers, e.g. hardware")
     steps: list[dict[str, Any]] = Field(min_length=1)

@@ -17,7 +17,10 @@ from harness.scenario.plan import ScenarioPlan, StepPlan
 from harness.scenario.registry import StepKind
 from harness.scenario.runner import Iteration, Pending, Stimulus
 from harness.tracking import Arrival
-from harness.units import parse_duration
+from harness.units import parse_bounded_duration, parse_duration
+
+METRIC_NAME = r"^[a-z][a-z0-9_]*$"
+"""A metric name is a plain word: it becomes a key in summary.json and part of a plot's file name."""
 
 
 class _Args(BaseModel):
@@ -25,7 +28,8 @@ class _Args(BaseModel):
 
 
 def _duration(v: str) -> str:
-    parse_duration(v)
+    """A step's time limit: above zero and at most a day."""
+    parse_bounded_duration(v, what="a step duration")
     return v
 
 
@@ -78,7 +82,8 @@ class ExpectAlarmArgs(_Args):
     priority: int | None = Field(None, description="Expected priority; default: what the device sent")
     code: str | None = Field(None, description="Expected Contact ID code; default: what the device sent")
     within: str = Field(description="How long to wait, counted from the stimulus, e.g. 30s")
-    metric: str = Field("alarm_latency", description="Name the latency is recorded under")
+    metric: str = Field("alarm_latency", pattern=METRIC_NAME, max_length=48,
+                        description="Name the latency is recorded under (lower-case letters, digits, _)")
 
     _within = field_validator("within")(_duration)
 

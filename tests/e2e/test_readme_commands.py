@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, run_vtlab
+from tests.helpers import CONTRACT, ROOT, run_vtlab
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +45,7 @@ def test_the_first_readme_command_writes_an_approved_summary() -> None:
 
 
 def test_the_example_suite_under_5_percent_drops_is_not_approved_and_names_the_lost_alarms(tmp_path: Path) -> None:
-    result = run_vtlab("--fault", "drop=0.05", report_dir=tmp_path, timeout=900)
+    result = run_vtlab("--fault", "drop=0.05", report_dir=tmp_path, timeout=900, contract=CONTRACT)
     assert result.rc == 1, result.output[-5000:]
     summary = result.summary
     assert summary["verdict"] == "not_approved"

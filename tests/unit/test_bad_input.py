@@ -141,3 +141,30 @@ def test_error_message_has_place_problem_and_fix(suite: Suite) -> None:
     first, second = str(err).splitlines()
     assert first.startswith(str(err.place)) and ": `3 sekunder` has an unknown unit" in first
     assert second.strip().startswith("fix:")
+
+
+# --- nonsense that used to be accepted in silence: each refused at its line ---------------------------
+@pytest.mark.parametrize("old,new,words", [
+    ("within: 30s}", "within: 0s}", "outside"),
+    ("within: 30s}", "within: 0ms}", "outside"),
+    ("within: 30s}", "within: 100000h}", "outside"),
+    ("devices:\n", "pace: 0/s\ndevices:\n", "outside what a run can do"),
+    ("devices:\n", "pace: 1000000/s\ndevices:\n", "outside what a run can do"),
+    ("devices:\n", "drain: 2h\ndevices:\n", "outside"),
+    ("{model: safety_alarm}", "{model: safety_alarm, via: mqtt}", "belongs in the lab file"),
+    ('{metric: alarm_latency, p99: "<= 30s"}', '{metric: lost, rate: "<= 200%"}', "more than 100 %"),
+])
+def test_nonsense_values_are_refused_at_their_line(suite: Suite, old: str, new: str, words: str) -> None:
+    assert old in GOOD
+    err = error_for(suite, GOOD.replace(old, new))
+    assert words in err.problem, err
+    assert err.place is not None and err.place.line is not None and err.fix
+
+
+@pytest.mark.parametrize("name", ["../../../../elsewhere/x", "/etc/passwd", "a/b", "..", "Alarm", "x" * 60,
+                                  "lat\x00ency", "latency-ms", "é", "1st"])
+def test_a_metric_name_that_could_become_a_path_is_refused_at_load(suite: Suite, name: str) -> None:
+    text = GOOD.replace("within: 30s}", f"within: 30s, metric: {name!r}}}").replace(
+        "metric: alarm_latency", f"metric: {name!r}")
+    err = error_for(suite, text)
+    assert err.place is not None and err.place.line == 8, err
