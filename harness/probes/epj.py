@@ -356,10 +356,11 @@ class EpjProbe:
     # -- request handling (called on the handler thread)
 
     def _report_refusal(self, req: RequestSummary, status: int, reason: str) -> None:
-        self.refused += 1
+        """Status 0: no HTTP exchange took place (the TLS handshake failed)."""
         log.info("%s refused %s %s: %d %s", self.name, req.method, req.path, status, reason)
-        if self._on_refused is not None:
-            with self._callback_lock:
+        with self._callback_lock:
+            self.refused += 1
+            if self._on_refused is not None:
                 try:
                     self._on_refused(req, status, reason)
                 except Exception:
@@ -656,11 +657,20 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self.request.do_handshake()
         except (ssl.SSLError, OSError) as e:
-            log.info(
-                "%s: TLS handshake with %s failed: %s", self.server.probe.name, self.client_address[0], type(e).__name__
-            )
+            peer = f"{self.client_address[0]}:{self.client_address[1]}"
+            req = RequestSummary("-", "", None, peer, None, time.monotonic_ns())
+            self.server.probe._report_refusal(req, 0, f"TLS handshake failed: {type(e).__name__}")
             self.close_connection = True
             raise
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Requests http.server refuses itself (malformed request line, unsupported method) are refusals too."""
+        arrived = time.monotonic_ns()
+        path = urlsplit(getattr(self, "path", "") or "").path
+        peer = f"{self.client_address[0]}:{self.client_address[1]}"
+        req = RequestSummary(getattr(self, "command", None) or "-", path, None, peer, None, arrived)
+        self.server.probe._report_refusal(req, code, _TOKEN_IN_TEXT.sub(r"\1=[redacted]", message or ""))
+        super().send_error(code, message, explain)
 
     def do_POST(self) -> None:
         arrived = time.monotonic_ns()

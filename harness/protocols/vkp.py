@@ -259,6 +259,10 @@ class CodeTables:
     def with_patient_systems(self, extra: Iterable[str]) -> CodeTables:
         return CodeTables(self.alert_system, self.alert_codes, self.readings, self.patient_systems | set(extra))
 
+    def with_readings(self, extra: Iterable[ReadingSpec]) -> CodeTables:
+        readings = {**self.readings, **{r.loinc: r for r in extra}}
+        return CodeTables(self.alert_system, self.alert_codes, readings, self.patient_systems)
+
 
 DEFAULT_CODES = CodeTables()
 
@@ -652,20 +656,22 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _depth(obj: Any, limit: int) -> int:
-    """Nesting depth, iteratively (a deep array must not exhaust the stack of the validators later)."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(obj, 1)]
+def _check_tree(obj: dict[str, Any], limit: int) -> None:
+    """Depth bound (iteratively: a deep array must not exhaust the validators' stack later) and no
+    `"name": null` members, which FHIR JSON forbids and the models would take for an absent element."""
+    root = obj.get("resourceType") if isinstance(obj.get("resourceType"), str) else "Resource"
+    stack: list[tuple[Any, int, str]] = [(obj, 1, str(root)[:60])]
     while stack:
-        cur, d = stack.pop()
-        deepest = max(deepest, d)
+        cur, d, path = stack.pop()
         if d > limit:
-            return d
+            raise FhirError(f"JSON nested deeper than {limit} levels", path=path)
         if isinstance(cur, dict):
-            stack.extend((v, d + 1) for v in cur.values())
+            for k, v in cur.items():
+                if v is None:
+                    raise FhirError("null is not a FHIR JSON value (leave the element out)", path=f"{path}.{k}")
+                stack.append((v, d + 1, f"{path}.{k}"))
         elif isinstance(cur, list):
-            stack.extend((v, d + 1) for v in cur)
-    return deepest
+            stack.extend((v, d + 1, f"{path}[{i}]") for i, v in enumerate(cur))
 
 
 def decode(data: bytes) -> dict[str, Any]:
@@ -685,8 +691,7 @@ def decode(data: bytes) -> dict[str, Any]:
         raise FhirError(f"not JSON: {e}") from None
     if not isinstance(obj, dict):
         raise FhirError(f"expected a JSON object (a FHIR resource), got {type(obj).__name__}")
-    if _depth(obj, MAX_DEPTH) > MAX_DEPTH:
-        raise FhirError(f"JSON nested deeper than {MAX_DEPTH} levels")
+    _check_tree(obj, MAX_DEPTH)
     return obj
 
 
@@ -919,11 +924,14 @@ def summarize(
         return ident
 
     def device_from(refs: Iterable[tuple[Any, str]]) -> Ident | None:
+        untyped = None
         for ref, _where in refs:
             ident, t = idx.ident(ref)
             if ident is not None and t == "Device":
                 return ident
-        return None
+            if ident is not None and t is None and untyped is None and ident.system not in codes.patient_systems:
+                untyped = ident  # an identifier without a type that is not a person's: taken as the device
+        return untyped
 
     if rtype == "DetectedIssue":
         patient = patient_from(model.patient, f"{path}.patient")
@@ -1019,21 +1027,34 @@ def summarize(
     )
 
 
+def _checked(obj: dict[str, Any]) -> dict[str, Any]:
+    _check_tree(obj, MAX_DEPTH)
+    return obj
+
+
+def _summarize_safely(model: Any, **kw: Any) -> ResourceSummary:
+    """`summarize`, with any gap the models left (an element they let through empty) as a FhirError."""
+    try:
+        return summarize(model, **kw)
+    except (AttributeError, TypeError, ValueError, IndexError, InvalidOperation) as e:
+        raise FhirError(f"incomplete resource ({type(e).__name__})", path=str(kw.get("path", ""))) from None
+
+
 def parse_resource(
     data: bytes | Mapping[str, Any], *, expected_type: str | None = None, codes: CodeTables = DEFAULT_CODES
 ) -> tuple[dict[str, Any], ResourceSummary]:
     """One resource POSTed on its own (`.../<Resource>`): validated, summarised."""
-    obj = decode(data) if isinstance(data, bytes | bytearray) else dict(data)
+    obj = decode(data) if isinstance(data, bytes | bytearray) else _checked(dict(data))
     rtype = obj.get("resourceType")
     if expected_type is not None and rtype != expected_type:
         raise FhirError(f"resourceType {str(rtype)[:60]!r} posted to {expected_type}", path="resourceType")
     model = validate_model(obj)
-    return obj, summarize(model, path=str(rtype), codes=codes)
+    return obj, _summarize_safely(model, path=str(rtype), codes=codes)
 
 
 def parse_bundle(data: bytes | Mapping[str, Any], *, codes: CodeTables = DEFAULT_CODES) -> ParsedBundle:
     """A Bundle (transaction, batch, message, document, collection or searchset): validated, summarised."""
-    obj = decode(data) if isinstance(data, bytes | bytearray) else dict(data)
+    obj = decode(data) if isinstance(data, bytes | bytearray) else _checked(dict(data))
     if obj.get("resourceType") != "Bundle":
         raise FhirError(f"expected a Bundle, got {str(obj.get('resourceType'))[:60]!r}", path="resourceType")
     entries_raw = obj.get("entry")
@@ -1078,7 +1099,7 @@ def parse_bundle(data: bytes | Mapping[str, Any], *, codes: CodeTables = DEFAULT
             if url.split("?")[0].rstrip("/").rsplit("/", 1)[-1] != rtype:
                 findings.append(Finding(f"{path}.request.url", "wrong-url", f"POST {url!r} for a {rtype}"))
         summaries.append(
-            summarize(
+            _summarize_safely(
                 e.resource, path=f"{path}.resource", full_url=e.fullUrl, index=index, codes=codes, bundle_id=bundle_id
             )
         )

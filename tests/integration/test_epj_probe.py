@@ -473,3 +473,24 @@ def test_poller_thread_and_refused_search(probe: EpjProbe, client: ClientKey, ce
         probe.add_to_store(ORG, vkp.alert_issue(PATIENT, BUTTON, "1.1", T0))
         assert arrived.wait(10)
     assert [s.code for s in got] == ["1.1"]
+
+
+def test_failed_tls_handshake_and_unsupported_method_are_reported(
+    probe: EpjProbe, client: ClientKey, certs: Certs, rec: Recorder
+) -> None:
+    import socket
+    import ssl
+
+    with pytest.raises(ssl.SSLError), socket.create_connection((probe.host, probe.port), timeout=5) as raw:
+        ssl.create_default_context().wrap_socket(raw, server_hostname="localhost")  # does not trust the test CA
+    deadline = time.monotonic() + 5
+    while not rec.refused and time.monotonic() < deadline:
+        time.sleep(0.01)  # the server's side of the failed handshake ends on its own thread
+    assert [(s, reason.startswith("TLS handshake failed")) for _, s, reason in rec.refused] == [(0, True)]
+
+    req = urllib.request.Request(probe.base_url(ORG) + "/DetectedIssue", method="PATCH", data=b"{}")
+    ctx = ssl.create_default_context(cafile=str(certs.ca))
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, context=ctx, timeout=10)
+    assert e.value.code == 501
+    assert rec.refused[-1][0].method == "PATCH" and rec.refused[-1][1] == 501

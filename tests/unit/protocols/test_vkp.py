@@ -287,6 +287,7 @@ def test_hl7_blood_pressure_example_parses_and_shows_what_vkp_would_miss() -> No
             "Bundle.entry[0].request",
         ),
         (b'{"resourceType": "Patient"}', "resourceType"),
+        (b'{"resourceType": "Bundle", "type": "transaction", "timestamp": null}', "Bundle.timestamp"),
         (b'{"resourceType": "Bundle", "type": "transaction", "total": NaN}', ""),
         (
             b'{"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": {"resourceType": '
@@ -343,15 +344,21 @@ def _paths(obj: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return out
 
 
+_ALARM = vkp.handled_alarm(PATIENT, BUTTON, "1.17", T0, T0 + timedelta(minutes=2), OPERATOR, "ok")
 BASE = json.loads(
     vkp.encode(
-        vkp.handled_alarm(PATIENT, BUTTON, "1.17", T0, T0 + timedelta(minutes=2), OPERATOR, "ok", type="message")
+        vkp.bundle(
+            [e["resource"] for e in _ALARM["entry"]]
+            + [vkp.medication_dispense(PATIENT, DISPENSER, T0), vkp.blood_pressure(PATIENT, METER, T0, 120, 80)],
+            type="message",
+            at=T0,
+        )
     )
 )
 BASE_PATHS = _paths(BASE)[1:]
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(BASE_PATHS), st.booleans(), json_values), min_size=1, max_size=4))
 def test_mutated_bundles_parse_or_raise_protocol_error_only(mutations: list[tuple[Any, bool, Any]]) -> None:
     doc = copy.deepcopy(BASE)
@@ -470,3 +477,14 @@ def test_token_request_parsing() -> None:
         vkp.parse_token_request(b"grant_type=client_credentials&client_secret=s")
     with pytest.raises(OAuthError, match="more than once"):
         vkp.parse_token_request(b"grant_type=client_credentials&grant_type=client_credentials")
+
+
+def test_untyped_device_identifier_is_taken_as_the_device_and_extra_readings_can_be_added() -> None:
+    b = vkp.low_battery(PATIENT, BUTTON, T0)
+    del _first(b)["author"]["type"]
+    issue = roundtrip(b).resources[0]
+    assert issue.device == BUTTON and issue.findings == ()
+    height = vkp.health_reading(PATIENT, METER, T0, "8302-2", 172, "cm")
+    assert codes_of(roundtrip(height)) == {"unknown-code"}
+    tables = CODES.with_readings([vkp.ReadingSpec("8302-2", "body height", ("cm",))])
+    assert vkp.parse_bundle(vkp.encode(height), codes=tables).all_findings == ()
