@@ -246,10 +246,14 @@ class EpjProbe:
         key_path.chmod(0o600)
         (self._dir / "helseid-signing.pub").write_bytes(vkp.public_pem(self._signing_key))
         self._public_key: PublicKey = self._signing_key.public_key()
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(str(certfile), str(keyfile))
-        self._server = _Server((host, port), _Handler, ctx, self)
+        try:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.load_cert_chain(str(certfile), str(keyfile))
+            self._server = _Server((host, port), _Handler, ctx, self)
+        except BaseException:
+            shutil.rmtree(self._dir, ignore_errors=True)  # no keys left behind when the port or certificate fails
+            raise
         self.host: str = str(self._server.server_address[0])
         self.port: int = int(self._server.server_address[1])
         self._thread: threading.Thread | None = None
