@@ -166,7 +166,7 @@ def decode(uuid: int | str, data: bytes) -> Any:
     return decoder(bytes(data))
 
 
-def encode(reading: Reading | InfoString | RacpMessage) -> bytes:
+def encode(reading: Reading) -> bytes:
     """The bytes a peripheral sends for `reading` (ValueError if a value cannot be sent exactly)."""
     return reading.to_bytes()
 

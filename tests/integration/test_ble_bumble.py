@@ -19,6 +19,7 @@ import pytest
 from harness.protocols import ble_adv, bthome
 from harness.protocols import ble_health as h
 from harness.transports.ble import (
+    Advertisement,
     BleAccessDenied,
     BleError,
     BleTimeout,
@@ -201,7 +202,7 @@ def test_scan_sees_bthome_button_events(link: BleLink, central: BumbleCentral) -
             )
             button.start_advertising(ble_adv.ad_flags() + bthome.service_data_ad(payload), connectable=False)
 
-            def is_this_press(a, n=packet_id):  # type: ignore[no-untyped-def]
+            def is_this_press(a: Advertisement, n: int = packet_id) -> bool:
                 d = a.decoded()
                 return a.address == button.address and d.bthome is not None and d.bthome.packet_id == n
 

@@ -11,7 +11,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from harness.protocols.base import ProtocolError
 from harness.protocols.ieee11073 import (
@@ -201,7 +201,8 @@ def in_unit(q: Quantity, allowed: tuple[str, ...], field: str) -> str:
 class Reading(Protocol):
     """A decoded characteristic value: knows its UUID and how to become bytes again."""
 
-    UUID: ClassVar[int]
+    @property
+    def UUID(self) -> int: ...
 
     def to_bytes(self) -> bytes: ...
 

@@ -159,7 +159,8 @@ def test_text_raw_dimmer_and_firmware_objects() -> None:
     assert packet.values("firmware_version") == [(1, 2, 3, 4)]
     dimmer = packet.objects[-1]
     assert dimmer.value is bthome.DimmerEvent.ROTATE_LEFT and dimmer.steps == 3
-    assert bthome.to_json(packet)["objects"][2]["value"] == "1.2.3.4"
+    objects = bthome.to_json(packet)["objects"]
+    assert isinstance(objects, list) and objects[2]["value"] == "1.2.3.4"
 
 
 @pytest.mark.parametrize(("payload", "match"), [
