@@ -64,7 +64,7 @@ _constructor = yaml.constructor.SafeConstructor()
 # Characters that look like nothing (or like something else) on screen. Besides the Unicode categories
 # below: Hangul fillers and the braille blank, which render as blanks although they are letters/symbols.
 _INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
-_INVISIBLE_EXTRA = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+_INVISIBLE_EXTRA = frozenset("\u115f\u1160\u3164\uffa0\u2800\ufffe\uffff")
 _SUSPECT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\U0010ffff]")  # ASCII controls and all non-ASCII
 
 
@@ -261,7 +261,8 @@ def _check_characters(text: str, path: Path, what: str) -> None:
             continue
         if ch < "\x80" or _is_invisible(ch):
             line, col = _line_col(text, m.start())
-            line_text = text.splitlines()[line - 1] if text.splitlines() else ""
+            start = m.start() - col + 1
+            line_text = re.split(r"[\r\n]", text[start : start + 200], maxsplit=1)[0]
             raise InputError(
                 f"{_kind_of_char(ch)} {_char_name(ch)} at column {col}: `{visible(line_text)}`",
                 place=Place(str(path), line),
