@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     steps = sub.add_parser("steps", help="print the reference of all scenario steps")
     steps.set_defaults(func=_steps)
 
+    from harness.labtools import register as register_labtools
+
+    register_labtools(sub)
     try:
         from harness.report.commands import register
     except ImportError:
