@@ -1,4 +1,5 @@
-"""`vtlab lab` runs the reference lab alone; an outside MQTT client reaches it with what it prints."""
+"""`vtlab lab` runs the reference lab alone; an outside MQTT client reaches it with what it prints, using
+the certificate of the identity it plays (a device, a response centre), and nothing is left behind."""
 
 from __future__ import annotations
 
@@ -24,21 +25,32 @@ def test_the_printed_broker_and_certificates_reach_a_routing_lab() -> None:
     text = "".join(lines)
     url = re.search(r"broker (mqtts://127\.0\.0\.1:\d+)", text)
     tls = re.search(r"TLS: ca (\S+)  client cert (\S+)  key (\S+)", text)
-    assert url and tls, text
-    settings = MqttSettings(url=url.group(1), ca=Path(tls.group(1)), cert=Path(tls.group(2)), key=Path(tls.group(3)))
+    ledger = re.search(r"ledger (\S+)", text)
+    assert url and tls and ledger, text
+    pki = Path(tls.group(2)).parent  # one certificate per identity: client-<identity>.pem/.key
+
+    def as_identity(identity: str) -> MqttSettings:
+        cert, key = pki / f"client-{identity}.pem", pki / f"client-{identity}.key"
+        return MqttSettings(url=url.group(1), ca=Path(tls.group(1)), cert=cert, key=key)
+
     got: list[Message] = []
     arrived = threading.Event()
-    client = MqttTransport(settings, "outside")
-    client.connect()
+    centre = MqttTransport(as_identity("centre-rs-vest"), "outside-centre")
+    device = MqttTransport(as_identity("device-sa-ragnhild"), "outside-device")
+    centre.connect()
+    device.connect()
     try:
-        client.subscribe("vtlab/eksempel/centre/rs-vest/alarm", lambda m: (got.append(m), arrived.set()))
+        centre.subscribe("vtlab/eksempel/centre/rs-vest/alarm", lambda m: (got.append(m), arrived.set()))
         event = {"v": 1, "cid": "manual-1", "device": "sa-ragnhild", "user": "persona/ragnhild-87",
                  "event": "personal_emergency", "code": "101", "qualifier": "1", "priority": 1, "seq": 1}
-        client.publish("vtlab/eksempel/device/sa-ragnhild/event", json.dumps(event).encode())
+        device.publish("vtlab/eksempel/device/sa-ragnhild/event", json.dumps(event).encode())
         assert arrived.wait(5), "the lab did not route the alarm"
     finally:
-        client.close()
+        centre.close()
+        device.close()
         proc.terminate()
         proc.wait(timeout=20)
     routed = json.loads(got[0].payload)
     assert routed["cid"] == "manual-1" and routed["centre"] == "rs-vest"
+    assert not pki.exists(), "the throw-away certificates outlived the lab"
+    assert not Path(ledger.group(1)).parent.exists(), "`vtlab lab` left its work folder behind"
