@@ -20,70 +20,77 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
 from harness.cli import main
-from harness.evidence import EvidenceStore
 from harness.report.commands import render_report
-from harness.session import ROOT
+from harness.transports.base import Message
 
-CONTRACT = ROOT / "fixtures" / "contract" / "trygghetsalarm.yaml"
-LAB = ROOT / "fixtures" / "labs" / "embedded.yaml"
-SCENARIO = "scenarios/alarm/alarmknapp.yaml"
-LONG_CID = "1e92-s1-00000-000001-" + "x" * 60  # long ids must wrap, not be cut off
-
-
-def _criteria() -> list[dict[str, object]]:
-    return [
-        {"dimension": "time", "limit": "<= 30s", "marginal": "<= 20s", "metric": "alarm_latency",
-         "requirements": ["TA-1.1"], "statistic": "p99"},
-        {"dimension": "count", "limit": "== 0", "marginal": None, "metric": "lost",
-         "requirements": ["TA-1.1", "TA-1.4"], "statistic": "count"},
-    ]
+SCENARIO_TEXT = """
+title: Alarmknapp når responssenteret
+covers: [TA-1.1, TA-1.4]
+user: persona/ragnhild-87
+devices:
+  knapp: {{model: safety_alarm}}
+repeat: {n}
+pace: 200/s
+drain: 300ms
+steps:
+  - note: {{text: "Testerens notat: alt koblet opp som avtalt."}}
+  - trigger: {{device: knapp, event: button_press}}
+  - expect_alarm: {{from: knapp, within: {within}}}
+  - manual: {{instruction: Trykk, expect: Alarm}}
+criteria:
+  - {{metric: alarm_latency, p99: "<= 30s", marginal: "<= 20s", requirement: TA-1.1}}
+  - {{metric: lost, count: "== 0"}}
+"""
 
 
 def make_run(report_dir: Path, run_id: str, *, lost: int = 0, finish: bool = True, n: int = 40) -> Path:
-    """A run folder with one scenario of `n` alarms, `lost` of them never arriving; `finish=False` stops
-    half-way, as a killed run does (no `ended`, the scenario left `running`)."""
-    run_dir = report_dir / run_id
-    store = EvidenceStore.create(run_dir)
-    import yaml
+    """A run folder written by the real session and engine (on the in-memory transport, against a MOCK
+    platform that routes every alarm but the first `lost`): the evidence is what a run writes.
+    `finish=False` cuts the store back to what a run killed half-way leaves (no `ended`, scenario running)."""
+    import sqlite3
 
-    lab_spec = yaml.safe_load(LAB.read_text(encoding="utf-8"))
-    store.run_started(run_id, {
-        "lab": {"name": lab_spec["name"], "file": lab_spec, "kind": "embedded", "tls_verify": None},
-        "contract": {"id": "KS-2026-014"}, "faults": "drop=0.05" if lost else "",
-        "vtlab_version": "0+test", "git_revision": "abc123", "machine": {"hostname": "test"},
-        "clock": {"stimulus_and_arrival": "time.monotonic_ns"}, "argv": ["pytest"],
-    })
-    store.input_file("contract", str(CONTRACT), "0" * 64, CONTRACT.read_text(encoding="utf-8"))
-    store.input_file("lab", str(LAB), "1" * 64, LAB.read_text(encoding="utf-8"))
-    definition = {"steps": [{"trigger": {"device": "knapp", "event": "button_press"}},
-                            {"expect_alarm": {"from": "knapp", "within": "30s"}},
-                            {"manual": {"instruction": "Trykk", "expect": "Alarm"}}],
-                  "repeat": n, "pace": "10/s", "resolved_criteria": _criteria()}
-    store.scenario_started(SCENARIO, SCENARIO, "Alarmknapp når responssenteret", ["TA-1.1", "TA-1.4"], definition)
-    store.observation(SCENARIO, "note", "Testerens notat: alt koblet opp som avtalt.", author="Testleder")
-    store.observation(SCENARIO, "skipped", "manual step skipped in an unattended run: Trykk -> expected: Alarm")
-    t0 = 1_000_000_000
-    upto = n if finish else n // 2
-    for i in range(upto):
-        cid = (LONG_CID if i == 0 else f"c-{run_id}-{i:05d}")
-        t = t0 + i * 100_000_000
-        store.stimulus(SCENARIO, cid, "sa-ragnhild", "button_press", i, i, t, {"cid": cid})
-        store.step(SCENARIO, i, 0, "trigger", "ok", None, t)
-        if i < lost:
-            store.match(SCENARIO, i, 1, "alarm_latency", cid, "sa-ragnhild", i, None, None, "lost", "never arrived")
-            store.step(SCENARIO, i, 1, "expect_alarm", "failed", f"alarm {cid} did not arrive within 30s", t)
-        else:
-            lat = 2_000_000 + (i % 7) * 300_000
-            aid = store.arrival(SCENARIO, cid, "response_centre", "alarm", t + lat, {"cid": cid})
-            store.match(SCENARIO, i, 1, "alarm_latency", cid, "sa-ragnhild", i, aid, lat, "ok")
-            store.step(SCENARIO, i, 1, "expect_alarm", "ok", None, t + lat)
-        store.step(SCENARIO, i, 2, "manual", "skipped", "manual step; unattended run", t)
-    if finish:
-        store.scenario_ended(SCENARIO, "completed")
-        store.run_ended("completed")
-    store.close()
-    (run_dir / "lab").mkdir(exist_ok=True)
-    (run_dir / "lab" / "ledger.jsonl").write_text('{"action": "faults", "spec": ""}\n', encoding="utf-8")
+    from harness.contract import load_contract
+    from harness.engine import run_and_judge
+    from harness.labfile import load_lab
+    from harness.scenario.loader import load_scenario
+    from harness.session import RunSession
+    from tests.helpers import Suite, memory_lab, partial_suite_contract
+
+    work = report_dir.parent / f"work-{run_id}"
+    lab = load_lab(memory_lab(work))
+    contract, src = load_contract(partial_suite_contract())
+    text = SCENARIO_TEXT.format(n=n, within="300ms" if lost else "2s")
+    plan = load_scenario(Suite(work).scenario("alarmknapp", text), contract, lab, "alarmknapp")
+    session = RunSession(lab=lab, contract=contract, contract_src=src, report_dir=report_dir, run_id=run_id)
+    session.start()
+    bus = session.bed.memory_bus()
+    seen: list[str] = []
+
+    def platform(msg: Message) -> None:
+        event = json.loads(msg.payload)
+        seen.append(event["cid"])
+        if len(seen) > lost:
+            alarm = {**event, "centre": "rs-vest"}
+            bus.deliver(lab.topic("centre_alarm", centre="rs-vest"), json.dumps(alarm).encode())
+
+    bus.add(lab.topic("device_event", device="+"), platform)
+    try:
+        run_and_judge(plan, session)
+    finally:
+        session.close()
+    run_dir = report_dir / run_id
+    if not finish:
+        db = sqlite3.connect(run_dir / "evidence.sqlite")
+        with db:
+            cut = db.execute("SELECT t_ns FROM stimuli ORDER BY t_ns LIMIT 1 OFFSET ?", (n // 2,)).fetchone()[0]
+            db.execute("DELETE FROM stimuli WHERE t_ns >= ?", (cut,))
+            db.execute("DELETE FROM matches WHERE stimulus_cid NOT IN (SELECT cid FROM stimuli)")
+            db.execute("DELETE FROM arrivals WHERE cid NOT IN (SELECT cid FROM stimuli)")
+            db.execute("DELETE FROM verdicts")
+            db.execute("UPDATE scenarios SET status = 'running', ended = NULL")
+            db.execute("UPDATE run SET ended = NULL, status = 'running'")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.close()
     return run_dir
 
 
@@ -176,7 +183,9 @@ def test_interrupted_run_renders_marked_incomplete(tmp_path: Path) -> None:
     html = (run_dir / "report.html").read_text(encoding="utf-8")
     assert "The test is incomplete – no approval can be given." in html
     assert "INCOMPLETE" in html and "interrupted" in html
-    assert "20" in html and "alarm_latency" in html  # what was measured is shown
+    assert "alarm_latency" in html  # what was measured is shown: the 20 alarms sent before the cut
+    assert summary["scenarios"][0]["metrics"]["stimuli"] == 20
+    assert summary["scenarios"][0]["metrics"]["latency"]["alarm_latency"]["n"] == 20
 
 
 def test_english_dates_and_numbers(tmp_path: Path) -> None:
