@@ -194,7 +194,7 @@ def _rx(pattern: str) -> re.Pattern[str]:
 
 
 def _text(max_len: int) -> _Rule:
-    return _Rule(_rx(r"[^\x00-\x08\x0b\x0c\x0e-\x1f]{1,%d}" % max_len), what=f"1 to {max_len} characters")
+    return _Rule(_rx(r"[^\x00-\x08\x0b\x0c\x0e-\x1f]{1," + str(max_len) + "}"), what=f"1 to {max_len} characters")
 
 
 _REF = _Rule(_rx(r"[0-9a-zA-Z]{1,16}"), what="1 to 16 letters or digits")
@@ -244,8 +244,30 @@ MRS_RULES: Mapping[str, _Rule] = MappingProxyType(
         "hbi": _Rule(_rx(r"[0-9]"), frozenset("01234"), "a heartbeat interval 0-4"),
     }
 )
-MRQ_ORDER = ("ref", "ver", "sco", "cha", "mty", "hbo", "cid", "dty", "did", "dco", "dte", "crd", "stc", "stt",
-             "pri", "lco", "lva", "lge", "lte", "ico", "ite", "ame")  # fmt: skip
+MRQ_ORDER = (
+    "ref",
+    "ver",
+    "sco",
+    "cha",
+    "mty",
+    "hbo",
+    "cid",
+    "dty",
+    "did",
+    "dco",
+    "dte",
+    "crd",
+    "stc",
+    "stt",
+    "pri",
+    "lco",
+    "lva",
+    "lge",
+    "lte",
+    "ico",
+    "ite",
+    "ame",
+)
 """The schema's sequence: the encoder writes elements in this order (the decoder accepts any order)."""
 MRS_ORDER = ("ref", "snu", "ste", "cve", "mre", "cre", "tnu", "hbi")
 MRQ_REQUIRED = ("ref", "cid", "dty")
@@ -414,13 +436,17 @@ def _local(tag: object) -> str:
 
 def _parse_xml(data: bytes) -> Element:
     if len(data) > MAX_DOCUMENT_BYTES:
-        raise ScaipError(f"document of {len(data)} bytes is over the {MAX_DOCUMENT_BYTES}-byte bound", snu=StatusNumber.TOO_LONG)
+        raise ScaipError(
+            f"document of {len(data)} bytes is over the {MAX_DOCUMENT_BYTES}-byte bound", snu=StatusNumber.TOO_LONG
+        )
     if not data.strip():
         raise ScaipError("empty body: no SCAIP document")
     try:
         root = safe_et.fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except DefusedXmlException as exc:
-        raise ScaipError(f"XML refused: {type(exc).__name__} (DTDs, entities and external references are not allowed)") from None
+        raise ScaipError(
+            f"XML refused: {type(exc).__name__} (DTDs, entities and external references are not allowed)"
+        ) from None
     except safe_et.ParseError as exc:
         raise ScaipError(f"not well-formed XML: {exc}") from None
     except (ValueError, UnicodeError, RecursionError) as exc:  # an unknown encoding declaration, deep nesting
@@ -444,7 +470,9 @@ def _find_ref(root: Element) -> str | None:
     return None
 
 
-def _collect(root: Element, rules: Mapping[str, _Rule], ref: str | None) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+def _collect(
+    root: Element, rules: Mapping[str, _Rule], ref: str | None
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     values: dict[str, Any] = {}
     extra: list[tuple[str, str]] = []
     if (root.text or "").strip():
@@ -486,7 +514,10 @@ def _missing(values: Mapping[str, Any], required: tuple[str, ...], root: str, re
     for name in required:
         if name not in values:
             raise ScaipError(
-                f"<{root}> lacks the mandatory element <{name}>", element=name, snu=StatusNumber.MANDATORY_TAG_MISSING, ref=ref
+                f"<{root}> lacks the mandatory element <{name}>",
+                element=name,
+                snu=StatusNumber.MANDATORY_TAG_MISSING,
+                ref=ref,
             )
 
 

@@ -195,18 +195,27 @@ class _ScaipEndpoint:
     def _on_timeout(self, ev: TransactionTimedOut, now_ns: int) -> list[Output]:
         raise NotImplementedError
 
-    def _answer(self, request: Request, status: int, now_ns: int, *, body: bytes = b"", extra: tuple[tuple[str, str], ...] = ()) -> list[Output]:
+    def _answer(
+        self, request: Request, status: int, now_ns: int, *, body: bytes = b"", extra: tuple[tuple[str, str], ...] = ()
+    ) -> list[Output]:
         ctype = scaip.CONTENT_TYPE if body else None
         response = self.sip.response(request, status, body=body, content_type=ctype, extra=extra)
-        return list(self.sip.respond(request, response, now_ns))
+        return self._dispatch(self.sip.respond(request, response, now_ns), now_ns)
 
     def _message(self, uri: str, to_addr: NameAddr, body: bytes, extra: tuple[tuple[str, str], ...] = ()) -> Request:
         self._cseq += 1
         return make_request(
-            "MESSAGE", uri, via=self.local.via(), from_addr=NameAddr(self.local.uri, None, (("tag", new_tag()),)),
-            to_addr=to_addr, call_id_=new_call_id(_host(self.local.host)), cseq_=self._cseq, body=body,
-            content_type_=scaip.CONTENT_TYPE, extra=(("User-Agent", self.sip.user_agent), *extra),
-        )  # fmt: skip
+            "MESSAGE",
+            uri,
+            via=self.local.via(),
+            from_addr=NameAddr(self.local.uri, None, (("tag", new_tag()),)),
+            to_addr=to_addr,
+            call_id_=new_call_id(_host(self.local.host)),
+            cseq_=self._cseq,
+            body=body,
+            content_type_=scaip.CONTENT_TYPE,
+            extra=(("User-Agent", self.sip.user_agent), *extra),
+        )
 
 
 def _body_refusal(request: Request) -> tuple[int, str] | None:
@@ -225,8 +234,14 @@ class ScaipResponder(_ScaipEndpoint):
     centres do that); by default the 200 goes at once and the `<mrs>` follows in a MESSAGE.
     """
 
-    def __init__(self, local: Local, *, endpoint: SipEndpoint | None = None, mrs_in_response: bool = False,
-                 auth: tuple[str, Callable[[str], str | None], Callable[[], str]] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        local: Local,
+        *,
+        endpoint: SipEndpoint | None = None,
+        mrs_in_response: bool = False,
+        auth: tuple[str, Callable[[str], str | None], Callable[[], str]] | None = None,
+    ) -> None:
         super().__init__(local, endpoint=endpoint)
         self.mrs_in_response = mrs_in_response
         self.auth = auth
@@ -246,7 +261,10 @@ class ScaipResponder(_ScaipEndpoint):
         if refusal is not None:
             status, reason = refusal
             extra = (("Accept", scaip.CONTENT_TYPE),) if status == 415 else ()
-            return [*self._answer(request, status, now_ns, extra=extra), Refused(request.body, reason, ev.peer, status, arrived_ns=ev.arrived_ns)]
+            return [
+                *self._answer(request, status, now_ns, extra=extra),
+                Refused(request.body, reason, ev.peer, status, arrived_ns=ev.arrived_ns),
+            ]
         try:
             mrq = scaip.decode_mrq(request.body)
         except ScaipError as exc:
@@ -263,8 +281,14 @@ class ScaipResponder(_ScaipEndpoint):
         value = request.headers.get("Authorization")
         if value is None:
             return False
-        user = digest.verify(value, method=request.method, realm=realm, password_for=password_for,
-                             nonce_ok=self._nonces.__contains__, body=request.body)  # fmt: skip
+        user = digest.verify(
+            value,
+            method=request.method,
+            realm=realm,
+            password_for=password_for,
+            nonce_ok=self._nonces.__contains__,
+            body=request.body,
+        )
         return user is not None
 
     def _refuse_document(self, ev: RequestReceived, exc: ScaipError, now_ns: int) -> list[Output]:
@@ -297,7 +321,7 @@ class ScaipResponder(_ScaipEndpoint):
         message = self._message(target, NameAddr(device.uri, device.display), mrs.encode())
         key, events = self.sip.send_request(message, peer, now_ns)
         self._replies[key] = mrs.ref
-        return list(events)
+        return self._dispatch(events, now_ns)
 
     def _on_response(self, ev: ResponseReceived, now_ns: int) -> list[Output]:
         if ev.response.status < 200:
@@ -321,8 +345,15 @@ class _Pending:
 class ScaipCaller(_ScaipEndpoint):
     """The device's side, sans-I/O: send `<mrq>` MESSAGEs, take `<mrs>` back, answer digest challenges."""
 
-    def __init__(self, local: Local, *, endpoint: SipEndpoint | None = None, credentials: Credentials | None = None,
-                 new_cnonce: Callable[[], str] = digest.new_cnonce, contact: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        local: Local,
+        *,
+        endpoint: SipEndpoint | None = None,
+        credentials: Credentials | None = None,
+        new_cnonce: Callable[[], str] = digest.new_cnonce,
+        contact: bool = False,
+    ) -> None:
         super().__init__(local, endpoint=endpoint)
         self.credentials = credentials
         self.new_cnonce = new_cnonce
@@ -337,18 +368,24 @@ class ScaipCaller(_ScaipEndpoint):
         request = self._message(target_uri, parse_name_addr(f"<{target_uri}>"), mrq.encode(), extra)
         key, events = self.sip.send_request(request, peer, now_ns)
         self._pending[key] = _Pending(mrq.ref, request, peer)
-        return list(events)
+        return self._dispatch(events, now_ns)
 
     def _on_request(self, ev: RequestReceived, now_ns: int) -> list[Output]:
         request = ev.request
         refusal = _body_refusal(request)
         if refusal is not None:
             status, reason = refusal
-            return [*self._answer(request, status, now_ns), Refused(request.body, reason, ev.peer, status, arrived_ns=ev.arrived_ns)]
+            return [
+                *self._answer(request, status, now_ns),
+                Refused(request.body, reason, ev.peer, status, arrived_ns=ev.arrived_ns),
+            ]
         try:
             mrs = scaip.decode_mrs(request.body)
         except ScaipError as exc:
-            return [*self._answer(request, 400, now_ns), Refused(request.body, exc.reason, ev.peer, 400, arrived_ns=ev.arrived_ns)]
+            return [
+                *self._answer(request, 400, now_ns),
+                Refused(request.body, exc.reason, ev.peer, 400, arrived_ns=ev.arrived_ns),
+            ]
         return [*self._answer(request, 200, now_ns), MrsArrived(mrs, ev.peer, ev.arrived_ns, "MESSAGE")]
 
     def _on_response(self, ev: ResponseReceived, now_ns: int) -> list[Output]:
@@ -375,14 +412,18 @@ class ScaipCaller(_ScaipEndpoint):
             return [MrqFailed(pending.ref, response.status, "challenge with no supported Digest algorithm")]
         try:
             request = digest.authorize(
-                pending.request, offered[0], username=self.credentials.username, password=self.credentials.password,
-                cnonce=self.new_cnonce(), branch=new_branch(),
-            )  # fmt: skip
+                pending.request,
+                offered[0],
+                username=self.credentials.username,
+                password=self.credentials.password,
+                cnonce=self.new_cnonce(),
+                branch=new_branch(),
+            )
         except ProtocolError as exc:
             return [MrqFailed(pending.ref, response.status, exc.reason)]
         key, events = self.sip.send_request(request, pending.peer, now_ns)
         self._pending[key] = _Pending(pending.ref, request, pending.peer, pending.attempts + 1)
-        return list(events)
+        return self._dispatch(events, now_ns)
 
     def _on_timeout(self, ev: TransactionTimedOut, now_ns: int) -> list[Output]:
         pending = self._pending.pop(ev.key, None)
@@ -390,7 +431,6 @@ class ScaipCaller(_ScaipEndpoint):
             return []
         reason = "transport error" if ev.transport_error else "no final response within 64*T1 (Timer F)"
         return [MrqFailed(pending.ref, None, reason)]
-
 
 
 def _mrs_in_body(response: Response) -> Mrs | None:

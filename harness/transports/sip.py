@@ -56,7 +56,12 @@ READ_CHUNK = 65536
 
 
 def server_ssl_context(
-    cert: str | Path, key: str | Path, *, ca: str | Path | None = None, require_client_cert: bool = False, key_password: str | None = None
+    cert: str | Path,
+    key: str | Path,
+    *,
+    ca: str | Path | None = None,
+    require_client_cert: bool = False,
+    key_password: str | None = None,
 ) -> ssl.SSLContext:
     """A TLS server context from PEM files (`key_password` from the environment or a file, never argv)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -69,9 +74,13 @@ def server_ssl_context(
 
 
 def client_ssl_context(
-    *, ca: str | Path | None = None, cert: str | Path | None = None, key: str | Path | None = None, verify: bool = True,
+    *,
+    ca: str | Path | None = None,
+    cert: str | Path | None = None,
+    key: str | Path | None = None,
+    verify: bool = True,
     key_password: str | None = None,
-) -> ssl.SSLContext:  # fmt: skip
+) -> ssl.SSLContext:
     """A TLS client context; verification stays on unless a lab file turns it off (and the report says so)."""
     ctx = ssl.create_default_context(cafile=str(ca) if ca is not None else None)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -182,8 +191,9 @@ class SipWire:
         self._server: asyncio.AbstractServer | None = None
         self._connections: dict[Peer, _StreamProtocol] = {}
         self._connecting: dict[Peer, asyncio.Task[_StreamProtocol | None]] = {}
-        self._poke = asyncio.Event()
-        self._timer_task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: int | None = None
+        self._closed = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.sent = 0
         self.received = 0
@@ -193,38 +203,41 @@ class SipWire:
         loop = asyncio.get_running_loop()
         self.on_output = on_output
         if self.transport == "udp":
-            transport, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), local_addr=(self.host, self.port))
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), local_addr=(self.host, self.port)
+            )
             self._udp = transport
             self.port = transport.get_extra_info("sockname")[1]
         else:
             ssl_ctx = self.server_ssl if self.transport == "tls" else None
             listen = self.transport == "tcp" or ssl_ctx is not None
             if listen:
-                self._server = await loop.create_server(lambda: _StreamProtocol(self), self.host, self.port, ssl=ssl_ctx)
+                self._server = await loop.create_server(
+                    lambda: _StreamProtocol(self), self.host, self.port, ssl=ssl_ctx
+                )
                 self.port = self._server.sockets[0].getsockname()[1]
             elif self.port == 0:
                 self.port = DEFAULT_PORTS[self.transport]
         local = Local(self.host, self.port, self.transport.upper(), user)
         self.core = core_factory(local)
-        self._timer_task = asyncio.create_task(self._timers(), name=f"sip-timers-{self.transport}-{self.port}")
         return local
 
     async def close(self) -> None:
-        if self._timer_task is not None:
-            self._timer_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timer_task
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for task in list(self._tasks) + list(self._connecting.values()):
             task.cancel()
         for conn in list(self._connections.values()):
             if conn.transport is not None:
                 conn.transport.close()
         for conn in list(self._connections.values()):
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(conn.closed), 1.0)
         if self._server is not None:
             self._server.close()
-            with contextlib.suppress(asyncio.TimeoutError):
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
         if self._udp is not None:
             self._udp.close()
@@ -240,7 +253,7 @@ class SipWire:
                 self._send(out.peer, out.data)
             else:
                 self.on_output(out)
-        self._poke.set()
+        self._schedule()
 
     def handle(self, outputs: list[Output]) -> None:
         """Send/deliver what a core call outside the wire (a role's `send_mrq`, `reply`) produced."""
@@ -288,23 +301,35 @@ class SipWire:
             kwargs["server_hostname"] = self.server_hostname or peer[0]
         try:
             _, proto = await asyncio.wait_for(
-                loop.create_connection(lambda: _StreamProtocol(self, peer), peer[0], peer[1], ssl=ssl_ctx, **kwargs), 10.0
+                loop.create_connection(lambda: _StreamProtocol(self, peer), peer[0], peer[1], ssl=ssl_ctx, **kwargs),
+                10.0,
             )
-        except (OSError, asyncio.TimeoutError, ssl.SSLError):
+        except (OSError, TimeoutError, ssl.SSLError):
             return None
         return proto
 
-    async def _timers(self) -> None:
-        while True:
-            wake = self.core.wake_at_ns
-            timeout = None if wake is None else max(0.0, (wake - time.monotonic_ns()) / 1e9)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._poke.wait(), timeout)
-            self._poke.clear()
-            now = time.monotonic_ns()
-            wake = self.core.wake_at_ns
-            if wake is not None and wake <= now:
-                self._handle(self.core.tick(now))
+    def _schedule(self) -> None:
+        """Arm one loop timer for the core's next wake-up (timers are data in the core)."""
+        wake = self.core.wake_at_ns
+        if self._closed or wake == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = wake
+        if wake is not None:
+            delay = max(0.0, (wake - time.monotonic_ns()) / 1e9)
+            self._timer = asyncio.get_running_loop().call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        now = time.monotonic_ns()
+        wake = self.core.wake_at_ns
+        if wake is not None and wake <= now:
+            self._handle(self.core.tick(now))
+        else:
+            self._schedule()
 
 
 def parse_hostport(text: str, transport: str = "udp") -> Peer:
@@ -406,8 +431,14 @@ class ScaipDevice:
         self.timers = timers
         self.contact = contact
         self.on_refused = on_refused
-        self.wire = SipWire(self.transport, local_host, local_port, server_ssl=server_ssl_context, client_ssl=ssl_context,
-                            server_hostname=server_hostname)  # fmt: skip
+        self.wire = SipWire(
+            self.transport,
+            local_host,
+            local_port,
+            server_ssl=server_ssl_context,
+            client_ssl=ssl_context,
+            server_hostname=server_hostname,
+        )
         self.core: ScaipCaller | None = None
         self.refused: list[Refused] = []
         self._answers: dict[str, asyncio.Future[MrqAnswered]] = {}
@@ -423,8 +454,12 @@ class ScaipDevice:
 
     async def start(self) -> ScaipDevice:
         def factory(local: Local) -> ScaipCaller:
-            return ScaipCaller(local, endpoint=SipEndpoint(transport=local.transport, timers=self.timers),
-                               credentials=self.credentials, contact=self.contact)  # fmt: skip
+            return ScaipCaller(
+                local,
+                endpoint=SipEndpoint(transport=local.transport, timers=self.timers),
+                credentials=self.credentials,
+                contact=self.contact,
+            )
 
         await self.wire.open(factory, self._on_output, self.cid)
         self.core = self.wire.core  # type: ignore[assignment]
@@ -433,9 +468,10 @@ class ScaipDevice:
     async def close(self) -> None:
         await self.stop_heartbeats()
         await self.wire.close()
-        for fut in [*self._answers.values(), *self._mrs.values()]:
-            if not fut.done():
-                fut.cancel()
+        for answer in self._answers.values():
+            answer.cancel()
+        for mrs in self._mrs.values():
+            mrs.cancel()
 
     async def __aenter__(self) -> ScaipDevice:
         return await self.start()
@@ -463,7 +499,9 @@ class ScaipDevice:
             if self.on_refused is not None:
                 self.on_refused(out.raw, out.reason)
 
-    def mrq(self, *, stc: str | None = "0010", dty: str = "0003", mty: MessageType = MessageType.MESSAGE, **fields: Any) -> Mrq:
+    def mrq(
+        self, *, stc: str | None = "0010", dty: str = "0003", mty: MessageType = MessageType.MESSAGE, **fields: Any
+    ) -> Mrq:
         """An `<mrq>` from this device (fresh ref, its cid)."""
         return Mrq(ref=fields.pop("ref", None) or new_ref(), cid=self.cid, dty=dty, mty=mty, stc=stc, **fields)
 
@@ -486,14 +524,20 @@ class ScaipDevice:
                 mrs_fut.set_result(early)
             got: MrsArrived | None = None
             if mrs_timeout is not None:
-                with contextlib.suppress(asyncio.TimeoutError):
+                with contextlib.suppress(TimeoutError):
                     got = await asyncio.wait_for(asyncio.shield(mrs_fut), mrs_timeout)
             elif mrs_fut.done():
                 got = mrs_fut.result()
             return ScaipResult(
-                mrq, done.status, sent_ns, done.arrived_ns, got.mrs if got else None, got.arrived_ns if got else None,
-                got.carrier if got else None, done.authenticated,
-            )  # fmt: skip
+                mrq,
+                done.status,
+                sent_ns,
+                done.arrived_ns,
+                got.mrs if got else None,
+                got.arrived_ns if got else None,
+                got.carrier if got else None,
+                done.authenticated,
+            )
         finally:
             self._answers.pop(mrq.ref, None)
             self._mrs.pop(mrq.ref, None)
@@ -507,8 +551,10 @@ class ScaipDevice:
             sent = 0
             while count is None or sent < count:
                 try:
-                    self.heartbeats.append(await self.send(self.mrq(mty=MessageType.HEARTBEAT, stc=None, dty=dty), mrs_timeout=interval_s))
-                except (ScaipSendError, asyncio.TimeoutError) as exc:
+                    self.heartbeats.append(
+                        await self.send(self.mrq(mty=MessageType.HEARTBEAT, stc=None, dty=dty), mrs_timeout=interval_s)
+                    )
+                except (ScaipSendError, TimeoutError) as exc:
                     self.heartbeats.append(exc)
                 sent += 1
                 next_at += interval_s
@@ -527,7 +573,7 @@ class ScaipDevice:
 
 # --- the response centre -------------------------------------------------------------------------
 
-OnMessage = Callable[[Mrq, int, Peer], "Mrs | None | Awaitable[Mrs | None]"]
+OnMessage = Callable[[Mrq, int, Peer], "Mrs | Awaitable[Mrs | None] | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -596,8 +642,12 @@ class ScaipReceiver:
             if self.auth is not None:
                 realm, password_for = self.auth
                 auth = (realm, password_for, lambda: secrets.token_hex(16))
-            return ScaipResponder(local, endpoint=SipEndpoint(transport=local.transport, timers=self.timers),
-                                  mrs_in_response=self.mrs_in_response, auth=auth)  # fmt: skip
+            return ScaipResponder(
+                local,
+                endpoint=SipEndpoint(transport=local.transport, timers=self.timers),
+                mrs_in_response=self.mrs_in_response,
+                auth=auth,
+            )
 
         await self.wire.open(factory, self._on_output, self.user)
         self.core = self.wire.core  # type: ignore[assignment]
@@ -629,6 +679,7 @@ class ScaipReceiver:
             self._notify()
         elif isinstance(out, MrsDelivered):
             self.delivered.append(out)
+            self._notify()
 
     async def _answer(self, arrived: MrqArrived) -> None:
         mrs: Mrs | None

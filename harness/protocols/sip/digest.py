@@ -123,7 +123,7 @@ def response_digest(
     if algorithm.upper().endswith("-SESS"):
         ha1 = _hash(algorithm, f"{ha1}:{nonce}:{cnonce}")
     if qop == "auth-int":
-        ha2 = _hash(algorithm, f"{method}:{uri}:" + ALGORITHMS[algorithm.upper().removesuffix('-SESS')](body))
+        ha2 = _hash(algorithm, f"{method}:{uri}:" + ALGORITHMS[algorithm.upper().removesuffix("-SESS")](body))
     else:
         ha2 = _hash(algorithm, f"{method}:{uri}")
     if qop:
@@ -136,15 +136,32 @@ def new_cnonce() -> str:
 
 
 def authorization(
-    challenge: Challenge, *, username: str, password: str, method: str, uri: str, cnonce: str, nc: int = 1, body: bytes = b""
+    challenge: Challenge,
+    *,
+    username: str,
+    password: str,
+    method: str,
+    uri: str,
+    cnonce: str,
+    nc: int = 1,
+    body: bytes = b"",
 ) -> str:
     """The Authorization / Proxy-Authorization value answering `challenge` (qop=auth when offered)."""
     qop = "auth" if "auth" in challenge.qop else "auth-int" if "auth-int" in challenge.qop else None
     nc_text = f"{nc:08x}"
     digest = response_digest(
-        algorithm=challenge.algorithm, username=username, realm=challenge.realm, password=password, method=method,
-        uri=uri, nonce=challenge.nonce, nc=nc_text if qop else None, cnonce=cnonce if qop else None, qop=qop, body=body,
-    )  # fmt: skip
+        algorithm=challenge.algorithm,
+        username=username,
+        realm=challenge.realm,
+        password=password,
+        method=method,
+        uri=uri,
+        nonce=challenge.nonce,
+        nc=nc_text if qop else None,
+        cnonce=cnonce if qop else None,
+        qop=qop,
+        body=body,
+    )
     parts = [
         f'username="{_q(username)}"',
         f'realm="{_q(challenge.realm)}"',
@@ -164,16 +181,24 @@ def _q(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def authorize(request: Request, challenge: Challenge, *, username: str, password: str, cnonce: str, branch: str, nc: int = 1) -> Request:
+def authorize(
+    request: Request, challenge: Challenge, *, username: str, password: str, cnonce: str, branch: str, nc: int = 1
+) -> Request:
     """The request again with credentials: CSeq incremented, a new Via branch (a new transaction)."""
     try:
         cs = cseq(request)
     except SipParseError as exc:
         raise ProtocolError(PROTOCOL, exc.reason) from None
     value = authorization(
-        challenge, username=username, password=password, method=request.method, uri=request.uri, cnonce=cnonce, nc=nc,
+        challenge,
+        username=username,
+        password=password,
+        method=request.method,
+        uri=request.uri,
+        cnonce=cnonce,
+        nc=nc,
         body=request.body,
-    )  # fmt: skip
+    )
     headers = request.headers.replace("CSeq", f"{cs.seq + 1} {request.method}")
     via = headers.get("Via") or ""
     via = re.sub(r";\s*branch\s*=\s*[^;,\s]+", f";branch={branch}", via, count=1)
@@ -184,7 +209,9 @@ def authorize(request: Request, challenge: Challenge, *, username: str, password
 # --- server side ---------------------------------------------------------------------------------
 
 
-def make_challenge(realm: str, nonce: str, *, algorithm: str = "MD5", opaque: str | None = None, stale: bool = False) -> str:
+def make_challenge(
+    realm: str, nonce: str, *, algorithm: str = "MD5", opaque: str | None = None, stale: bool = False
+) -> str:
     """A WWW-Authenticate / Proxy-Authenticate value offering qop=auth."""
     value = f'Digest realm="{_q(realm)}", nonce="{_q(nonce)}", algorithm={algorithm}, qop="auth"'
     if opaque is not None:
@@ -195,7 +222,13 @@ def make_challenge(realm: str, nonce: str, *, algorithm: str = "MD5", opaque: st
 
 
 def verify(
-    value: str, *, method: str, realm: str, password_for: Callable[[str], str | None], nonce_ok: Callable[[str], bool], body: bytes = b""
+    value: str,
+    *,
+    method: str,
+    realm: str,
+    password_for: Callable[[str], str | None],
+    nonce_ok: Callable[[str], bool],
+    body: bytes = b"",
 ) -> str | None:
     """The authenticated username if `value` (an Authorization header) is right, else None."""
     try:
@@ -215,9 +248,18 @@ def verify(
         return None
     try:
         expected = response_digest(
-            algorithm=p.get("algorithm", "MD5"), username=username, realm=realm, password=password, method=method,
-            uri=uri, nonce=nonce, nc=p.get("nc"), cnonce=p.get("cnonce"), qop=qop, body=body,
-        )  # fmt: skip
+            algorithm=p.get("algorithm", "MD5"),
+            username=username,
+            realm=realm,
+            password=password,
+            method=method,
+            uri=uri,
+            nonce=nonce,
+            nc=p.get("nc"),
+            cnonce=p.get("cnonce"),
+            qop=qop,
+            body=body,
+        )
     except ProtocolError:
         return None
     return username if hmac.compare_digest(expected, given.lower()) else None

@@ -100,9 +100,13 @@ class SipEndpoint:
         txn = ServerTransaction(request, reliable=self.reliable, timers=self.timers, now_ns=now_ns)
         self._servers[key] = (txn, peer)
         if request.method == "OPTIONS":
-            return self.respond(request, self.response(request, 200, extra=(("Allow", ", ".join(ALLOWED_METHODS)),)), now_ns)
+            return self.respond(
+                request, self.response(request, 200, extra=(("Allow", ", ".join(ALLOWED_METHODS)),)), now_ns
+            )
         if request.method not in ALLOWED_METHODS:
-            return self.respond(request, self.response(request, 405, extra=(("Allow", ", ".join(ALLOWED_METHODS)),)), now_ns)
+            return self.respond(
+                request, self.response(request, 405, extra=(("Allow", ", ".join(ALLOWED_METHODS)),)), now_ns
+            )
         mf = request.headers.get("Max-Forwards")
         if mf is not None and int(mf) == 0:
             return self.respond(request, self.response(request, 483), now_ns)
@@ -120,7 +124,9 @@ class SipEndpoint:
         events.append(MessageRefused(raw[:4096], error.reason, peer, bool(events)))
         return events
 
-    def _stateless(self, request: Request, status: int, peer: Peer, extra: Iterable[tuple[str, str]] = ()) -> list[Event]:
+    def _stateless(
+        self, request: Request, status: int, peer: Peer, extra: Iterable[tuple[str, str]] = ()
+    ) -> list[Event]:
         return [Transmit(serialize(self.response(request, status, extra=extra)), peer)]
 
     # --- output --------------------------------------------------------------------------------
@@ -137,9 +143,14 @@ class SipEndpoint:
     ) -> Response:
         """A response to `request` with a To tag of ours and a Server header."""
         return make_response(
-            request, status, reason or REASONS.get(status, "Unknown"), to_tag=new_tag(), body=body,
-            content_type_=content_type, extra=(*extra, ("Server", self.user_agent)),
-        )  # fmt: skip
+            request,
+            status,
+            reason or REASONS.get(status, "Unknown"),
+            to_tag=new_tag(),
+            body=body,
+            content_type_=content_type,
+            extra=(*extra, ("Server", self.user_agent)),
+        )
 
     def respond(self, request: Request, response: Response, now_ns: int) -> list[Event]:
         """Answer a request from `RequestReceived` through its server transaction."""

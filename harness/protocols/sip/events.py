@@ -28,13 +28,42 @@ COMPACT_FORMS = {
 CANONICAL = {
     name.lower(): name
     for name in (
-        "Via", "From", "To", "Call-ID", "CSeq", "Max-Forwards", "Contact", "Content-Type", "Content-Length",
-        "Content-Encoding", "Route", "Record-Route", "Subject", "Supported", "User-Agent", "Server", "Allow",
-        "WWW-Authenticate", "Proxy-Authenticate", "Authorization", "Proxy-Authorization", "Expires", "Date",
-        "Accept", "Reason", "Warning", "Require", "Unsupported", "Event", "Allow-Events", "Refer-To",
-        "Authentication-Info", "Retry-After", "Timestamp",
+        "Via",
+        "From",
+        "To",
+        "Call-ID",
+        "CSeq",
+        "Max-Forwards",
+        "Contact",
+        "Content-Type",
+        "Content-Length",
+        "Content-Encoding",
+        "Route",
+        "Record-Route",
+        "Subject",
+        "Supported",
+        "User-Agent",
+        "Server",
+        "Allow",
+        "WWW-Authenticate",
+        "Proxy-Authenticate",
+        "Authorization",
+        "Proxy-Authorization",
+        "Expires",
+        "Date",
+        "Accept",
+        "Reason",
+        "Warning",
+        "Require",
+        "Unsupported",
+        "Event",
+        "Allow-Events",
+        "Refer-To",
+        "Authentication-Info",
+        "Retry-After",
+        "Timestamp",
     )
-}  # fmt: skip
+}
 LIST_HEADERS = frozenset({"Via", "Contact", "Route", "Record-Route", "Allow", "Supported", "Require", "Accept"})
 """Headers whose value is a comma-separated list (RFC 3261 7.3.1): one line may carry several entries."""
 

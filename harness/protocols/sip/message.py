@@ -510,10 +510,7 @@ class StreamReader:
 
 def serialize(msg: Message) -> bytes:
     """Wire bytes; Content-Length is always written, and always right."""
-    if isinstance(msg, Request):
-        start = f"{msg.method} {msg.uri} SIP/2.0"
-    else:
-        start = f"SIP/2.0 {msg.status} {msg.reason}"
+    start = f"{msg.method} {msg.uri} SIP/2.0" if isinstance(msg, Request) else f"SIP/2.0 {msg.status} {msg.reason}"
     headers = msg.headers.replace("Content-Length", str(len(msg.body)))
     lines = [start, *(f"{n}: {v}" for n, v in headers)]
     for n, v in headers:

@@ -71,9 +71,16 @@ def server_key(request: Request) -> str:
         return f"{branch}|{via.sent_by.lower()}|{method}"
     cs = cseq(request)
     return "|".join(
-        (branch, via.sent_by.lower(), method, request.headers.get("Call-ID") or "", str(cs.seq),
-         request.headers.get("From") or "", request.headers.get("To") or "")
-    )  # fmt: skip
+        (
+            branch,
+            via.sent_by.lower(),
+            method,
+            request.headers.get("Call-ID") or "",
+            str(cs.seq),
+            request.headers.get("From") or "",
+            request.headers.get("To") or "",
+        )
+    )
 
 
 class ClientTransaction:
@@ -98,7 +105,9 @@ class ClientTransaction:
         times = [t for t in (self._e_at, self._f_at, self._k_at) if t is not None]
         return min(times) if times else None
 
-    def _step(self, transmit: tuple[bytes, ...] = (), response: Response | None = None, timed_out: bool = False) -> Step:
+    def _step(
+        self, transmit: tuple[bytes, ...] = (), response: Response | None = None, timed_out: bool = False
+    ) -> Step:
         return Step(transmit, response, timed_out, self.wake_at_ns)
 
     def start(self, now_ns: int) -> Step:
@@ -157,7 +166,9 @@ class ClientTransaction:
 class ServerTransaction:
     """A non-INVITE server transaction: absorb retransmitted requests, repeat the last response."""
 
-    def __init__(self, request: Request, *, reliable: bool, timers: Timers | None = None, now_ns: int | None = None) -> None:
+    def __init__(
+        self, request: Request, *, reliable: bool, timers: Timers | None = None, now_ns: int | None = None
+    ) -> None:
         self.request = request
         self.reliable = reliable
         self.timers = timers or Timers()
@@ -184,7 +195,9 @@ class ServerTransaction:
     def respond(self, response: Response, now_ns: int) -> Step:
         """Send the transaction user's response; a final one completes the transaction (Timer J)."""
         if self.state in (State.COMPLETED, State.TERMINATED):
-            raise RuntimeError(f"server transaction {self.key} already answered {self.last_response and self.last_response.status}")
+            raise RuntimeError(
+                f"server transaction {self.key} already answered {self.last_response and self.last_response.status}"
+            )
         self.last_response = response
         self._last_wire = serialize(response)
         if response.status < 200:
