@@ -1,21 +1,20 @@
-"""A simulated device: vtlab plays the device and sends its events on a transport.
+"""A simulated device: vtlab plays the device and sends its events over a link (harness.links), in
+whatever protocol the lab file names for it.
 
-Encodes events with the wire codec (docs/wire.md). Sending returns the monotonic stamp taken just
-before the bytes are handed to the transport, which is where alarm latency starts. A heartbeat vtlab
-could not send is a harness fault (reported, never raised on its thread), not the platform's failure.
+Sending returns the monotonic stamp taken just before the bytes are handed to the transport, which is
+where alarm latency starts. A heartbeat vtlab could not send is a harness fault (reported, never raised
+on its thread), not the platform's failure.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from devices.model import DeviceModel, EventSpec
 from harness.clock import now_ns, utc_text
 from harness.errors import TargetError
-from harness.protocols.wire_json import DeviceEvent, Heartbeat, encode
-from harness.transports.base import Message, PubSubTransport
+from harness.links import DeviceLink, IncomingHandler, Outgoing, RefusedHandler, Sent
 
 
 class SimulatedDevice:
@@ -24,15 +23,13 @@ class SimulatedDevice:
         device_id: str,
         model: DeviceModel,
         user: str,
-        transport: PubSubTransport,
-        topics: Callable[..., str],
+        link: DeviceLink,
         on_fault: Callable[[str], None] | None = None,
     ) -> None:
         self.id = device_id
         self.model = model
         self.user = user
-        self.transport = transport
-        self._topic = topics
+        self.link = link
         self._on_fault = on_fault or (lambda _text: None)
         self.battery = 100
         self._hb_stop = threading.Event()
@@ -40,21 +37,14 @@ class SimulatedDevice:
         self._hb_seq = 0
         self._last_beat_ns: int | None = None
 
-    def encode(self, spec: EventSpec, cid: str, seq: int) -> DeviceEvent:
-        return DeviceEvent(cid=cid, device=self.id, user=self.user, event=spec.event, code=spec.code,
-                           qualifier=spec.qualifier, priority=spec.priority, seq=seq, battery=self.battery,
-                           sent=utc_text())
+    def send(self, spec: EventSpec, cid: str, seq: int) -> Sent:
+        """Send one event; returns the send stamp (ns), the fields as sent and the correlation key."""
+        return self.link.send(Outgoing(cid=cid, device=self.id, user=self.user, event=spec.event, code=spec.code,
+                                       qualifier=spec.qualifier, priority=spec.priority, seq=seq,
+                                       battery=self.battery))
 
-    def send(self, spec: EventSpec, cid: str, seq: int) -> tuple[dict[str, Any], int]:
-        """Send one event; returns the payload (as fields) and the send stamp (ns)."""
-        event = self.encode(spec, cid, seq)
-        body = encode(event)
-        t = now_ns()
-        self.transport.publish(self._topic("device_event", device=self.id), body)
-        return event.to_json(), t
-
-    def listen_for_acks(self, handler: Callable[[Message], None]) -> None:
-        self.transport.subscribe(self._topic("device_ack", device=self.id), handler)
+    def listen_for_acks(self, handler: IncomingHandler, refused: RefusedHandler) -> None:
+        self.link.on_ack(handler, refused)
 
     # --- heartbeats ------------------------------------------------------------------------------
     def start_heartbeat(self, interval_s: float) -> None:
@@ -63,15 +53,13 @@ class SimulatedDevice:
         self.stop_heartbeat()
         self._hb_stop = threading.Event()
         stop = self._hb_stop
-        topic = self._topic("device_heartbeat", device=self.id)
 
         def beat() -> None:
             failing = False
             while True:
                 self._hb_seq += 1
-                body = encode(Heartbeat(device=self.id, interval_s=interval_s, seq=self._hb_seq, sent=utc_text()))
                 try:
-                    self.transport.publish(topic, body)
+                    self.link.heartbeat(self._hb_seq, interval_s, utc_text())
                     self._last_beat_ns = now_ns()
                     failing = False
                 except (TargetError, OSError, ValueError) as exc:

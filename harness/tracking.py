@@ -1,6 +1,6 @@
 """Correlation of stimuli and arrivals.
 
-Probes hand every message to the tracker from their transport threads, already stamped. The tracker
+Links hand every message to the tracker from their transport threads, already decoded and stamped. The tracker
 writes it to the evidence store at once, then passes it to the scenario's event loop, where expectation
 steps claim it. An arrival is claimed once, so a duplicate stays unclaimed and is counted as such.
 """
@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from harness.evidence import EvidenceStore
-from harness.protocols import ProtocolError
-from harness.protocols.wire_json import DeviceAck, RoutedAlarm, WireMessage, decode
-from harness.transports.base import Message
-
-KINDS: dict[str, type[WireMessage]] = {"alarm": RoutedAlarm, "device_ack": DeviceAck}
+from harness.links import Incoming, Refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +29,7 @@ class Arrival:
     payload: Mapping[str, Any]  # the fields as received
     t_ns: int
     defect: str | None = None
+    key: str | None = None  # correlation key, for protocols that cannot carry the cid (harness.links)
 
     def field(self, name: str) -> Any:
         return self.payload.get(name)
@@ -67,37 +63,26 @@ class Tracker:
         self._loop = None
 
     # --- transport threads ------------------------------------------------------------------------
-    def on_message(self, probe: str, kind: str, message: Message) -> None:
-        """Record what a probe received; never raises on what the platform sent."""
-        payload: Mapping[str, Any] | None = None
-        defect = None
-        try:
-            payload = decode(message.payload, KINDS[kind]).to_json()
-        except ProtocolError as exc:
-            defect = exc.reason
-            try:  # a JSON object with a cid is still an arrival of that alarm: judged, not dropped
-                raw = json.loads(message.payload) if len(message.payload) <= 65536 else None
-            except (ValueError, RecursionError):
-                raw = None
-            if isinstance(raw, dict) and isinstance(raw.get("cid"), str) and 0 < len(raw["cid"]) <= 256:
-                payload = {k: v for k, v in raw.items() if isinstance(k, str) and len(k) <= 64}
-        if payload is None:
-            self.malformed += 1
-            text = message.payload[:500].decode("utf-8", "replace")
-            self.evidence.arrival(self.scenario, None, probe, "malformed", message.arrived_ns, text)
-            self.evidence.observation(
-                self.scenario, "finding", f"{probe} received a malformed message on {message.topic}: {defect}: {text!r}"
-            )
-            return
-        cid = str(payload["cid"])
-        row_id = self.evidence.arrival(self.scenario, cid, probe, kind, message.arrived_ns,
-                                       {**payload, "_defect": defect} if defect else payload)
-        arrival = Arrival(row_id, probe, kind, cid, payload, message.arrived_ns, defect)
+    def on_incoming(self, probe: str, kind: str, got: Incoming) -> None:
+        """Record what a probe received (decoded by its link); never raises on what the platform sent."""
+        row_id = self.evidence.arrival(self.scenario, got.cid, probe, kind, got.t_ns,
+                                       got.evidence if got.evidence is not None else dict(got.fields))
+        arrival = Arrival(row_id, probe, kind, got.cid, got.fields, got.t_ns, got.defect, got.key)
         loop = self._loop
         if loop is not None and not loop.is_closed():
             # the loop may close in between: the arrival is in the evidence already
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._dispatch, arrival)
+
+    def on_refused(self, probe: str, refused: Refused) -> None:
+        """Bytes a link could not decode at all: recorded as a malformed arrival and a finding."""
+        self.malformed += 1
+        self.evidence.arrival(self.scenario, None, probe, "malformed", refused.t_ns, refused.raw)
+        self.evidence.observation(
+            self.scenario, "finding",
+            f"{probe} received a malformed message{' on ' + refused.where if refused.where else ''}: "
+            f"{refused.reason}: {refused.raw!r}",
+        )
 
     # --- event loop -------------------------------------------------------------------------------
     def _dispatch(self, arrival: Arrival) -> None:

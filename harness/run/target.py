@@ -49,6 +49,11 @@ class Target(Protocol):
         """What the target says it did since the last call (the reference lab's fault ledger)."""
         ...
 
+    def endpoint(self, role: str, name: str) -> Any:
+        """Where device `name` sends (role `device`) or centre `name` listens (role `centre`), for protocols
+        that connect to addresses (DC-09, SCAIP); None when the lab file's entry says it all."""
+        ...
+
     def stop(self) -> None: ...
 
 
@@ -93,6 +98,9 @@ class ExternalTarget:
 
     def new_events(self) -> list[dict[str, Any]]:
         return []
+
+    def endpoint(self, role: str, name: str) -> Any:
+        return None
 
     def stop(self) -> None:
         return None
@@ -173,6 +181,10 @@ class EmbeddedTarget:
                 if isinstance(entry, dict) and entry.get("action") != "routed":
                     out.append(entry)
         return out
+
+    def endpoint(self, role: str, name: str) -> Any:
+        ports = getattr(self._process, "ingress", None) or {}
+        return ports.get(name) if role == "device" else None
 
     def stop(self) -> None:
         if self._process is not None:

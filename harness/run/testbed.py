@@ -8,15 +8,16 @@ from __future__ import annotations
 import contextlib
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from devices.simulated import SimulatedDevice
 from harness.clock import now_ns
 from harness.evidence import EvidenceStore
 from harness.labfile import Lab
+from harness.links import CentreLink, DeviceLink
 from harness.probes.response_centre import ResponseCentreProbe
 from harness.run.target import Target
 from harness.tracking import Tracker
-from harness.transports.base import PubSubTransport
 from harness.transports.memory import MemoryBus
 from harness.transports.mqtt import MqttSettings
 from harness.transports.registry import transport_kinds
@@ -43,7 +44,7 @@ class TestBed:
         self.probes: dict[str, ResponseCentreProbe] = {}
         self._devices: dict[str, SimulatedDevice] = {}
         self._seq: dict[str, int] = {}
-        self._transports: list[PubSubTransport] = []
+        self._links: list[DeviceLink | CentreLink] = []
         self._bus: MemoryBus | None = None
         self._faults: list[HarnessFault] = []
         self._lock = threading.Lock()
@@ -82,15 +83,14 @@ class TestBed:
             return [f for f in self._faults if f.t_ns >= t_ns]
 
     # --- connections ----------------------------------------------------------------------------
-    def _open(self, via: str, identity: str) -> PubSubTransport:
-        transport = transport_kinds()[via].open(self, identity, self.on_transport_state)
-        self._transports.append(transport)
-        return transport
+    def endpoint(self, role: str, name: str) -> Any:
+        return self.target.endpoint(role, name)
 
     def start(self) -> None:
         for name, probe in self.lab.spec.probes.items():
-            p = ResponseCentreProbe(name, probe.centre, self._open(probe.via, f"centre-{probe.centre}"),
-                                    self.lab.topic, self.tracker)
+            link = transport_kinds()[probe.via].centre(self, name)
+            self._links.append(link)
+            p = ResponseCentreProbe(name, probe.centre, link, self.tracker)
             p.start()
             self.probes[name] = p
 
@@ -99,11 +99,13 @@ class TestBed:
             from harness.scenario.registry import device_models
 
             spec = self.lab.spec.devices[device_id]
-            dev = SimulatedDevice(device_id, device_models()[spec.model], spec.user,
-                                  self._open(spec.via, f"device-{device_id}"), self.lab.topic,
+            link = transport_kinds()[spec.via].device(self, device_id)
+            self._links.append(link)
+            dev = SimulatedDevice(device_id, device_models()[spec.model], spec.user, link,
                                   on_fault=self.harness_fault)
             probe = f"device:{device_id}"
-            dev.listen_for_acks(lambda msg: self.tracker.on_message(probe, "device_ack", msg))
+            dev.listen_for_acks(lambda got: self.tracker.on_incoming(probe, "device_ack", got),
+                                lambda bad: self.tracker.on_refused(probe, bad))
             self._devices[device_id] = dev
         return self._devices[device_id]
 
@@ -124,6 +126,6 @@ class TestBed:
 
     def close(self) -> None:
         self.stop_devices()
-        for t in self._transports:
+        for link in self._links:
             with contextlib.suppress(Exception):
-                t.close()
+                link.close()

@@ -49,6 +49,7 @@ class Stimulus:
     spec: EventSpec
     seq: int
     t_ns: int
+    key: str | None = None  # correlation key where the protocol cannot carry the cid (harness.links)
 
 
 @dataclass(slots=True)

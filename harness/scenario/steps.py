@@ -53,13 +53,16 @@ async def trigger(it: Iteration, step: StepPlan) -> None:
     spec = binding.model.events[args.event]
     cid = it.run.new_cid(it.index)
     seq = it.bed.next_seq(device_id)
+    key = None
     if spec.wire:
-        payload, t = device.send(spec, cid, seq)
+        sent = device.send(spec, cid, seq)
+        t, payload, key = sent.t_ns, dict(sent.fields), sent.key
     else:
         t = device.stop_heartbeat()
         payload = {"event": spec.event, "device": device_id, "note": "device fell silent (last heartbeat)"}
-    it.bed.evidence.stimulus(it.plan.id, cid, device_id, spec.event, seq, it.index, t, payload)
-    it.stimuli[args.device] = Stimulus(cid, device_id, args.device, spec, seq, t)
+    it.bed.evidence.stimulus(it.plan.id, cid, device_id, spec.event, seq, it.index, t,
+                             {**payload, "_key": key} if key else payload)
+    it.stimuli[args.device] = Stimulus(cid, device_id, args.device, spec, seq, t, key)
     it.record(step, "ok", cid)
 
 
@@ -138,8 +141,9 @@ async def expect_alarm(it: Iteration, step: StepPlan) -> None:
     probe, centre = _expected_probe(it, args, stim)
     wanted_event = args.event or stim.spec.expected_alarm
     if stim.spec.wire:
-        def predicate(a: Arrival) -> bool:
-            return a.kind == "alarm" and a.cid == stim.cid
+        def predicate(a: Arrival) -> bool:  # by cid where the protocol carries it, else by the key (links)
+            return a.kind == "alarm" and (a.cid == stim.cid if a.cid is not None else
+                                          a.key is not None and a.key == stim.key)
     else:
         def predicate(a: Arrival) -> bool:
             return (a.kind == "alarm" and a.field("device") == stim.device_id
@@ -234,7 +238,8 @@ async def expect_ack(it: Iteration, step: StepPlan) -> None:
     probe = f"device:{stim.device_id}"
 
     def predicate(a: Arrival) -> bool:
-        return a.kind == "device_ack" and a.cid == cid
+        return a.kind == "device_ack" and (a.cid == cid if a.cid is not None else
+                                           a.key is not None and a.key == stim.key)
 
     def check(a: Arrival) -> tuple[Outcome, str | None]:
         return (Outcome.ALTERED, f"malformed: {a.defect}") if a.defect else (Outcome.OK, None)

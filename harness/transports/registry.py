@@ -1,33 +1,43 @@
-"""The transport registry: a lab file's `via:` names a transport kind; the kind opens a connection for
-one identity (a device or a probe) of the test bed. No if/else over transport names anywhere else."""
+"""The transport registry: a lab file's `via:` names a transport kind, and the kind opens a link for a
+device or a response-centre probe of the test bed (a codec bound to a transport, harness.links). No
+if/else over transport names anywhere else."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from harness.transports.base import PubSubTransport
-from harness.transports.mqtt import StateListener
+if TYPE_CHECKING:
+    from harness.links import CentreLink, DeviceLink
 
 
 class TransportContext(Protocol):
-    """What a transport kind may ask of the test bed when it opens a connection."""
+    """What a transport kind may ask of the test bed when it opens a link."""
 
-    def mqtt_settings(self, identity: str) -> object: ...
+    lab: Any  # harness.labfile.Lab: topics, devices, probes, their protocol settings
 
-    def memory_bus(self) -> object: ...
+    def mqtt_settings(self, identity: str) -> Any: ...
+
+    def memory_bus(self) -> Any: ...
 
     def on_transport_state(self, state: str, detail: str) -> None: ...
+
+    def endpoint(self, role: str, name: str) -> Any:
+        """Where a device must send or a centre must listen, as the target says (for protocols that
+        connect to the platform's own ports, such as DC-09 and SCAIP)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
 class TransportKind:
     name: str
     description: str
-    open: Callable[[TransportContext, str, StateListener], PubSubTransport]
-    """Open and connect a transport for `identity`; report connection losses to the listener."""
+    device: Callable[[TransportContext, str], DeviceLink]
+    """Open the link of device `device_id` (its lab-file entry says the rest)."""
+    centre: Callable[[TransportContext, str], CentreLink]
+    """Open the link of probe `probe_name` (its lab-file entry says the centre and the rest)."""
 
 
 @functools.cache

@@ -1,0 +1,96 @@
+"""vtlab's JSON dialect (docs/wire.md) over a publish/subscribe transport: MQTT, or the in-memory bus."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from harness.clock import now_ns, utc_text
+from harness.links import Incoming, IncomingHandler, Outgoing, Refused, RefusedHandler, Sent
+from harness.protocols import ProtocolError
+from harness.protocols.wire_json import CentreAck, DeviceAck, DeviceEvent, Heartbeat, RoutedAlarm, WireMessage, decode
+from harness.protocols.wire_json import encode as encode_wire
+from harness.transports.base import Message, PubSubTransport
+
+Topic = Callable[..., str]
+
+
+def incoming(message: Message, kind: type[WireMessage]) -> Incoming | Refused:
+    """Decode what arrived. A JSON object that the codec refuses but that names a cid is still an arrival
+    of that alarm (judged `altered` with the defect), never silently dropped."""
+    try:
+        fields = decode(message.payload, kind).to_json()
+        return Incoming(message.arrived_ns, fields, cid=str(fields["cid"]), evidence=fields, where=message.topic)
+    except ProtocolError as exc:
+        defect = exc.reason
+    try:
+        raw: Any = json.loads(message.payload) if len(message.payload) <= 65536 else None
+    except (ValueError, RecursionError):
+        raw = None
+    if isinstance(raw, dict) and isinstance(raw.get("cid"), str) and 0 < len(raw["cid"]) <= 256:
+        fields = {k: v for k, v in raw.items() if isinstance(k, str) and len(k) <= 64}
+        return Incoming(message.arrived_ns, fields, cid=raw["cid"], defect=defect,
+                        evidence={**fields, "_defect": defect}, where=message.topic)
+    return Refused(message.arrived_ns, message.payload[:500].decode("utf-8", "replace"), defect, message.topic)
+
+
+def _dispatch(kind: type[WireMessage], handler: IncomingHandler, refused: RefusedHandler) -> Callable[[Message], None]:
+    def on_message(message: Message) -> None:
+        got = incoming(message, kind)
+        if isinstance(got, Refused):
+            refused(got)
+        else:
+            handler(got)
+
+    return on_message
+
+
+class WireJsonDeviceLink:
+    def __init__(self, transport: PubSubTransport, topic: Topic, device_id: str) -> None:
+        self.transport = transport
+        self._topic = topic
+        self.device_id = device_id
+
+    def send(self, out: Outgoing) -> Sent:
+        event = DeviceEvent(cid=out.cid, device=out.device, user=out.user, event=out.event, code=out.code,
+                            qualifier=out.qualifier, priority=out.priority, seq=out.seq, battery=out.battery,
+                            sent=utc_text())
+        body = encode_wire(event)
+        t = now_ns()
+        self.transport.publish(self._topic("device_event", device=self.device_id), body)
+        return Sent(t, event.to_json())
+
+    def heartbeat(self, seq: int, interval_s: float, sent_text: str) -> None:
+        body = encode_wire(Heartbeat(device=self.device_id, interval_s=interval_s, seq=seq, sent=sent_text))
+        self.transport.publish(self._topic("device_heartbeat", device=self.device_id), body)
+
+    def on_ack(self, handler: IncomingHandler, refused: RefusedHandler) -> None:
+        self.transport.subscribe(self._topic("device_ack", device=self.device_id),
+                                 _dispatch(DeviceAck, handler, refused))
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+class WireJsonCentreLink:
+    def __init__(self, transport: PubSubTransport, topic: Topic, centre: str) -> None:
+        self.transport = transport
+        self._topic = topic
+        self.centre = centre
+
+    def start(self, handler: IncomingHandler, refused: RefusedHandler) -> None:
+        self.transport.subscribe(self._topic("centre_alarm", centre=self.centre),
+                                 _dispatch(RoutedAlarm, handler, refused))
+
+    def acknowledge(self, alarm: Incoming, operator: str) -> int:
+        device = alarm.fields.get("device")
+        ack = CentreAck(cid=str(alarm.cid), centre=self.centre, device=device if isinstance(device, str) else None,
+                        operator=operator, sent=utc_text())
+        data = encode_wire(ack)
+        t = now_ns()
+        self.transport.publish(self._topic("centre_ack", centre=self.centre), data)
+        return t
+
+    def close(self) -> None:
+        self.transport.close()
