@@ -112,10 +112,45 @@ class Centre(_Model):
     name: str
 
 
+def _address(v: str | None) -> str | None:
+    if v is None:
+        return v
+    host, sep, port = v.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise InputError(f"`{v}` is not HOST:PORT", fix="write e.g. 127.0.0.1:10500 (port 0: any free port)")
+    return v
+
+
+class Dc09Link(_Model):
+    """SIA DC-09 settings of a device (an alarm transmitter) or a centre (an alarm receiving centre).
+
+    A device sends ADM-CID (Contact ID) frames to `to` (the platform's receiver; for the embedded lab,
+    leave it out); a centre listens on `listen` and knows each account it serves. Keys come from an
+    environment variable or a file, never from this file."""
+
+    to: str | None = Field(None, description="device: HOST:PORT of the platform's DC-09 receiver")
+    backup: str | None = Field(None, description="device: HOST:PORT of the backup path")
+    listen: str | None = Field(None, description="centre: HOST:PORT to listen on (TCP and UDP; port 0 = free)")
+    protocol: Literal["tcp", "udp"] = "tcp"
+    account: str | None = Field(None, pattern=r"^[0-9A-Fa-f]{3,16}$",
+                                description="device: its account number (hex digits)")
+    accounts: dict[str, str] = Field(default_factory=dict,
+                                     description="centre: account the platform sends -> device id in this file "
+                                     "(default: each device's own account)")
+    key_env: str | None = Field(None, description="environment variable holding the AES key (16/24/32 chars)")
+    key_file: str | None = Field(None, description="file holding the AES key, relative to the lab file")
+    receiver: str = Field("0", pattern=r"^[0-9A-Fa-f]{1,6}$")
+    line: str = Field("0", pattern=r"^[0-9A-Fa-f]{1,6}$")
+    timeout: str = Field("5s", description="device: how long to wait for each ACK")
+
+    _to = field_validator("to", "backup", "listen")(_address)
+
+
 class Probe(_Model):
     kind: Literal["response_centre"] = "response_centre"
     centre: str = Field(description="Id of the response centre this probe receives for")
     via: str = Field("mqtt", description="Transport the probe receives on (`vtlab steps` lists them)")
+    dc09: Dc09Link | None = Field(None, description="with via: dc09: where the centre listens, its accounts")
 
 
 class Device(_Model):
@@ -123,6 +158,7 @@ class Device(_Model):
     user: str = Field(description="Synthetic test user (persona id) the device belongs to")
     heartbeat: str = Field("60s", description="Heartbeat interval the device is configured with")
     via: str = Field("mqtt", description="Transport the device speaks (`vtlab steps` lists them)")
+    dc09: Dc09Link | None = Field(None, description="with via: dc09: its account, key and the receiver address")
 
     @field_validator("heartbeat")
     @classmethod

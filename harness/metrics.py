@@ -6,6 +6,7 @@ derived from which stimuli were matched, how often a correlation id arrived and 
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 from collections import defaultdict
@@ -179,6 +180,24 @@ class ScenarioMetrics:
         }
 
 
+def _payload(row: Row) -> object:
+    try:
+        return row["payload"]
+    except (KeyError, IndexError):
+        return None
+
+
+def _key_of(payload: object) -> str | None:
+    """The correlation key a link stored with a stimulus or an arrival (`_key`), if any."""
+    if not isinstance(payload, str) or '"_key"' not in payload:
+        return None
+    try:
+        value = json.loads(payload).get("_key")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
 def compute(
     stimuli: Iterable[Row],
     arrivals: Iterable[Row],
@@ -191,11 +210,16 @@ def compute(
     arrival_rows = list(arrivals)
     arrival_by_id = {a["id"]: a for a in arrival_rows}
 
-    # duplicates: a stimulus' correlation id arriving more than once at the same kind of probe
+    # duplicates: a stimulus' correlation id (or, for protocols without one, its key) arriving more than
+    # once at the same kind of probe
+    by_key = {k: cid for cid, row in stim.items() if (k := _key_of(_payload(row))) is not None}
     seen: dict[tuple[str, str], int] = defaultdict(int)
     for a in arrival_rows:
-        if a["cid"] in stim:
-            seen[(a["kind"], a["cid"])] += 1
+        cid = a["cid"]
+        if cid is None and by_key:
+            cid = by_key.get(_key_of(_payload(a)) or "")
+        if cid in stim:
+            seen[(a["kind"], cid)] += 1
     for (_, cid), n in seen.items():
         if n > 1:
             m.counts["duplicates"] += n - 1

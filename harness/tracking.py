@@ -30,6 +30,7 @@ class Arrival:
     t_ns: int
     defect: str | None = None
     key: str | None = None  # correlation key, for protocols that cannot carry the cid (harness.links)
+    carries: tuple[str, ...] | None = None  # the judged fields its protocol can carry (None: all)
 
     def field(self, name: str) -> Any:
         return self.payload.get(name)
@@ -67,7 +68,7 @@ class Tracker:
         """Record what a probe received (decoded by its link); never raises on what the platform sent."""
         row_id = self.evidence.arrival(self.scenario, got.cid, probe, kind, got.t_ns,
                                        got.evidence if got.evidence is not None else dict(got.fields))
-        arrival = Arrival(row_id, probe, kind, got.cid, got.fields, got.t_ns, got.defect, got.key)
+        arrival = Arrival(row_id, probe, kind, got.cid, got.fields, got.t_ns, got.defect, got.key, got.carries)
         loop = self._loop
         if loop is not None and not loop.is_closed():
             # the loop may close in between: the arrival is in the evidence already

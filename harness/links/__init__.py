@@ -55,6 +55,7 @@ class Incoming:
     defect: str | None = None
     evidence: Any = None  # what goes into the evidence store as the payload (fields, or the raw text)
     where: str = ""  # topic or peer, for findings
+    carries: tuple[str, ...] | None = None  # the judged fields this protocol can carry (None: all of them)
 
 
 @dataclass(frozen=True, slots=True)

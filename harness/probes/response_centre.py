@@ -20,5 +20,5 @@ class ResponseCentreProbe:
 
     def acknowledge(self, alarm: Arrival, operator: str = "vtlab-operator") -> int:
         """Send the operator's acknowledgement; returns the send stamp (start of ack latency)."""
-        return self.link.acknowledge(Incoming(alarm.t_ns, alarm.payload, alarm.cid, alarm.key, alarm.defect),
-                                     operator)
+        return self.link.acknowledge(Incoming(alarm.t_ns, alarm.payload, alarm.cid, alarm.key, alarm.defect,
+                                              carries=alarm.carries), operator)

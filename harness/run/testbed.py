@@ -18,6 +18,7 @@ from harness.links import CentreLink, DeviceLink
 from harness.probes.response_centre import ResponseCentreProbe
 from harness.run.target import Target
 from harness.tracking import Tracker
+from harness.transports.loop import LoopThread
 from harness.transports.memory import MemoryBus
 from harness.transports.mqtt import MqttSettings
 from harness.transports.registry import transport_kinds
@@ -45,6 +46,7 @@ class TestBed:
         self._devices: dict[str, SimulatedDevice] = {}
         self._seq: dict[str, int] = {}
         self._links: list[DeviceLink | CentreLink] = []
+        self._io: LoopThread | None = None
         self._bus: MemoryBus | None = None
         self._faults: list[HarnessFault] = []
         self._lock = threading.Lock()
@@ -85,6 +87,11 @@ class TestBed:
     # --- connections ----------------------------------------------------------------------------
     def endpoint(self, role: str, name: str) -> Any:
         return self.target.endpoint(role, name)
+
+    def io(self) -> LoopThread:
+        if self._io is None:
+            self._io = LoopThread("vtlab-links")
+        return self._io
 
     def start(self) -> None:
         for name, probe in self.lab.spec.probes.items():
@@ -129,3 +136,5 @@ class TestBed:
         for link in self._links:
             with contextlib.suppress(Exception):
                 link.close()
+        if self._io is not None:
+            self._io.close()

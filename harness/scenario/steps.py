@@ -4,7 +4,7 @@ argument model are its documentation (`vtlab steps`, `vtlab schema`)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -120,10 +120,16 @@ def _alarm_check(
             v = arrival.field(k)
             return "absent" if v is None else repr(v)
 
-        wrong = [f"{k} {said(k)}, expected {v!r}" for k, v in routing.items() if arrival.field(k) != v]
+        carried = arrival.carries
+
+        def judged(fields: Mapping[str, object]) -> Mapping[str, object]:  # only what the protocol can carry
+            return fields if carried is None else {k: v for k, v in fields.items() if k in carried}
+
+        wrong = [f"{k} {said(k)}, expected {v!r}" for k, v in judged(routing).items() if arrival.field(k) != v]
         if wrong:
             return Outcome.MISROUTED, "arrived at " + arrival.probe + " with " + "; ".join(wrong)
-        wrong = [f"{k} {said(k)}, expected {v!r}" for k, v in content.items() if str(arrival.field(k)) != str(v)]
+        wrong = [f"{k} {said(k)}, expected {v!r}" for k, v in judged(content).items()
+                 if str(arrival.field(k)) != str(v)]
         if arrival.defect:
             wrong.append(f"malformed: {arrival.defect}")
         return (Outcome.ALTERED, "arrived with " + "; ".join(wrong)) if wrong else (Outcome.OK, None)

@@ -49,11 +49,25 @@ def memory_centre(ctx: TransportContext, probe: str) -> CentreLink:
     return WireJsonCentreLink(_memory(ctx, f"centre-{centre}"), ctx.lab.topic, centre)
 
 
+def _dc09_device(ctx: TransportContext, device_id: str) -> DeviceLink:
+    from harness.links.dc09 import dc09_device
+
+    return dc09_device(ctx, device_id)
+
+
+def _dc09_centre(ctx: TransportContext, probe: str) -> CentreLink:
+    from harness.links.dc09 import dc09_centre
+
+    return dc09_centre(ctx, probe)
+
+
 @hookimpl
 def vtlab_transports() -> list[TransportKind]:
     return [
         TransportKind("mqtt", "vtlab's JSON dialect over MQTT 3.1.1 or 5, TCP or TLS (docs/wire.md)",
                       mqtt_device, mqtt_centre),
+        TransportKind("dc09", "SIA DC-09 with Contact ID (ADM-CID) over TCP or UDP, optionally AES; devices are "
+                      "transmitters, centres are receiving centres", _dc09_device, _dc09_centre),
         TransportKind("memory", "vtlab's JSON dialect on an in-process bus: for vtlab's own tests and dry runs, "
                       "never a real target", memory_device, memory_centre),
     ]

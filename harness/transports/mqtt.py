@@ -89,7 +89,7 @@ class MqttClient:
             protocol=paho.MQTTv5 if self._v5 else paho.MQTTv311,
         )
         self._client.max_inflight_messages_set(max_inflight)
-        self._client.reconnect_delay_set(min_delay=0.05, max_delay=2)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=2)
         self._on_state = on_state or (lambda _s, _d: None)
         self._subs: list[tuple[str, Handler]] = []
         self._lock = threading.Lock()

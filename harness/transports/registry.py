@@ -24,6 +24,10 @@ class TransportContext(Protocol):
 
     def on_transport_state(self, state: str, detail: str) -> None: ...
 
+    def io(self) -> Any:
+        """The test bed's asyncio loop thread (harness.transports.loop.LoopThread) for asyncio transports."""
+        ...
+
     def endpoint(self, role: str, name: str) -> Any:
         """Where a device must send or a centre must listen, as the target says (for protocols that
         connect to the platform's own ports, such as DC-09 and SCAIP)."""
