@@ -23,6 +23,8 @@ from harness.cli import main
 from harness.report.commands import render_report
 from harness.transports.base import Message
 
+SCENARIO = "alarmknapp"  # the scenario id make_run's runs carry
+
 SCENARIO_TEXT = """
 title: Alarmknapp når responssenteret
 covers: [TA-1.1, TA-1.4]
@@ -60,7 +62,7 @@ def make_run(report_dir: Path, run_id: str, *, lost: int = 0, finish: bool = Tru
     lab = load_lab(memory_lab(work))
     contract, src = load_contract(partial_suite_contract())
     text = SCENARIO_TEXT.format(n=n, within="300ms" if lost else "2s")
-    plan = load_scenario(Suite(work).scenario("alarmknapp", text), contract, lab, "alarmknapp")
+    plan = load_scenario(Suite(work).scenario(SCENARIO, text), contract, lab, SCENARIO)
     session = RunSession(lab=lab, contract=contract, contract_src=src, report_dir=report_dir, run_id=run_id)
     session.start()
     bus = session.bed.memory_bus()
