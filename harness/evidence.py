@@ -340,26 +340,171 @@ class ScenarioRecord:
     detail: str | None
 
 
+def open_evidence_for_reading(path: Path) -> tuple[sqlite3.Connection, Path | None]:
+    """Open a run's evidence store for reading without changing or adding a file beside it, or raise
+    InputError (exit 2) naming the file when it is not a readable vtlab evidence store.
+
+    SQLite's `mode=ro` alone is not enough: on a WAL-mode store it creates -wal and -shm files, and
+    `immutable=1` alone would ignore the rows still in the WAL of a running or killed run. So:
+    - no -wal beside the store (a run that ended): `immutable=1`, nothing is locked or created;
+    - -wal and -shm beside it (a run still writing, or killed): `mode=ro` through the existing shared-memory
+      index, which sees every committed row and creates nothing;
+    - a -wal without its -shm (a copied folder): the store and its WAL are copied into a private temporary
+      folder and read there (the second value returned; the caller removes it when done).
+    The store is checked whole (`PRAGMA quick_check`) and against the tables this vtlab writes, so a
+    truncated or foreign file is refused here rather than failing half-way through a report.
+    """
+    import os
+    import shutil
+    import stat
+    import tempfile
+    from urllib.parse import quote
+
+    from harness.errors import InputError
+
+    again = "rerun the scenarios into a new run folder (a damaged store cannot be repaired by vtlab)"
+
+    def refuse(problem: str, fix: str = again, where: Path = path) -> InputError:
+        return InputError(problem, place=str(where), fix=fix)
+
+    def regular(file: Path, required: bool) -> bool:
+        try:
+            mode = os.stat(file).st_mode
+        except FileNotFoundError:
+            if required:
+                raise refuse(
+                    "no evidence store here", "give the folder of a run vtlab wrote, e.g. reports/latest"
+                ) from None
+            return False
+        except OSError as exc:
+            raise refuse(f"the evidence store cannot be read: {exc.strerror or exc}", where=file) from None
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "a special file"
+            raise refuse(f"{file.name} is {kind}, not a file: this is not an evidence store vtlab wrote", where=file)
+        return True
+
+    regular(path, required=True)
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+    except OSError as exc:
+        raise refuse(f"the evidence store cannot be read: {exc.strerror or exc}") from None
+    if not header:
+        raise refuse("the evidence store is empty (0 bytes): the run wrote nothing into it")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    sqlite_header = header.startswith(b"SQLite format 3\x00") and len(header) == 100
+    if not sqlite_header or page_size not in {2**n for n in range(9, 17)}:
+        raise refuse("this is not an SQLite database, so not an evidence store vtlab wrote (damaged or replaced)")
+
+    wal, shm, journal = (Path(f"{path}{suffix}") for suffix in ("-wal", "-shm", "-journal"))
+    copy: Path | None = None
+    target = path
+    if regular(wal, required=False):
+        if not regular(shm, required=False):
+            copy = Path(tempfile.mkdtemp(prefix="vtlab-evidence-"))
+            target = copy / path.name
+            try:
+                shutil.copyfile(path, target)
+                shutil.copyfile(wal, Path(f"{target}-wal"))
+            except OSError as exc:
+                shutil.rmtree(copy, ignore_errors=True)
+                raise refuse(f"the evidence store cannot be read: {exc.strerror or exc}") from None
+        uri = f"file:{quote(str(target.resolve()))}?mode=ro"
+    elif regular(journal, required=False):
+        uri = f"file:{quote(str(path.resolve()))}?mode=ro"  # not immutable: let SQLite see the journal
+    else:
+        # An ended run's store is whole pages, as many as its header says. SQLite would read the missing end of
+        # a cut-short file as zeros, which pass its integrity check as rows of empty text.
+        pages = int.from_bytes(header[28:32], "big") if header[92:96] == header[24:28] else 0
+        size = path.stat().st_size
+        if size % page_size or size < pages * page_size:
+            raise refuse(
+                f"the evidence store is cut short: {size} bytes, where its header says {pages} pages of {page_size}"
+                f" bytes ({pages * page_size} bytes); the end of the file is lost (a full disk or a broken copy?)"
+            )
+        uri = f"file:{quote(str(path.resolve()))}?mode=ro&immutable=1"
+
+    def cleanup() -> None:
+        if copy is not None:
+            shutil.rmtree(copy, ignore_errors=True)
+
+    try:
+        db = sqlite3.connect(uri, uri=True)
+    except sqlite3.Error as exc:
+        cleanup()
+        raise refuse(f"the evidence store cannot be opened: {' '.join(str(exc).split())[:200]}") from None
+    db.text_factory = lambda raw: raw.decode("utf-8", "replace")  # damaged names must not stop the checks
+    try:
+        check = [line for row in db.execute("PRAGMA quick_check(5)") for line in str(row[0]).splitlines()]
+        if check != ["ok"]:
+            found_problems = "; ".join(line for line in check if not line.startswith("***"))
+            raise refuse(f"the evidence store is damaged (SQLite integrity check: {found_problems[:300]})")
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        found = {
+            name: {col[1] for col in db.execute(f"PRAGMA table_info('{name}')")}
+            for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+            if "'" not in name
+        }
+        expected_db = sqlite3.connect(":memory:")
+        try:
+            expected_db.executescript(_SCHEMA)
+            expected = {
+                name: {col[1] for col in expected_db.execute(f"PRAGMA table_info('{name}')")}
+                for (name,) in expected_db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+        finally:
+            expected_db.close()
+        if "run" not in found or not {"scenarios", "stimuli"} & found.keys():
+            raise refuse(
+                "this SQLite file is not a vtlab evidence store (it has none of the tables a run writes: "
+                f"{', '.join(sorted(expected))})",
+                "give the folder of a run vtlab wrote, e.g. reports/latest",
+            )
+        if version > SCHEMA_VERSION:
+            raise refuse(
+                f"the evidence store was written by a newer vtlab (schema {version}; this vtlab reads "
+                f"{SCHEMA_VERSION})",
+                "read it with the vtlab version that wrote the run (summary.json names it)",
+            )
+        missing = [f"table {t}" for t in sorted(expected.keys() - found.keys())]
+        missing += [f"{t}.{c}" for t in sorted(expected.keys() & found.keys()) for c in sorted(expected[t] - found[t])]
+        if missing:
+            raise refuse(
+                f"the evidence store lacks what this vtlab reads ({', '.join(missing[:8])}); it was written "
+                "by another vtlab version, or altered",
+                "read it with the vtlab version that wrote the run, or rerun the scenarios",
+            )
+    except (sqlite3.Error, UnicodeDecodeError) as exc:  # SQLite's message can quote damaged bytes
+        db.close()
+        cleanup()
+        reason = " ".join(str(exc).split())[:200] if isinstance(exc, sqlite3.Error) else "damaged bytes"
+        raise refuse(f"the evidence store cannot be read: {reason}") from None
+    except InputError:
+        db.close()
+        cleanup()
+        raise
+    db.text_factory = str
+    return db, copy
+
+
 class EvidenceReader:
     """Read-only view of a run's store; works on a store whose run was killed half-way."""
 
     def __init__(self, path: Path):
         if path.is_dir():
             path = path / EVIDENCE_FILE
-        if not path.exists():
-            from harness.errors import InputError
-
-            raise InputError(
-                "no evidence store here",
-                place=str(path),
-                fix="give the run folder a run wrote, e.g. reports/latest",
-            )
         self.path = path
-        self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        self._db, self._copy = open_evidence_for_reading(path)
         self._db.row_factory = sqlite3.Row
 
     def close(self) -> None:
         self._db.close()
+        if self._copy is not None:
+            import shutil
+
+            shutil.rmtree(self._copy, ignore_errors=True)
+            self._copy = None
 
     def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         return list(self._db.execute(sql, params))
