@@ -302,6 +302,17 @@ def load_lab(path: Path) -> Lab:
                     place=src.place(section, name, "via"),
                     fix=f"use one of {sorted(known)}",
                 )
+    from harness.scenario.registry import device_models, suggest
+
+    models = device_models()
+    for dev_id, dev in spec.devices.items():
+        if dev.model not in models:
+            raise InputError(f"device `{dev_id}` has unknown model `{dev.model}`",
+                             place=src.place("devices", dev_id, "model"),
+                             fix=f"{suggest(dev.model, models)}use one of {sorted(models)}")
+        if dev.via == "dc09" and (dev.dc09 is None or not dev.dc09.account):
+            raise InputError(f"device `{dev_id}` uses via: dc09 but has no DC-09 account",
+                             place=src.place("devices", dev_id), fix="add `dc09: {account: '1234'}`")
     for dev_id, dev in spec.devices.items():
         if dev.user not in personas:
             raise InputError(

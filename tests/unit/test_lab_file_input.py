@@ -123,3 +123,17 @@ def test_an_unknown_transport_is_refused_with_the_known_ones(tmp_path: Path) -> 
     data["devices"]["sa-odd"]["via"] = "pigeon"  # type: ignore[index]
     err = refused(tmp_path, data)
     assert "pigeon" in err.problem and "mqtt" in (err.fix or "")
+
+
+def test_a_device_model_typo_is_reported_in_the_lab_file_not_at_a_scenario(tmp_path: Path) -> None:
+    data = embedded()
+    data["devices"]["sa-odd"]["model"] = "safety_alarn"  # type: ignore[index]
+    err = refused(tmp_path, data)
+    assert "safety_alarn" in err.problem and "did you mean `safety_alarm`" in (err.fix or "")
+
+
+def test_a_dc09_device_without_an_account_is_refused(tmp_path: Path) -> None:
+    data = embedded()
+    data["devices"]["sa-odd"]["via"] = "dc09"  # type: ignore[index]
+    err = refused(tmp_path, data)
+    assert "DC-09 account" in err.problem
