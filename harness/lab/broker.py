@@ -236,18 +236,29 @@ class RunningBroker:
         self.stop()
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], port: int, deadline: float) -> bool:
-    """True once the port accepts TCP connections; False if the process died or the deadline passed."""
+def _logged(log_path: Path, marker: bytes) -> bool:
+    try:
+        return marker in log_path.read_bytes()
+    except OSError:
+        return False
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], port: int, deadline: float, log_path: Path, marker: bytes) -> bool:
+    """True once the broker logged `marker` (it has loaded its whole config: mosquitto opens its listener
+    before it loads the TLS files, and exits if they are bad) and the port accepts TCP connections;
+    False if the process died or the deadline passed."""
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return True
-        except OSError:
-            # not listening yet: wait for the process to exit, at most a moment, then retry
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=0.02)
+        if _logged(log_path, marker):
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    return True
+            except OSError:
+                pass
+        # not ready yet: wait for the process to exit, at most a moment, then look again
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.02)
     return False
 
 
@@ -461,7 +472,8 @@ def _start_once(
     with _LIVE_LOCK:
         _LIVE.add(proc)
     broker = RunningBroker(chosen, port, tls is not None, proc, log_path, 0.0, access_control)
-    if not _wait_ready(proc, port, time.monotonic() + ready_timeout_s):
+    marker = b" running" if chosen == "mosquitto" else b"amqtt broker listening"
+    if not _wait_ready(proc, port, time.monotonic() + ready_timeout_s, log_path, marker):
         broker.stop()
         tail = broker.log_tail()
         err = TargetError(

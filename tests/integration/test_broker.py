@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from lab_fixtures import Peer
 
-from harness.errors import TargetError
+from harness.errors import InputError, TargetError
 from harness.lab.broker import TlsFiles, find_mosquitto, start_broker
 from harness.pki import make_pki
 
@@ -94,3 +94,35 @@ def test_broker_that_does_not_come_up_reports_its_log(tmp_path: Path) -> None:
         start_broker(tmp_path, tls=bad, ready_timeout_s=5)
     assert "did not come up" in e.value.problem
     assert "nope.pem" in e.value.problem  # the log tail names the file mosquitto could not load
+
+
+def test_access_rules_render_for_mosquitto_and_refuse_injection() -> None:
+    from harness.lab.broker import AccessRule, dynsec_config, mosquitto_acl
+
+    rules = [
+        AccessRule(identity="device-d1", access="publish", topic_filter="v/s/device/d1/event"),
+        AccessRule(identity="device-d1", access="subscribe", topic_filter="v/s/device/d1/ack"),
+    ]
+    assert mosquitto_acl(rules).splitlines()[1:] == [
+        "user device-d1",
+        "topic write v/s/device/d1/event",
+        "topic read v/s/device/d1/ack",
+    ]
+    role = dynsec_config(rules)["roles"][0]
+    assert {(a["acltype"], a["topic"]) for a in role["acls"]} == {
+        ("publishClientSend", "v/s/device/d1/event"),
+        ("subscribePattern", "v/s/device/d1/ack"),
+        ("publishClientReceive", "v/s/device/d1/ack"),
+    }
+    assert dynsec_config(rules)["defaultACLAccess"]["subscribe"] is False
+    evil = AccessRule(identity="device-x", access="publish", topic_filter="a\nuser lab\ntopic readwrite #")
+    with pytest.raises(InputError, match="line break"):
+        mosquitto_acl([evil])
+
+
+def test_access_rules_need_client_certificates(tmp_path: Path) -> None:
+    from harness.lab.broker import AccessRule
+
+    rule = AccessRule(identity="lab", access="subscribe", topic_filter="#")
+    with pytest.raises(InputError, match="client certificates"):
+        start_broker(tmp_path, access=[rule])

@@ -40,7 +40,7 @@ def test_mqtt_3_1_1_against_mosquitto(suite: Suite, tmp_path: Path) -> None:
 
 
 def test_a_platform_without_tls_fails_the_encryption_requirement(suite: Suite, tmp_path: Path) -> None:
-    lab = lab_variant(suite, **{"tls: true ": "tls: false", "mqtts://127.0.0.1:0": "mqtt://127.0.0.1:0"})
+    lab = lab_variant(suite, **{"mqtts://127.0.0.1:0": "mqtt://127.0.0.1:0"})  # TLS follows the URL scheme
     result = run_vtlab(str(SECURITY), "--lab", str(lab), report_dir=tmp_path)
     assert result.rc == 1, result.output[-4000:]
     summary = result.summary
