@@ -449,7 +449,7 @@ def _parse_xml(data: bytes) -> Element:
         ) from None
     except safe_et.ParseError as exc:
         raise ScaipError(f"not well-formed XML: {exc}") from None
-    except (ValueError, UnicodeError, RecursionError) as exc:  # an unknown encoding declaration, deep nesting
+    except (ValueError, LookupError, RecursionError) as exc:  # an unknown encoding declaration, deep nesting
         raise ScaipError(f"not readable XML: {type(exc).__name__}") from None
     return root
 

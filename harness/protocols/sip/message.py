@@ -385,6 +385,8 @@ def _parse_head(head: bytes) -> tuple[str, Headers]:
     if "\x00" in text:
         raise SipParseError("NUL byte in the headers")
     lines = _LINE_SPLIT.split(text)
+    if any("\r" in line for line in lines):
+        raise SipParseError("bare CR in the headers")
     if len(lines) - 1 > MAX_HEADERS:
         raise SipParseError(f"more than {MAX_HEADERS} header lines", status=413)
     pairs: list[tuple[str, str]] = []
