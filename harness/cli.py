@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -224,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     except VtlabError as exc:
         print(f"vtlab: {exc}", file=sys.stderr)
         return exc.exit_code
+    except sqlite3.Error as exc:  # a store damaged inside a value, past what the reader's checks can see
+        print(f"vtlab: the evidence store could not be read: {exc}\n  fix: it is damaged; use the signed copy "
+              "(vtlab verify says which file differs from its manifest)", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

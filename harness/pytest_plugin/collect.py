@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from harness.outcomes import ScenarioStatus
 from harness.pytest_plugin.run import VtlabRun, run_key
 from harness.scenario.loader import load_scenario
 from harness.scenario.plan import ScenarioPlan
+from harness.yamlfile import load_yaml
 
 
 class CriteriaFailed(Exception):
@@ -35,9 +37,17 @@ def format_results(results: list[CriterionResult]) -> str:
     return "\n".join(lines)
 
 
+def is_load_scenario(path: Path) -> bool:
+    """A scenario file with a top-level `load:` describes a capacity run for `vtlab load`."""
+    src = load_yaml(path, "scenario")
+    return isinstance(src.data, dict) and "load" in src.data
+
+
 class ScenarioFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         run: VtlabRun = self.config.stash[run_key]
+        if is_load_scenario(self.path):
+            return  # a capacity scenario: `vtlab load` runs it (harness/load), not the functional suite
         contract, _ = run.contract
         scenario_id = self.path.relative_to(self.config.rootpath).as_posix() \
             if self.path.is_relative_to(self.config.rootpath) else str(self.path)
