@@ -40,9 +40,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.allure_label(r.category.value, label_type="epic"))
             item.add_marker(pytest.mark.allure_label(r.category.value, label_type="feature"))
             item.add_marker(pytest.mark.allure_label(r.id, label_type="story"))
-            item.add_marker(pytest.mark.allure_link(
-                f"report.html#req-{r.id}", link_type="link",
-                name=f"{contract.contract.id} {r.id}: {r.source}"))
+            item.add_marker(
+                pytest.mark.allure_link(
+                    f"report.html#req-{r.id}", link_type="link", name=f"{contract.contract.id} {r.id}: {r.source}"
+                )
+            )
         if reqs:
             worst = min((r.severity.value for r in reqs), key=_ORDER.index)
             item.add_marker(pytest.mark.allure_label(SEVERITY[worst], label_type="severity"))
@@ -80,14 +82,29 @@ def _attach(item: Any) -> None:
     try:
         crits = [CriterionDef.of(c).to_json() for c in plan.criteria]
         for p in scenario_plots(reader, plan.id, crits, Lang("nb")):
-            allure.attach(p.svg, p.title, allure.attachment_type.SVG)
+            if p.svg:
+                allure.attach(p.svg, p.title, allure.attachment_type.SVG)
+            elif p.note:  # matplotlib missing: say so instead of attaching an empty picture
+                allure.attach(p.note, p.title, allure.attachment_type.TEXT)
         results = dict(item.user_properties).get("vtlab_results", [])
-        problems = [dict(r) for r in reader.rows(
-            "SELECT metric, stimulus_cid, device, outcome, latency_ns, detail FROM matches"
-            " WHERE scenario = ? AND outcome != 'ok' ORDER BY id LIMIT 50", (plan.id,))]
-        excerpt = {"scenario": plan.id, "criteria": results, "problems (first 50)": problems,
-                   "observations": [dict(o) for o in reader.observations() if o["scenario"] == plan.id]}
-        allure.attach(json.dumps(excerpt, ensure_ascii=False, indent=1, default=str), "evidence excerpt",
-                      allure.attachment_type.JSON)
+        problems = [
+            dict(r)
+            for r in reader.rows(
+                "SELECT metric, stimulus_cid, device, outcome, latency_ns, detail FROM matches"
+                " WHERE scenario = ? AND outcome != 'ok' ORDER BY id LIMIT 50",
+                (plan.id,),
+            )
+        ]
+        excerpt = {
+            "scenario": plan.id,
+            "criteria": results,
+            "problems (first 50)": problems,
+            "observations": [dict(o) for o in reader.observations() if o["scenario"] == plan.id],
+        }
+        allure.attach(
+            json.dumps(excerpt, ensure_ascii=False, indent=1, default=str),
+            "evidence excerpt",
+            allure.attachment_type.JSON,
+        )
     finally:
         reader.close()

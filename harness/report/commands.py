@@ -35,10 +35,10 @@ def render_report(run_dir: Path, lang: str = "nb", pdf: bool = True, force: bool
     """Render report.html (and report.pdf) into `run_dir`. Returns the effective summary (with history),
     plus the paths written under `_paths`."""
     from harness.report.history import apply_history
-    from harness.report.html import build_context, render_html, slug
+    from harness.report.html import build_context, render_html
     from harness.report.i18n import Lang
-    from harness.report.manifest import compute_manifest, seal_store
-    from harness.report.plots import scenario_plots
+    from harness.report.manifest import REPORT_HTML, compute_manifest, seal_run_folder, with_file
+    from harness.report.plots import scenario_plots, write_inside, write_plots
     from harness.report.summary import write_summary
 
     language = Lang(lang)
@@ -46,9 +46,8 @@ def render_report(run_dir: Path, lang: str = "nb", pdf: bool = True, force: bool
     if pdf and out_pdf.exists() and not force and _is_signed(out_pdf):
         raise InputError("report.pdf is signed already; rendering again would replace the signed report",
                          place=str(out_pdf), fix="move the signed report away first, or pass --force")
-    run = _ended(run_dir)
-    if run:
-        seal_store(run_dir)
+    # every run, also a killed one: no -wal/-shm left, else a reader sees what no hash covers
+    seal_run_folder(run_dir)
     summary = write_summary(run_dir)
     effective = apply_history(run_dir, summary)
     from harness.evidence import EvidenceReader
@@ -62,43 +61,39 @@ def render_report(run_dir: Path, lang: str = "nb", pdf: bool = True, force: bool
             plots[sc["id"]] = scenario_plots(reader, sc["id"], crits, language)
     finally:
         reader.close()
-    plot_dir = run_dir / "plots"
-    for sid, ps in plots.items():
-        for p in ps:
-            target = plot_dir / slug(sid) / f"{p.name}.svg"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if not target.exists() or target.read_text(encoding="utf-8") != p.svg:
-                target.write_text(p.svg, encoding="utf-8")
+    write_plots(run_dir, plots)
+    # The page shows the manifest of the bundle without itself; the PDF embeds that manifest plus the
+    # page's own hash (the PDF is vouched for by its signatures, so it is in no manifest).
     manifest = compute_manifest(run_dir)
     context = build_context(run_dir, effective, manifest, language, plots)
     html = render_html(context)
-    out_html = run_dir / "report.html"
-    out_html.write_text(html, encoding="utf-8")
+    out_html = run_dir / REPORT_HTML
+    write_inside(run_dir.resolve(), run_dir.resolve() / REPORT_HTML, html.encode("utf-8"))
+    sealed = with_file(manifest, run_dir, REPORT_HTML)
     paths = [out_html]
     if pdf:
         from harness.report.pdf import render_pdf
 
-        paths.append(render_pdf(html, manifest, out_pdf))
+        paths.append(render_pdf(html, sealed, out_pdf))
     effective["_paths"] = paths
     return effective
 
 
-def _ended(run_dir: Path) -> bool:
-    from harness.evidence import EvidenceReader
-
-    reader = EvidenceReader(run_dir)
-    try:
-        return reader.run().get("ended") is not None
-    finally:
-        reader.close()
-
-
 def _is_signed(pdf: Path) -> bool:
+    """Does report.pdf carry a signature? When pyHanko is missing or cannot read the file, a /ByteRange in
+    its bytes counts as one: replacing a signed report is the mistake that cannot be undone."""
     try:
+        data = pdf.read_bytes()
+    except OSError:
+        return False
+    if b"/ByteRange" in data:
+        return True
+    try:
+        import io
+
         from pyhanko.pdf_utils.reader import PdfFileReader
 
-        with pdf.open("rb") as f:
-            return bool(PdfFileReader(f, strict=False).embedded_signatures)
+        return bool(PdfFileReader(io.BytesIO(data), strict=False).embedded_signatures)
     except Exception:
         return False
 
@@ -126,7 +121,7 @@ def after_run(run_dir: Path) -> None:
 
 # --- commands ------------------------------------------------------------------------------------------
 def _report(args: argparse.Namespace) -> int:
-    from harness.pytest_plugin.terminal import requirement_table
+    from harness.report.table import requirement_table
 
     run_dir = _run_dir(args.run_dir)
     summary = render_report(run_dir, args.lang, pdf=not args.no_pdf, force=args.force)
@@ -152,17 +147,32 @@ def _verify(args: argparse.Namespace) -> int:
     from harness.report.verify import verify_report
 
     result = verify_report(Path(args.pdf), [Path(t) for t in args.trust],
-                           bundle=Path(args.bundle) if args.bundle else None)
+                           bundle=Path(args.bundle) if args.bundle else None,
+                           accept_untrusted=args.accept_untrusted)
     for line in result.lines:
         print(line)
-    print("\nverify: OK" if result.ok else "\nverify: FAILED - " + "; ".join(result.problems))
-    return 0 if result.ok else 1
+    if not result.ok:
+        print("\nverify: FAILED - " + "; ".join(result.problems))
+        return 1
+    if result.untrusted:
+        bar = "!" * 78
+        print(f"\n{bar}\nverify: UNTRUSTED - the PDF and the evidence are intact, but NOTHING shows who signed:"
+              "\n  no --trust certificate was given and --accept-untrusted was. Anyone can make a certificate"
+              "\n  with these names. Compare each SHA-256 fingerprint above with the signer, out of band."
+              f"\n{bar}")
+        return 0
+    print("\nverify: OK")
+    return 0
 
 
 def _allure(args: argparse.Namespace) -> int:
     from harness.report.allure_build import build_allure
 
-    out = build_allure(_run_dir(args.run_dir), Path(args.results) if args.results else None,
+    run_dir = _run_dir(args.run_dir)
+    if not args.out and _is_signed(run_dir / "report.pdf"):
+        raise InputError("the report of this run is signed; a new file in its folder makes `vtlab verify` fail",
+                         place=str(run_dir), fix="write the Allure page elsewhere with --out FILE")
+    out = build_allure(run_dir, Path(args.results) if args.results else None,
                        Path(args.out) if args.out else None)
     print(f"vtlab: allure report {out}")
     return 0
@@ -195,6 +205,9 @@ def register(subparsers: Any) -> None:
     ver.add_argument("--trust", action="append", default=[],
                      help="trusted CA or signer certificate (PEM/DER); repeatable")
     ver.add_argument("--bundle", help="run folder holding the evidence (default: the PDF's folder)")
+    ver.add_argument("--accept-untrusted", action="store_true",
+                     help="without --trust: exit 0 when all else holds, but say UNTRUSTED (check the printed "
+                          "fingerprints with the signers yourself)")
     ver.set_defaults(func=_verify)
 
     al = subparsers.add_parser("allure", help="build a static single-file Allure-style report, offline")

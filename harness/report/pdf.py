@@ -1,5 +1,8 @@
 """The PDF (A4) of the report: WeasyPrint renders the same HTML, the evidence manifest is embedded as a
-file, and two empty PAdES signature fields (customer, supplier) are placed on the sign-off page."""
+file, and two empty PAdES signature fields (customer, supplier) are placed on the sign-off page.
+
+The embedded manifest lists the whole run folder, report.html included (hashed after it was written); the
+PDF itself is in no manifest: its signatures vouch for it."""
 
 from __future__ import annotations
 
@@ -29,8 +32,11 @@ def render_pdf(html: str, manifest: dict[str, Any], out: Path) -> Path:
             x, y = pos[0] * _PX_TO_PT, pos[1] * _PX_TO_PT
             w, h = _BOX_W_MM / 25.4 * 72, _BOX_H_MM / 25.4 * 72
             boxes[name] = (page_no, (x, height_pt - y - h, x + w, height_pt - y))
-    attachment = Attachment(string=json.dumps(manifest, indent=1, sort_keys=True), name=MANIFEST_NAME,
-                            description="vtlab: SHA-256 manifest of the evidence bundle")
+    attachment = Attachment(
+        string=json.dumps(manifest, indent=1, sort_keys=True),
+        name=MANIFEST_NAME,
+        description="vtlab: SHA-256 manifest of the evidence bundle",
+    )
     raw = doc.write_pdf(attachments=[attachment])
     pdf = _add_signature_fields(raw, boxes)
     tmp = out.with_suffix(".pdf.tmp")
@@ -55,18 +61,28 @@ def _add_signature_fields(pdf: bytes, boxes: dict[str, tuple[int, tuple[float, f
 
 
 def embedded_manifest(pdf: Path | bytes) -> dict[str, Any] | None:
-    """The manifest embedded in a report PDF, or None."""
+    """The manifest embedded in a report PDF (its latest revision), or None."""
     from pyhanko.pdf_utils.reader import PdfFileReader
 
     data = pdf if isinstance(pdf, bytes) else pdf.read_bytes()
     r = PdfFileReader(io.BytesIO(data), strict=False)
+    return _manifest_in(r.root)
+
+
+def embedded_manifest_at(reader: Any, revision: int) -> dict[str, Any] | None:
+    """The manifest as it stood in `revision` of the PDF (e.g. the revision a signature covers), or None."""
+    return _manifest_in(reader.get_historical_root(revision))
+
+
+def _manifest_in(root: Any) -> dict[str, Any] | None:
     try:
-        names = r.root["/Names"]["/EmbeddedFiles"]["/Names"]
+        names = root["/Names"]["/EmbeddedFiles"]["/Names"]
     except KeyError:
         return None
     for i in range(0, len(names), 2):
         if str(names[i]) == MANIFEST_NAME:
             spec = names[i + 1].get_object()
             stream = spec["/EF"]["/F"].get_object()
-            return json.loads(stream.data.decode("utf-8"))
+            data: dict[str, Any] = json.loads(stream.data.decode("utf-8"))
+            return data
     return None

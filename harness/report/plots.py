@@ -1,26 +1,58 @@
 """Plots of a scenario's evidence (matplotlib, Agg, SVG): latency distribution with percentiles against
-the limit, latency over time, and throughput for load scenarios. Read from the evidence store only."""
+the limit, latency over time, and throughput for load scenarios. Read from the evidence store only.
+
+The samples and the percentile lines come from `harness.metrics` (the HdrHistogram the judgement uses), so
+a plot's p99 line is the p99 the verdict rests on. Names from the evidence (metric names, scenario ids)
+never become paths as they are: `safe_stem` makes them file names, `write_plots` keeps every write inside
+the run folder. Without matplotlib the report still renders, with a note where the plots would be.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import math
+import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from harness.errors import InputError
 from harness.evidence import EvidenceReader
+from harness.metrics import Latency, compute
 from harness.report.i18n import Lang
 
 _LIMIT_FITS = 4.0  # draw the limit only when it is at most this many times the largest sample
+PERCENTILES = ("p50", "p95", "p99")
+_PLAIN = re.compile(r"[a-z0-9_]{1,48}")
+_PLOT_NAME = re.compile(r"[a-z0-9_][a-z0-9_-]{0,119}")
+UNAVAILABLE = "plots-unavailable"
+
+
+def safe_stem(text: str, max_len: int = 48) -> str:
+    """A file-name stem for a name that came from input: the name itself when it is plain (lower-case
+    letters, digits, `_`, at most `max_len`), else a slug cut to `max_len` plus a hash of the whole name,
+    so two different names never share a file and `..`, `/`, NUL or 10 000 characters never reach a path."""
+    if _PLAIN.fullmatch(text) and len(text) <= max_len:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    slug = re.sub(r"[^a-z0-9_]+", "-", text.lower())[:max_len].strip("-_")
+    return f"{slug or 'x'}-{digest}"  # the `-` keeps it apart from every plain name
 
 
 @dataclass(frozen=True, slots=True)
 class Plot:
-    name: str  # file stem, unique within a scenario
+    name: str  # file stem, unique within a scenario; built with `safe_stem`, checked here
     title: str
-    svg: str
+    svg: str  # empty: nothing drawn (the note says why)
     note: str = ""
+    marks: tuple[tuple[str, float], ...] = ()  # percentile lines drawn, in ms (the judged values)
+
+    def __post_init__(self) -> None:
+        if not _PLOT_NAME.fullmatch(self.name):
+            raise ValueError(f"unsafe plot name {self.name!r}; build it with plots.safe_stem")
 
 
 def _plt() -> Any:
@@ -29,8 +61,16 @@ def _plt() -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"font.family": "DejaVu Sans", "font.size": 9, "svg.fonttype": "path",
-                         "svg.hashsalt": "vtlab", "axes.grid": True, "grid.alpha": 0.3})
+    plt.rcParams.update(
+        {
+            "font.family": "DejaVu Sans",
+            "font.size": 9,
+            "svg.fonttype": "path",
+            "svg.hashsalt": "vtlab",
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+        }
+    )
     return plt
 
 
@@ -41,7 +81,7 @@ def _svg(fig: Any) -> str:
 
     plt.close(fig)
     text = buf.getvalue()
-    return _self_contained(text[text.index("<svg"):])
+    return _self_contained(text[text.index("<svg") :])
 
 
 def _self_contained(svg: str) -> str:
@@ -53,13 +93,6 @@ def _self_contained(svg: str) -> str:
         return svg
     svg = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{prefix}{m.group(1)}"', svg)
     return re.sub(r"#([A-Za-z_][\w.-]*)", lambda m: f"#{prefix}{m.group(1)}" if m.group(1) in ids else m.group(0), svg)
-
-
-def _percentile(sorted_ms: list[float], q: float) -> float:
-    if not sorted_ms:
-        return 0.0
-    k = min(len(sorted_ms) - 1, max(0, round(q / 100.0 * len(sorted_ms) + 0.5) - 1))
-    return sorted_ms[k]
 
 
 def _time_limits(criteria: list[dict[str, Any]], metric: str) -> list[tuple[str, float]]:
@@ -78,35 +111,76 @@ def _time_limits(criteria: list[dict[str, Any]], metric: str) -> list[tuple[str,
     return out
 
 
+def _unavailable(lang: Lang, why: str) -> Plot:
+    if lang.code == "nb":
+        title, note = "Diagrammer ikke tegnet", f"Diagrammene er ikke tegnet: {why}. Tallene over er uberørt."
+    else:
+        title, note = "Plots not drawn", f"The plots were not drawn: {why}. The figures above are unaffected."
+    return Plot(UNAVAILABLE, title, "", note)
+
+
+def matplotlib_missing() -> str | None:
+    """Why plots cannot be drawn here (None when they can)."""
+    try:
+        _plt()
+    except ImportError as exc:
+        return f"matplotlib is not installed ({exc.name or exc}); pip install matplotlib"
+    return None
+
+
 def scenario_plots(reader: EvidenceReader, scenario: str, criteria: list[dict[str, Any]], lang: Lang) -> list[Plot]:
-    """All plots worth drawing for one scenario (may be empty)."""
-    rows = reader.rows(
-        "SELECT m.metric, m.latency_ns, m.outcome, s.t_ns AS t FROM matches m"
-        " LEFT JOIN stimuli s ON s.cid = m.stimulus_cid AND s.scenario = m.scenario"
-        " WHERE m.scenario = ? AND m.latency_ns IS NOT NULL ORDER BY s.t_ns", (scenario,))
-    by_metric: dict[str, list[tuple[float, float | None]]] = {}
-    for r in rows:
-        by_metric.setdefault(r["metric"], []).append((r["latency_ns"] / 1e6, r["t"]))
-    plots: list[Plot] = []
-    t0 = None
+    """All plots worth drawing for one scenario (may be empty); one note instead when matplotlib is missing."""
+    metrics = compute(reader.stimuli(scenario), reader.arrivals(scenario), reader.matches(scenario))
     stim = reader.rows("SELECT MIN(t_ns) AS t0, COUNT(*) AS n FROM stimuli WHERE scenario = ?", (scenario,))
-    if stim and stim[0]["t0"] is not None:
-        t0 = stim[0]["t0"]
-    for metric, samples in sorted(by_metric.items()):
+    t0: int | None = stim[0]["t0"] if stim and stim[0]["t0"] is not None else None
+    jobs: list[Any] = []
+    for metric, lat in sorted(metrics.latencies.items()):
         if metric == "ack_roundtrip":
             continue  # ack_latency tells the same story for the reader
-        if len(samples) >= 3:
-            plots.append(_latency_distribution(metric, [s for s, _ in samples], _time_limits(criteria, metric), lang))
-        if len(samples) >= 5 and t0 is not None:
-            plots.append(_latency_over_time(metric, samples, t0, lang))
+        arrived = _arrived(lat)
+        if len(arrived) >= 3:
+            jobs.append(
+                lambda m=metric, la=lat: _latency_distribution(
+                    m, [ns / 1e6 for _, ns in _arrived(la)], _time_limits(criteria, m), lang, latency=la
+                )
+            )
+        if len(arrived) >= 5 and t0 is not None:
+            jobs.append(lambda m=metric, la=lat, start=t0: _latency_over_time(m, _arrived(la), start, lang))
     if stim and stim[0]["n"] >= 50 and t0 is not None:
-        tp = _throughput(reader, scenario, t0, lang)
-        if tp is not None:
-            plots.append(tp)
-    return plots
+        jobs.append(lambda start=t0: _throughput(reader, scenario, start, lang))
+    if not jobs:
+        return []
+    missing = matplotlib_missing()
+    if missing:
+        return [_unavailable(lang, missing)]
+    return [p for p in (job() for job in jobs) if p is not None]
 
 
-def _latency_distribution(metric: str, ms: list[float], limits: list[tuple[str, float]], lang: Lang) -> Plot:
+def _arrived(latency: Latency) -> list[tuple[int, int]]:
+    """(stimulus t_ns, latency ns) of every sample that arrived, in time or late, in stimulus order."""
+    return sorted([*latency.samples, *getattr(latency, "late_samples", [])])
+
+
+def _marks(latency: Latency) -> tuple[tuple[str, float], ...]:
+    """The judged percentiles (harness.metrics.Latency, as the criteria see them), in ms; inf when the
+    percentile falls among the alarms that did not arrive in time."""
+    out = []
+    for q in PERCENTILES:
+        v = latency.statistic(q)
+        if v is not None:
+            out.append((q, v / 1e6))
+    return tuple(out)
+
+
+def _latency_distribution(
+    metric: str, ms: list[float], limits: list[tuple[str, float]], lang: Lang, latency: Latency | None = None
+) -> Plot:
+    """Histogram and ECDF of `ms`, with the judged percentiles of `latency` (by default: of `ms` alone)."""
+    if latency is None:
+        latency = Latency(metric)
+        for v in ms:
+            latency.record(0, round(v * 1e6))
+    marks = _marks(latency)
     plt = _plt()
     data = sorted(ms)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(7.2, 2.6))
@@ -118,12 +192,16 @@ def _latency_distribution(metric: str, ms: list[float], limits: list[tuple[str, 
     ax2.set_xlabel("ms")
     ax2.set_ylabel("ECDF")
     colours = {"p50": "#54A24B", "p95": "#F58518", "p99": "#E45756"}
-    for q, col in colours.items():
-        v = _percentile(data, float(q[1:]))
+    above = []
+    for i, (q, v) in enumerate(marks):
+        if math.isinf(v):
+            above.append(q)
+            continue
+        col = colours.get(q, "#444")
         for ax in (ax1, ax2):
             ax.axvline(v, color=col, linestyle="--", linewidth=1)
-        ax2.text(v, 0.02 + 0.12 * list(colours).index(q), f" {q} {lang.number(round(v, 2))}", color=col, fontsize=7)
-    note = ""
+        ax2.text(v, 0.02 + 0.12 * i, f" {q} {lang.number(round(v, 2))}", color=col, fontsize=7)
+    notes = []
     biggest = data[-1] if data else 0.0
     off = []
     for text, lim_ms in limits:
@@ -134,22 +212,40 @@ def _latency_distribution(metric: str, ms: list[float], limits: list[tuple[str, 
         else:
             off.append(text)
     if off:
-        note = lang.t("limit_off_scale", limit=", ".join(off), max=f"{lang.number(round(biggest, 2))} ms")
-    fig.suptitle(lang.t("latency_hist", metric=metric) + f" – n = {lang.number(n)}", fontsize=9)
+        notes.append(lang.t("limit_off_scale", limit=", ".join(off), max=f"{lang.number(round(biggest, 2))} ms"))
+    not_arrived = getattr(latency, "censored", 0)
+    if above:
+        qs, total = ", ".join(above), f"{latency.statistic('count') or 0:.0f}"
+        if lang.code == "nb":
+            notes.append(
+                f"{qs} ligger blant alarmene som ikke kom fram i tide ({not_arrived} av {total}), "
+                "over enhver grense; ikke tegnet inn."
+            )
+        else:
+            notes.append(
+                f"{qs} falls among the alarms that did not arrive in time ({not_arrived} of {total}), "
+                "above any limit; not drawn."
+            )
+    title = lang.t("latency_hist", metric=metric)
+    counts = f" – n = {lang.number(n)}"
+    if not_arrived:
+        counts += f" + {lang.number(not_arrived)} " + ("ikke i tide" if lang.code == "nb" else "not in time")
+    fig.suptitle(title + counts, fontsize=9)
     fig.tight_layout()
-    return Plot(f"{metric}-distribution", lang.t("latency_hist", metric=metric), _svg(fig), note)
+    return Plot(f"{safe_stem(metric)}-distribution", title, _svg(fig), " ".join(notes), marks)
 
 
-def _latency_over_time(metric: str, samples: list[tuple[float, float | None]], t0: int, lang: Lang) -> Plot:
+def _latency_over_time(metric: str, samples: list[tuple[int, int]], t0: int, lang: Lang) -> Plot:
+    """`samples`: (stimulus t_ns, latency ns), as harness.metrics.Latency keeps them."""
     plt = _plt()
-    pts = [((t - t0) / 1e9, ms) for ms, t in samples if t is not None]
+    pts = [((t - t0) / 1e9, ns / 1e6) for t, ns in samples]
     fig, ax = plt.subplots(figsize=(7.2, 2.2))
     ax.plot([p[0] for p in pts], [p[1] for p in pts], ".", markersize=3, color="#4C78A8")
     ax.set_xlabel("s" + (" (fra første stimulus)" if lang.code == "nb" else " (from first stimulus)"))
     ax.set_ylabel("ms")
     ax.set_ylim(bottom=0)
     fig.tight_layout()
-    return Plot(f"{metric}-over-time", lang.t("latency_time", metric=metric), _svg(fig))
+    return Plot(f"{safe_stem(metric)}-over-time", lang.t("latency_time", metric=metric), _svg(fig))
 
 
 def _throughput(reader: EvidenceReader, scenario: str, t0: int, lang: Lang) -> Plot | None:
@@ -178,3 +274,62 @@ def _throughput(reader: EvidenceReader, scenario: str, t0: int, lang: Lang) -> P
     ax.legend(fontsize=7)
     fig.tight_layout()
     return Plot("throughput", lang.t("throughput"), _svg(fig))
+
+
+def write_plots(run_dir: Path, plots: Mapping[str, Sequence[Plot]]) -> list[Path]:
+    """Write each drawn plot to RUN_DIR/plots/<scenario stem>/<plot name>.svg and return the paths.
+
+    Every target is checked to lie inside the run folder with no symlink on the way (InputError otherwise),
+    and written through a new temporary file renamed into place, so a link planted at the target is
+    replaced, never followed. A file whose content is unchanged is left alone."""
+    root = run_dir.resolve()
+    written: list[Path] = []
+    for sid, ps in plots.items():
+        folder = Path("plots") / safe_stem(sid)
+        for p in ps:
+            if not p.svg:
+                continue
+            if not _PLOT_NAME.fullmatch(p.name):  # a Plot built around its own check
+                raise InputError(f"unsafe plot name {p.name!r}", place=str(run_dir))
+            target = inside(root, folder / f"{p.name}.svg")
+            data = p.svg.encode("utf-8")
+            if target.is_file() and not target.is_symlink() and target.read_bytes() == data:
+                written.append(target)
+                continue
+            write_inside(root, target, data)
+            written.append(target)
+    return written
+
+
+def inside(root: Path, rel: Path) -> Path:
+    """`root/rel` after checking that it stays inside `root` (already resolved): `rel` relative, without
+    `..`, and no existing part of the way a symlink. Creates the missing folders."""
+    if rel.is_absolute() or any(part in ("", ".", "..") for part in rel.parts) or "\0" in str(rel):
+        raise InputError(f"refusing to write outside the run folder: {str(rel)!r}", place=str(root))
+    cur = root
+    for part in rel.parts[:-1]:
+        cur = cur / part
+        if cur.is_symlink() or (cur.exists() and not cur.is_dir()):
+            raise InputError(
+                f"{cur.relative_to(root)} is a link or not a folder; refusing to write through it",
+                place=str(root),
+                fix="remove it (links are never evidence)",
+            )
+        cur.mkdir(exist_ok=True)
+    target = cur / rel.parts[-1]
+    if not target.parent.resolve().is_relative_to(root) or target.parent.resolve() != target.parent:
+        raise InputError(f"refusing to write outside the run folder: {str(rel)!r}", place=str(root))
+    return target
+
+
+def write_inside(root: Path, target: Path, data: bytes) -> None:
+    """Write `data` to `target` (inside `root`) through a fresh temporary file and an atomic rename."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -18,8 +18,9 @@ def read_passphrase(file: str | None, env: str | None = "VTLAB_P12_PASSPHRASE") 
     if file:
         p = Path(file)
         if not p.is_file():
-            raise InputError("passphrase file not found", place=file,
-                             fix="give a file whose first line is the passphrase")
+            raise InputError(
+                "passphrase file not found", place=file, fix="give a file whose first line is the passphrase"
+            )
         return p.read_text(encoding="utf-8").splitlines()[0].encode() if p.stat().st_size else b""
     if env and env in os.environ:
         return os.environ[env].encode()
@@ -40,7 +41,7 @@ def _signer(p12: Path, passphrase: bytes | None) -> Any:
             "cannot open the PKCS#12 file: wrong passphrase, or not a PKCS#12 file",
             place=str(p12),
             fix="put the passphrase in a file (--passphrase-file FILE) or in VTLAB_P12_PASSPHRASE "
-                "(or the variable named by --passphrase-env)",
+            "(or the variable named by --passphrase-env)",
         )
     return signer
 
@@ -54,9 +55,17 @@ def field_states(pdf: bytes) -> dict[str, bool]:
     return {str(name): value is not None for name, value, _ in enumerate_sig_fields(r)}
 
 
-def sign_pdf(pdf: Path, p12: Path, passphrase: bytes | None, *, field: str | None = None,
-             reason: str | None = None, location: str | None = None, tsa: str | None = None,
-             out: Path | None = None) -> tuple[Path, str]:
+def sign_pdf(
+    pdf: Path,
+    p12: Path,
+    passphrase: bytes | None,
+    *,
+    field: str | None = None,
+    reason: str | None = None,
+    location: str | None = None,
+    tsa: str | None = None,
+    out: Path | None = None,
+) -> tuple[Path, str]:
     from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
     from pyhanko.sign import fields, signers
 
@@ -66,18 +75,25 @@ def sign_pdf(pdf: Path, p12: Path, passphrase: bytes | None, *, field: str | Non
     try:
         states = field_states(data)
     except Exception as exc:
-        raise InputError(f"not a readable PDF: {exc}", place=str(pdf),
-                         fix="give the report.pdf vtlab rendered") from exc
+        raise InputError(
+            f"not a readable PDF: {exc}", place=str(pdf), fix="give the report.pdf vtlab rendered"
+        ) from exc
     if field is None:
         field = next((f for f in SIG_FIELDS if f in states and not states[f]), None)
         if field is None:
             raise InputError("every signature field of the report is signed already", place=str(pdf))
     elif field not in states:
-        raise InputError(f"the report has no signature field `{field}`", place=str(pdf),
-                         fix=f"use one of {', '.join(states) or '(none)'}; render the report with vtlab 0.1 or later")
+        raise InputError(
+            f"the report has no signature field `{field}`",
+            place=str(pdf),
+            fix=f"use one of {', '.join(states) or '(none)'}; render the report with vtlab 0.1 or later",
+        )
     elif states[field]:
-        raise InputError(f"signature field `{field}` is signed already", place=str(pdf),
-                         fix="the other party signs the other field (--field customer|supplier)")
+        raise InputError(
+            f"signature field `{field}` is signed already",
+            place=str(pdf),
+            fix="the other party signs the other field (--field customer|supplier)",
+        )
     signer = _signer(p12, passphrase)
     timestamper = None
     if tsa:
@@ -85,7 +101,10 @@ def sign_pdf(pdf: Path, p12: Path, passphrase: bytes | None, *, field: str | Non
 
         timestamper = HTTPTimeStamper(tsa)
     meta = signers.PdfSignatureMetadata(
-        field_name=field, reason=reason, location=location, md_algorithm="sha256",
+        field_name=field,
+        reason=reason,
+        location=location,
+        md_algorithm="sha256",
         subfilter=fields.SigSeedSubFilter.PADES,
         name=signer.signing_cert.subject.human_friendly if signer.signing_cert else None,
     )
