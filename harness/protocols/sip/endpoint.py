@@ -118,8 +118,10 @@ class SipEndpoint:
         if partial is not None and partial.method != "ACK":
             try:
                 response = self.response(partial, error.status, reason=f"{REASONS.get(error.status, 'Bad Request')}")
-                events.append(Transmit(serialize(response), peer))
-            except ProtocolError:
+                wire = serialize(response)
+                parse_message(wire)  # the request's broken headers are copied: answer only if that is still SIP
+                events.append(Transmit(wire, peer))
+            except (ProtocolError, ValueError):
                 pass
         events.append(MessageRefused(raw[:4096], error.reason, peer, bool(events)))
         return events

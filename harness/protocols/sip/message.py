@@ -29,6 +29,7 @@ SINGLE_HEADERS = ("To", "From", "CSeq", "Call-ID", "Max-Forwards", "Content-Type
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _LINE_SPLIT = re.compile(r"\r?\n")
+_ABSOLUTE_URI = re.compile(r'[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>"]+')
 
 
 class SipParseError(ProtocolError):
@@ -239,7 +240,7 @@ def parse_name_addr(value: str, what: str = "name-addr") -> NameAddr:
         semi = text.find(";")
         uri, rest = (text, "") if semi < 0 else (text[:semi], text[semi:])
         uri = uri.strip()
-    if not uri or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.\-]*:\S+", uri):
+    if not uri or not _ABSOLUTE_URI.fullmatch(uri):
         raise SipParseError(f"{what}: no URI in {value[:40]!r}")
     return NameAddr(uri, display, parse_params(rest, what))
 
@@ -460,7 +461,7 @@ def _validate_common(msg: Message, required: tuple[str, ...], partial: Request |
 def _validate_request(request: Request) -> None:
     _validate_common(request, REQUIRED_REQUEST_HEADERS, request)
     uri = request.uri
-    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.\-]*:\S+", uri):
+    if not _ABSOLUTE_URI.fullmatch(uri):
         raise SipParseError(f"Request-URI {uri[:60]!r} is not an absolute URI", partial=request)
 
 

@@ -184,8 +184,16 @@ def test_text_is_escaped() -> None:
         (b"<mrq><ref>r</ref><cid>1</cid><dty>3</dty><mty>XX</mty></mrq>", "mty", StatusNumber.WRONG_DATA_CONTENT),
         (b"<mrq><ref>r</ref><cid>1</cid><dty>3</dty><ame>2</ame></mrq>", "ame", StatusNumber.WRONG_DATA_CONTENT),
         (b"<mrq><ref>r</ref><cid>1</cid><dty>3</dty><ver>1.0</ver></mrq>", "ver", StatusNumber.INVALID_FORMAT),
-        (b"<mrq><ref>r</ref><cid>1</cid><dty>3</dty><lge><geo>north</geo></lge></mrq>", "lge/geo", StatusNumber.INVALID_FORMAT),
-        (b"<mrq><ref>r</ref><cid>1</cid><dty>3</dty><lge><alt>3</alt></lge></mrq>", "lge/alt", StatusNumber.INVALID_FORMAT),
+        (
+            b"<mrq><ref>r</ref><cid>1</cid><dty>3</dty><lge><geo>north</geo></lge></mrq>",
+            "lge/geo",
+            StatusNumber.INVALID_FORMAT,
+        ),
+        (
+            b"<mrq><ref>r</ref><cid>1</cid><dty>3</dty><lge><alt>3</alt></lge></mrq>",
+            "lge/alt",
+            StatusNumber.INVALID_FORMAT,
+        ),
         (b"<mrq><ref>r</ref><cid>1</cid><cid>2</cid><dty>3</dty></mrq>", "cid", StatusNumber.INVALID_FORMAT),
         (b"<mrq><ref>r</ref><cid><x>1</x></cid><dty>3</dty></mrq>", "cid", StatusNumber.INVALID_FORMAT),
         (b"<mrs><snu>0</snu></mrs>", "ref", StatusNumber.MANDATORY_TAG_MISSING),
@@ -279,7 +287,9 @@ PARAMETER_ENTITY = b"""<?xml version="1.0"?>
 <mrq><ref>r</ref><cid>1</cid><dty>3</dty></mrq>"""
 
 
-@pytest.mark.parametrize("doc", [BILLION_LAUGHS, EXTERNAL_ENTITY, EXTERNAL_DTD, PARAMETER_ENTITY], ids=["laughs", "xxe", "dtd", "pe"])
+@pytest.mark.parametrize(
+    "doc", [BILLION_LAUGHS, EXTERNAL_ENTITY, EXTERNAL_DTD, PARAMETER_ENTITY], ids=["laughs", "xxe", "dtd", "pe"]
+)
 def test_dtds_and_entities_are_refused_not_expanded(doc: bytes) -> None:
     started = time.process_time()
     with pytest.raises(ScaipError) as info:
@@ -337,7 +347,10 @@ def test_random_and_mutated_bytes_never_escape_as_other_errors(data: bytes) -> N
     ref=st.from_regex(r"[0-9a-zA-Z]{1,16}", fullmatch=True),
     cid=st.from_regex(r"[0-9]{1,16}", fullmatch=True),
     dty=st.from_regex(r"[0-9]{1,4}", fullmatch=True),
-    stt=st.none() | st.text(st.characters(min_codepoint=32, max_codepoint=0xFFFF, exclude_categories=("Cs",)), min_size=1, max_size=32).filter(lambda s: s == s.strip()),
+    stt=st.none()
+    | st.text(
+        st.characters(min_codepoint=32, max_codepoint=0xFFFF, exclude_categories=("Cs",)), min_size=1, max_size=32
+    ).filter(lambda s: s == s.strip()),
 )
 def test_valid_documents_round_trip(ref: str, cid: str, dty: str, stt: str | None) -> None:
     m = Mrq(ref=ref, cid=cid, dty=dty, stt=stt)

@@ -37,7 +37,8 @@ def test_rfc2617_md5_example() -> None:
 def test_rfc7616_examples(algorithm: str, expected: str) -> None:
     got = digest.response_digest(
         algorithm=algorithm, username=RFC7616["username"], realm=RFC7616["realm"], password=RFC7616["password"],
-        method="GET", uri="/dir/index.html", nonce=RFC7616["nonce"], nc="00000001", cnonce=RFC7616["cnonce"], qop="auth",
+        method="GET", uri="/dir/index.html", nonce=RFC7616["nonce"], nc="00000001", cnonce=RFC7616["cnonce"],
+        qop="auth",
     )  # fmt: skip
     assert got == expected
 
@@ -52,11 +53,20 @@ def test_rfc7616_authorization_header_verifies() -> None:
         'opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"'
     )
     ok = {"Mufasa": "Circle of Life"}.get
-    assert digest.verify(header, method="GET", realm=RFC7616["realm"], password_for=ok, nonce_ok=lambda n: True) == "Mufasa"
+    assert (
+        digest.verify(header, method="GET", realm=RFC7616["realm"], password_for=ok, nonce_ok=lambda n: True)
+        == "Mufasa"
+    )
     wrong = {"Mufasa": "Circle Of Life"}.get
-    assert digest.verify(header, method="GET", realm=RFC7616["realm"], password_for=wrong, nonce_ok=lambda n: True) is None
-    assert digest.verify(header, method="GET", realm=RFC7616["realm"], password_for=ok, nonce_ok=lambda n: False) is None
-    assert digest.verify(header, method="POST", realm=RFC7616["realm"], password_for=ok, nonce_ok=lambda n: True) is None
+    assert (
+        digest.verify(header, method="GET", realm=RFC7616["realm"], password_for=wrong, nonce_ok=lambda n: True) is None
+    )
+    assert (
+        digest.verify(header, method="GET", realm=RFC7616["realm"], password_for=ok, nonce_ok=lambda n: False) is None
+    )
+    assert (
+        digest.verify(header, method="POST", realm=RFC7616["realm"], password_for=ok, nonce_ok=lambda n: True) is None
+    )
 
 
 def test_authorization_we_write_matches_the_rfc_example() -> None:
@@ -99,13 +109,22 @@ def test_authorize_makes_a_new_transaction_with_credentials() -> None:
     assert m.call_id(parsed) == "a@10.0.0.1" and parsed.body == req.body
     value = parsed.headers.get("Proxy-Authorization")
     assert value is not None
-    user = digest.verify(value, method="MESSAGE", realm="rc", password_for={"4711": "pw"}.get, nonce_ok={"abc"}.__contains__)
+    user = digest.verify(
+        value, method="MESSAGE", realm="rc", password_for={"4711": "pw"}.get, nonce_ok={"abc"}.__contains__
+    )
     assert user == "4711"
 
 
 @pytest.mark.parametrize(
     "value",
-    ["Basic realm=x", 'Digest realm="r"', "Digest nonce=1", "", "Digest realm=\"r\", nonce", 'Digest realm="r", nonce="n", algorithm=ROT13'],
+    [
+        "Basic realm=x",
+        'Digest realm="r"',
+        "Digest nonce=1",
+        "",
+        'Digest realm="r", nonce',
+        'Digest realm="r", nonce="n", algorithm=ROT13',
+    ],
 )
 def test_bad_challenges(value: str) -> None:
     with pytest.raises(ProtocolError):
