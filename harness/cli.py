@@ -104,12 +104,13 @@ def _lab(args: argparse.Namespace) -> int:
     target = embedded_target(lab, lab_faults(lab, args.fault))
     workdir = Path(tempfile.mkdtemp(prefix="vtlab-lab-"))
     try:
-        with LabProcess(target.config, workdir) as proc:
+        with LabProcess(target.config, workdir, remove_workdir=True) as proc:
             print(f"reference lab running: broker {proc.broker_url} ({proc.broker_kind}, "
-                  f"MQTT {target.config.broker.mqtt_version}), site `{lab.spec.site}`")
+                  f"MQTT {proc.mqtt_version}), site `{lab.spec.site}`, access control {proc.access_control}")
             if target.pki is not None:
-                me = target.pki.clients["harness"]
-                print(f"  TLS: ca {target.pki.ca_cert}  client cert {me.cert}  key {me.key}")
+                print(f"  TLS: ca {target.pki.ca_cert}; one client certificate per identity in "
+                      f"{target.pki.ca_cert.parent} (client-<identity>.pem / .key)")
+                print(f"  identities: {', '.join(target.identities)}")
             print(f"  faults: {target.config.faults or 'none'}; ledger {proc.ledger_path}")
             for name, template in lab.spec.topics.items():
                 print(f"  topic {name}: {template.replace('{site}', lab.spec.site)}")

@@ -201,6 +201,9 @@ def decode(payload: bytes, kind: type[M]) -> M:
     for f in fields(kind):
         required = f.default is MISSING and f.default_factory is MISSING
         raw = data.get(f.name)
+        if kind is LabControl and f.name == "faults" and raw == "":
+            values["faults"] = ""  # an empty fault set switches every fault off
+            continue
         if f.name in _TEXT:
             if f.name == "id" and isinstance(raw, int | float) and not isinstance(raw, bool):
                 raw = str(raw)

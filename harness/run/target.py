@@ -131,22 +131,12 @@ class EmbeddedTarget:
         except BaseException:
             self._embedded.cleanup()
             raise
-        version = "3.1.1" if self._process.broker_kind == "amqtt" else self.lab.spec.mqtt.version
-        self._base = _lab_file_settings(self.lab, self._process.broker_url, version)
+        self._base = _lab_file_settings(self.lab, self._process.broker_url, self._process.mqtt_version)
 
     def client_settings(self, identity: str) -> MqttSettings:
         assert self._base is not None, "start() first"
-        own = getattr(self._embedded, "client_settings", None)
-        if own is not None:
-            settings: MqttSettings = own(identity, self._base)
-            return settings
-        pki = self._embedded.pki
-        if pki is None:
-            return self._base
-        me = pki.clients.get(identity) or pki.clients["harness"]
-        from dataclasses import replace
-
-        return replace(self._base, ca=pki.ca_cert, cert=me.cert, key=me.key, key_password=None, verify=True)
+        settings: MqttSettings = self._embedded.client_settings(identity, self._base)
+        return settings
 
     @property
     def process(self) -> Any:

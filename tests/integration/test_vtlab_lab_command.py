@@ -24,10 +24,11 @@ def test_the_printed_broker_and_certificates_reach_a_routing_lab() -> None:
             break
     text = "".join(lines)
     url = re.search(r"broker (mqtts://127\.0\.0\.1:\d+)", text)
-    tls = re.search(r"TLS: ca (\S+)  client cert (\S+)  key (\S+)", text)
+    tls = re.search(r"TLS: ca (\S+); one client certificate per identity in (\S+) ", text)
     ledger = re.search(r"ledger (\S+)", text)
     assert url and tls and ledger, text
-    pki = Path(tls.group(2)).parent  # one certificate per identity: client-<identity>.pem/.key
+    assert "device-sa-ragnhild" in text and "centre-rs-vest" in text  # the identities are listed
+    pki = Path(tls.group(2))  # one certificate per identity: client-<identity>.pem/.key
 
     def as_identity(identity: str) -> MqttSettings:
         cert, key = pki / f"client-{identity}.pem", pki / f"client-{identity}.key"
