@@ -54,6 +54,11 @@ def _dur(v: str) -> str:
     return v
 
 
+def _text(v: Any) -> Any:
+    """A bare number (`duration: 5`) reaches the duration/rate parser, whose message says what to write."""
+    return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -66,6 +71,7 @@ class StormSpec(_Model):
     within: str = Field(description="The window in which they all report, e.g. 60s")
     event: str | None = Field(None, description="Event they send; default: the load's `event`")
 
+    _t = field_validator("at", "within", mode="before")(_text)
     _d = field_validator("at", "within")(_dur)
 
 
@@ -77,6 +83,7 @@ class PeakSpec(_Model):
     length: str = Field(description="How long the peak holds")
     rise: str = Field("0s", description="How long the rise (and the fall) takes")
 
+    _t = field_validator("rate", "at", "length", "rise", mode="before")(_text)
     _r = field_validator("rate")(_rate_or_zero)
     _d = field_validator("at", "length", "rise")(_dur)
 
@@ -104,6 +111,9 @@ class LoadSpec(_Model):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    _t = field_validator(
+        "rate", "rate_from", "duration", "heartbeat", "within", "drain", "connect", "max_lag", "max_cpu", mode="before"
+    )(_text)
     _r = field_validator("rate", "rate_from")(_rate_or_zero)
     _d = field_validator("duration", "heartbeat", "within", "drain", "max_lag")(_dur)
 
