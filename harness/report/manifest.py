@@ -28,7 +28,9 @@ EVIDENCE_NAME = "evidence.sqlite"
 REPORT_PDF = "report.pdf"
 REPORT_HTML = "report.html"
 SQLITE_SIDE_SUFFIXES = ("-wal", "-shm", "-journal")
-_NOT_HASHED = (REPORT_PDF, REPORT_HTML)  # at the top of the run folder; report.html is added by `with_file`
+# at the top of the run folder: the PDF (and its temporary file while it is written or signed, renamed away at
+# once), and report.html, which `with_file` adds after it is written
+_NOT_HASHED = (REPORT_PDF, REPORT_PDF + ".tmp", REPORT_HTML)
 
 
 def seal_store(run_dir: Path) -> None:
