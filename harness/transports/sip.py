@@ -156,6 +156,8 @@ class _StreamProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.peer is not None and self.wire._connections.get(self.peer) is self:
             del self.wire._connections[self.peer]
+            if not self.wire._closed:  # requests in flight on this connection fail now, not after Timer F
+                self.wire._handle(self.wire.core.peer_failed(self.peer, time.monotonic_ns()))
         if not self.closed.done():
             self.closed.set_result(None)
 
