@@ -90,6 +90,7 @@ def test_device_and_receiver_exchange_with_arrival_stamps(transport: str) -> Non
             ScaipDevice(rc.address, transport=transport, cid="4711") as dev,
         ):
             results = [await dev.send(dev.mrq(stc="0010", did=f"btn{i}")) for i in range(5)]
+            await rc.wait_for(lambda r: len(r.delivered) == 5, 5)
         assert [r.mrs.ref for r in results if r.mrs] == [r.mrq.ref for r in results]
         assert all(r.status == 200 and r.carrier == "MESSAGE" and r.mrs and r.mrs.ok for r in results)
         by_ref = {a.mrq.ref: a for a in rc.arrivals}
@@ -490,6 +491,7 @@ def test_kamailio_proxy_between_device_and_receiver(kamailio: tuple[int, Path], 
             ScaipDevice(rc.address, transport=transport, cid="4711", proxy=proxy) as dev,
         ):
             results = [await dev.send(dev.mrq(), timeout=10, mrs_timeout=5) for _ in range(3)]
+            await rc.wait_for(lambda r: len(r.delivered) == 3, 5)  # the device's 200s to the <mrs>, via the proxy
         assert all(r.status == 200 and r.mrs is not None and r.mrs.ref == r.mrq.ref for r in results)
         # the centre saw the proxy, not the device: the request really went through kamailio
         assert {a.peer[1] for a in rc.arrivals} != {dev.local.port}
