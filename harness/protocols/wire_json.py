@@ -94,6 +94,8 @@ class DeviceEvent(WireMessage):
     seq: int | None = None
     battery: int | None = None
     sent: str | None = None
+    zone: str | None = None
+    """Contact ID zone/user number (3 digits) where the alarm has one: what survives a re-encoding platform."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,7 @@ class RoutedAlarm(WireMessage):
     centre: str | None = None
     sent: str | None = None
     routed: str | None = None
+    zone: str | None = None
 
     @property
     def raised_by_platform(self) -> bool:
@@ -190,7 +193,7 @@ def _object(payload: bytes) -> Mapping[str, Any]:
 M = TypeVar("M", bound=WireMessage)
 
 _TEXT = {"cid", "device", "user", "event", "code", "qualifier", "centre", "sent", "routed", "operator", "action",
-         "faults", "id"}
+         "faults", "id", "zone"}
 _INTS = {"priority": (1, 9), "seq": (0, 2**53), "battery": (0, 100)}
 
 
