@@ -144,7 +144,8 @@ class MqttClient:
 
     def _on_disconnect(self, client: paho.Client, userdata: object, flags: object, rc: object, props: object) -> None:
         if not self._ever_connected:
-            self._connect_error = f"the broker closed the connection before accepting it ({rc})"
+            if self._connect_error is None:  # a CONNACK refusal said why already
+                self._connect_error = f"the broker closed the connection before accepting it ({rc})"
             self._connected.set()
             return
         self._connected.clear()

@@ -29,7 +29,8 @@ def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", str(scenario), "--report-dir", str(reports), "--run-id", "r1",
-         "--alluredir", str(reports / "allure-results"), "-p", "no:cacheprovider", "-q"],
+         "--alluredir", str(reports / "allure-results"), "-p", "no:cacheprovider", "-q",
+         "--contract", str(partial_suite_contract())],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return reports / "r1"
