@@ -14,6 +14,7 @@ import pytest
 
 from harness.cli import main
 from harness.session import ROOT
+from tests.helpers import partial_suite_contract
 
 # Kept outside any `scenarios/` folder so that running vtlab's own tests does not collect it as a scenario;
 # the fixture copies it into one.
