@@ -129,8 +129,11 @@ def read_input(text: str) -> bytes:
     if text == "-":
         return sys.stdin.buffer.read(1 << 20)
     path = Path(text)
-    if path.is_file():
-        return path.read_bytes()[: 1 << 20]
+    try:
+        if path.is_file():
+            return path.read_bytes()[: 1 << 20]
+    except OSError:
+        pass  # a name too long for a file: hex digits, then
     compact = "".join(text.split()).replace(":", "")
     try:
         return bytes.fromhex(compact)
