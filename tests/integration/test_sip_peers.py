@@ -188,6 +188,24 @@ def test_receiver_survives_garbage_and_keeps_serving() -> None:
                 assert (await dev.send(dev.mrq())).mrs is not None
         assert len(reasons) == 4
 
+        # a well-formed MESSAGE whose <mrq> breaks the code list: 200 OK, then an <mrs> with snu 3
+        async with ScaipReceiver(transport="udp", on_refused=lambda raw, why: reasons.append(why)) as udp:
+            body = b"<mrq><ref>bad1</ref><cid>4711</cid><dty>0003</dty><mty>ZZ</mty></mrq>"
+            message = (
+                f"MESSAGE sip:scaip@{udp.address} SIP/2.0\r\nVia: SIP/2.0/UDP {{me}};branch=z9hG4bKbad1\r\n"
+                f"From: <sip:4711@{{me}}>;tag=1\r\nTo: <sip:scaip@{udp.address}>\r\nCall-ID: bad1@x\r\n"
+                f"CSeq: 1 MESSAGE\r\nContent-Type: application/scaip+xml\r\nContent-Length: {len(body)}\r\n\r\n"
+            )
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
+                raw.bind(("127.0.0.1", 0))
+                raw.setblocking(False)
+                me = "{}:{}".format(*raw.getsockname())
+                await loop.sock_sendto(raw, message.format(me=me).encode() + body, ("127.0.0.1", udp.port))
+                answers = [await asyncio.wait_for(loop.sock_recv(raw, 65536), 5) for _ in range(2)]
+            assert answers[0].startswith(b"SIP/2.0 200 OK\r\n")
+            assert answers[1].startswith(b"MESSAGE sip:4711@") and b"<snu>3</snu>" in answers[1]
+            assert "mty" in reasons[-1] and udp.arrivals == []
+
         async with ScaipReceiver(transport="tcp") as tcp:
             reader, writer = await asyncio.open_connection("127.0.0.1", tcp.port)
             writer.write(b"MESSAGE sip:x@y SIP/2.0\r\nVia: SIP/2.0/TCP h\r\n\r\n")  # no Content-Length: framing lost

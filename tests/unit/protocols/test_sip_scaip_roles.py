@@ -25,7 +25,7 @@ from harness.protocols.scaip_sip import (
     ScaipCaller,
     ScaipResponder,
 )
-from harness.protocols.sip import Response, Transmit, parse_message
+from harness.protocols.sip import Response, Transmit, parse_message, serialize
 from harness.protocols.sip import message as m
 
 MS = 1_000_000
@@ -284,3 +284,30 @@ def test_centre_never_raises_and_keeps_answering_valid_requests(junk: list[bytes
     outputs = rc.receive_datagram(VALID.replace(b"z9hG4bKvalid", b"z9hG4bKfinal"), DEV, now)
     assert _statuses(outputs) == [200]
     assert [o.mrq.ref for o in outputs if isinstance(o, MrqArrived)] == ["ok1"]
+
+
+def test_202_accepted_counts_as_answered_and_an_early_mrs_is_kept() -> None:
+    """A centre may answer 202 (RFC 3428 allows it) and its <mrs> MESSAGE may overtake the response."""
+    dev, _ = pair()
+    (sent,) = dev.send_mrq(MRQ, RC_URI, RC, 0)
+    request = parse_message(sent.data)  # type: ignore[union-attr]
+    assert isinstance(request, m.Request)
+    mrs_message = m.make_request(
+        "MESSAGE", "sip:4711@127.0.0.1:5070", via=m.parse_via("SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKrc1")[0],
+        from_addr=m.parse_name_addr(f"<{RC_URI}>;tag=rc"), to_addr=m.parse_name_addr("<sip:4711@127.0.0.1:5070>"),
+        call_id_="rc1@127.0.0.1", cseq_=1, body=scaip.reply_for(MRQ).encode(), content_type_=scaip.CONTENT_TYPE,
+    )  # fmt: skip
+    first = dev.receive_datagram(serialize(mrs_message), RC, 5 * MS)
+    assert _statuses(first) == [200]
+    (early,) = [o for o in first if isinstance(o, MrsArrived)]
+    assert early.mrs.ref == MRQ.ref and early.carrier == "MESSAGE"
+    accepted = m.make_response(request, 202, "Accepted", to_tag="rc")
+    (answered,) = dev.receive_datagram(serialize(accepted), RC, 6 * MS)
+    assert answered == MrqAnswered(MRQ.ref, 202, 6 * MS)
+
+
+def test_device_refuses_a_foreign_or_broken_mrs_message() -> None:
+    dev, _ = pair()
+    broken = _message(b"<mrs><ref>x</ref><snu>9</snu></mrs>").replace(RC_URI.encode(), b"sip:4711@127.0.0.1:5070", 1)
+    out = dev.receive_datagram(broken, RC, 1)
+    assert _statuses(out) == [400] and [type(o) for o in out if not isinstance(o, Transmit)] == [Refused]
