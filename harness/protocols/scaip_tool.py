@@ -97,8 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the verb in `args.scaip_verb` (or `args.verb`); 0 ok, 1 the peer failed or refused, 2 bad input."""
-    verb = getattr(args, "scaip_verb", None) or getattr(args, "verb", None)
+    """Run the verb named by `args.scaip_verb`, `args.verb` or `args.command` (the first set); 0 ok, 1 the
+    peer failed or refused, 2 bad input (raised as `InputError`)."""
+    verb = next((v for v in (getattr(args, n, None) for n in ("scaip_verb", "verb", "command")) if v in VERBS), None)
     if verb == "decode":
         return _decode(args)
     if verb == "send":
