@@ -21,6 +21,7 @@ class EventSpec:
     wire: bool = True
     description: str = ""
     raises: str | None = None  # for a non-wire event: the alarm the platform must raise
+    scaip_stc: str | None = None  # SCAIP status code (SS 91100), e.g. 0010 manual alarm, 0009 automatic alarm
 
     @property
     def expected_alarm(self) -> str:
@@ -33,3 +34,15 @@ class DeviceModel:
     description: str
     events: dict[str, EventSpec] = field(default_factory=dict)
     heartbeat: bool = True
+    scaip_dty: str = "0003"  # SCAIP device type: 0003 personal trigger, 0005 fall detector, 0011 pill dispenser ...
+
+    def event_for_code(self, code: str) -> EventSpec | None:
+        """The event this model reports with Contact ID `code` (what a receiving centre sees)."""
+        return next((e for e in self.events.values() if e.wire and e.code == code), None)
+
+    def stc_for_code(self, code: str) -> str | None:
+        spec = self.event_for_code(code)
+        return spec.scaip_stc if spec else None
+
+    def code_for_stc(self, stc: str) -> str | None:
+        return next((e.code for e in self.events.values() if e.wire and e.scaip_stc == stc), None)

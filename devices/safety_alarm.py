@@ -12,16 +12,17 @@ HEARTBEAT_STOPPED = EventSpec(
     description="the device falls silent (power or network lost); the platform must raise loss of supervision",
 )
 LOW_BATTERY = EventSpec(
-    "low_battery", "302", priority=4, description="battery below the warning level (technical alarm)"
+    "low_battery", "302", priority=4, scaip_stc="0016", description="battery below the warning level (technical alarm)"
 )
-TEST_TRANSMISSION = EventSpec("test_transmission", "602", priority=5, description="periodic test report")
+TEST_TRANSMISSION = EventSpec("test_transmission", "602", priority=5, scaip_stc="0102",
+                              description="periodic test report")
 
 SAFETY_ALARM = DeviceModel(
     name="safety_alarm",
     description="Home safety alarm with a wearable button (trygghetsalarm)",
     events={
         "button_press": EventSpec(
-            "personal_emergency", "101", priority=1, description="the user presses the alarm button"
+            "personal_emergency", "101", priority=1, scaip_stc="0010", description="the user presses the alarm button"
         ),
         "low_battery": LOW_BATTERY,
         "test": TEST_TRANSMISSION,
@@ -31,10 +32,13 @@ SAFETY_ALARM = DeviceModel(
 
 FALL_DETECTOR = DeviceModel(
     name="fall_detector",
+    scaip_dty="0005",
     description="Wearable fall detector raising an automatic alarm",
     events={
-        "fall": EventSpec("fall_detected", "100", priority=1, description="a fall is detected (automatic alarm)"),
-        "button_press": EventSpec("personal_emergency", "101", priority=1, description="the user presses the button"),
+        "fall": EventSpec("fall_detected", "100", priority=1, scaip_stc="0009",
+                          description="a fall is detected (automatic alarm)"),
+        "button_press": EventSpec("personal_emergency", "101", priority=1, scaip_stc="0010",
+                                  description="the user presses the button"),
         "low_battery": LOW_BATTERY,
         "heartbeat_stop": HEARTBEAT_STOPPED,
     },

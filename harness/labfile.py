@@ -146,11 +146,30 @@ class Dc09Link(_Model):
     _to = field_validator("to", "backup", "listen")(_address)
 
 
+class ScaipLink(_Model):
+    """SCAIP (SS 91100) over SIP settings of a device or a centre. A device sends `<mrq>` in SIP MESSAGE
+    requests to `to` (the platform's SCAIP receiver; leave it out for the embedded lab) as controller
+    `cid`, device `did`; a centre listens on `listen` and knows which (cid, did) is which device."""
+
+    to: str | None = Field(None, description="device: HOST:PORT of the platform's SCAIP receiver")
+    listen: str | None = Field(None, description="centre: HOST:PORT to listen on (port 0 = free)")
+    transport: Literal["udp", "tcp", "tls"] = "udp"
+    cid: str | None = Field(None, pattern=r"^[0-9]{1,16}$", description="device: controller id (digits)")
+    did: str | None = Field(None, pattern=r"^[0-9A-Za-z]{1,8}$", description="device: device id (<= 8 chars)")
+    devices: dict[str, str] = Field(default_factory=dict,
+                                    description="centre: `<cid>/<did>` the platform sends -> device id in this "
+                                    "file (default: each device's own)")
+    zone_element: Literal["dco"] = Field("dco", description="the element carrying the per-alarm number")
+
+    _addr = field_validator("to", "listen")(_address)
+
+
 class Probe(_Model):
     kind: Literal["response_centre"] = "response_centre"
     centre: str = Field(description="Id of the response centre this probe receives for")
     via: str = Field("mqtt", description="Transport the probe receives on (`vtlab steps` lists them)")
     dc09: Dc09Link | None = Field(None, description="with via: dc09: where the centre listens, its accounts")
+    scaip: ScaipLink | None = Field(None, description="with via: scaip: where the centre listens, its devices")
 
 
 class Device(_Model):
@@ -159,6 +178,7 @@ class Device(_Model):
     heartbeat: str = Field("60s", description="Heartbeat interval the device is configured with")
     via: str = Field("mqtt", description="Transport the device speaks (`vtlab steps` lists them)")
     dc09: Dc09Link | None = Field(None, description="with via: dc09: its account, key and the receiver address")
+    scaip: ScaipLink | None = Field(None, description="with via: scaip: its cid, did and the receiver address")
 
     @field_validator("heartbeat")
     @classmethod
@@ -310,6 +330,9 @@ def load_lab(path: Path) -> Lab:
             raise InputError(f"device `{dev_id}` has unknown model `{dev.model}`",
                              place=src.place("devices", dev_id, "model"),
                              fix=f"{suggest(dev.model, models)}use one of {sorted(models)}")
+        if dev.via == "scaip" and (dev.scaip is None or not dev.scaip.cid):
+            raise InputError(f"device `{dev_id}` uses via: scaip but has no SCAIP controller id",
+                             place=src.place("devices", dev_id), fix="add `scaip: {cid: '4711', did: '1'}`")
         if dev.via == "dc09" and (dev.dc09 is None or not dev.dc09.account):
             raise InputError(f"device `{dev_id}` uses via: dc09 but has no DC-09 account",
                              place=src.place("devices", dev_id), fix="add `dc09: {account: '1234'}`")

@@ -243,9 +243,9 @@ async def expect_ack(it: Iteration, step: StepPlan) -> None:
     cid, t_ack, stim = acked
     probe = f"device:{stim.device_id}"
 
-    def predicate(a: Arrival) -> bool:
-        return a.kind == "device_ack" and (a.cid == cid if a.cid is not None else
-                                           a.key is not None and a.key == stim.key)
+    def predicate(a: Arrival) -> bool:  # an "acknowledgement" before the operator acknowledged is none
+        return a.kind == "device_ack" and a.t_ns >= t_ack and (a.cid == cid if a.cid is not None else
+                                                               a.key is not None and a.key == stim.key)
 
     def check(a: Arrival) -> tuple[Outcome, str | None]:
         return (Outcome.ALTERED, f"malformed: {a.defect}") if a.defect else (Outcome.OK, None)

@@ -61,6 +61,18 @@ def _dc09_centre(ctx: TransportContext, probe: str) -> CentreLink:
     return dc09_centre(ctx, probe)
 
 
+def _scaip_device(ctx: TransportContext, device_id: str) -> DeviceLink:
+    from harness.links.scaip import scaip_device
+
+    return scaip_device(ctx, device_id)
+
+
+def _scaip_centre(ctx: TransportContext, probe: str) -> CentreLink:
+    from harness.links.scaip import scaip_centre
+
+    return scaip_centre(ctx, probe)
+
+
 @hookimpl
 def vtlab_transports() -> list[TransportKind]:
     return [
@@ -68,6 +80,8 @@ def vtlab_transports() -> list[TransportKind]:
                       mqtt_device, mqtt_centre),
         TransportKind("dc09", "SIA DC-09 with Contact ID (ADM-CID) over TCP or UDP, optionally AES; devices are "
                       "transmitters, centres are receiving centres", _dc09_device, _dc09_centre),
+        TransportKind("scaip", "SCAIP (SS 91100) in SIP MESSAGE over UDP, TCP or TLS; devices send <mrq>, "
+                      "centres are SCAIP receivers", _scaip_device, _scaip_centre),
         TransportKind("memory", "vtlab's JSON dialect on an in-process bus: for vtlab's own tests and dry runs, "
                       "never a real target", memory_device, memory_centre),
     ]
