@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -118,6 +119,7 @@ class ScenarioRun:
         self.bed = bed
         self.run_tag = run_tag
         self.pending: list[Pending] = []
+        self.keys_in_flight: Counter[str] = Counter()  # correlation keys of alarms not yet settled
         self._cids = itertools.count(1)
 
     def new_cid(self, iteration: int) -> str:

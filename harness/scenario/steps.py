@@ -63,6 +63,8 @@ async def trigger(it: Iteration, step: StepPlan) -> None:
     it.bed.evidence.stimulus(it.plan.id, cid, device_id, spec.event, seq, it.index, t,
                              {**payload, "_key": key} if key else payload)
     it.stimuli[args.device] = Stimulus(cid, device_id, args.device, spec, seq, t, key)
+    if key is not None:
+        it.run.keys_in_flight[key] += 1
     it.record(step, "ok", cid)
 
 
@@ -164,6 +166,11 @@ async def expect_alarm(it: Iteration, step: StepPlan) -> None:
         it.stop(f"alarm {stim.cid} did not arrive within {args.within}")
         return
     outcome, detail = check(arrival)
+    if arrival.cid is None and stim.key is not None:
+        if it.run.keys_in_flight[stim.key] > 1:  # two alarms in flight look the same: never guess
+            outcome = Outcome.AMBIGUOUS
+            detail = f"arrival matches {it.run.keys_in_flight[stim.key]} alarms in flight (key {stim.key})"
+        it.run.keys_in_flight[stim.key] -= 1
     it.match(step.index, args.metric, stim, outcome, arrival, arrival.t_ns - stim.t_ns, detail)
     it.alarms[probe] = (arrival, stim)
     it.record(step, "ok" if outcome is Outcome.OK else "mismatch", detail)
