@@ -142,6 +142,8 @@ class Dc09Link(_Model):
     receiver: str = Field("0", pattern=r"^[0-9A-Fa-f]{1,6}$")
     line: str = Field("0", pattern=r"^[0-9A-Fa-f]{1,6}$")
     timeout: str = Field("5s", description="device: how long to wait for each ACK")
+    zones: int = Field(999, ge=1, le=999, description="device: zone numbers cycled through, one per alarm in "
+                       "flight (a platform that keeps fewer distinct zones needs fewer)")
 
     _to = field_validator("to", "backup", "listen")(_address)
 

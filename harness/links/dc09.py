@@ -53,7 +53,7 @@ class Dc09DeviceLink:
         self.device_id = device_id
         self.account = str(settings.account).upper()
         self._io = io
-        self._zones = KeyRing()
+        self._zones = KeyRing(settings.zones)
         state = TransmitterState(self.account, key, receiver=settings.receiver, line=settings.line)
         host, port = _host_port(to)
         backup = None
