@@ -166,9 +166,23 @@ class ScaipLink(_Model):
     _addr = field_validator("to", "listen")(_address)
 
 
+class EpjSettings(_Model):
+    """A patient-record probe: a FHIR R4 endpoint shaped like the welfare-technology hub (VKP) that the
+    platform pushes to, with HelseID-shaped tokens (private_key_jwt)."""
+
+    orgnr: str = Field(pattern=r"^[0-9]{9}$", description="the municipality's organisation number in the URL")
+    listen: str = Field("127.0.0.1:0", description="HOST:PORT of the HTTPS endpoint (port 0 = free)")
+    clients: dict[str, str] = Field(default_factory=dict, description="client id -> public key file (PEM) of a "
+                                    "supplier's platform allowed to push (the embedded lab gets its own)")
+    strict: bool = Field(True, description="refuse (422) valid FHIR with VKP findings, as a profile-checking hub")
+
+    _addr = field_validator("listen")(_address)
+
+
 class Probe(_Model):
-    kind: Literal["response_centre"] = "response_centre"
-    centre: str = Field(description="Id of the response centre this probe receives for")
+    kind: Literal["response_centre", "epj"] = "response_centre"
+    centre: str | None = Field(None, description="response_centre: id of the centre this probe receives for")
+    epj: EpjSettings | None = Field(None, description="epj: the patient-record endpoint's settings")
     via: str = Field("mqtt", description="Transport the probe receives on (`vtlab steps` lists them)")
     dc09: Dc09Link | None = Field(None, description="with via: dc09: where the centre listens, its accounts")
     scaip: ScaipLink | None = Field(None, description="with via: scaip: where the centre listens, its devices")
@@ -307,6 +321,11 @@ def load_lab(path: Path) -> Lab:
                 fix=f"add `{persona.centre}:` under centres, or correct the user's centre",
             )
     for name, probe in spec.probes.items():
+        if probe.kind == "epj":
+            if probe.epj is None:
+                raise InputError(f"probe `{name}` is a patient-record probe without `epj:` settings",
+                                 place=src.place("probes", name), fix="add `epj: {orgnr: '999999999'}`")
+            continue
         if probe.centre not in spec.centres:
             raise InputError(
                 f"probe `{name}` receives for unknown centre `{probe.centre}`",

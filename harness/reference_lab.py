@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harness.errors import InputError
 from harness.lab.config import (
@@ -72,7 +74,8 @@ class EmbeddedTarget:
             shutil.rmtree(self.pki.ca_cert.parent, ignore_errors=True)
 
 
-def embedded_target(lab: Lab, faults: str) -> EmbeddedTarget:
+def embedded_target(lab: Lab, faults: str, listeners: Mapping[str, Any] | None = None) -> EmbeddedTarget:
+    """`listeners`: where vtlab's listening probes are (harness.run.testbed.TestBed.prepare), for routes to them."""
     spec = lab.spec
     tls_on = spec.mqtt.url.startswith("mqtts://")
     version = "3.1.1" if spec.platform.broker == "amqtt" else spec.mqtt.version  # amqtt speaks 3.1.1 only

@@ -66,7 +66,8 @@ class RunSession:
         if self.started:
             return
         self.started = True
-        self.target.start(self.run_dir)
+        listeners = self.bed.prepare()
+        self.target.start(self.run_dir, listeners)
         self.evidence.run_info_update(target=self.target.info())
         self.bed.start()
 

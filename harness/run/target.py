@@ -35,7 +35,10 @@ class Target(Protocol):
     kind: str
     faults: str
 
-    def start(self, run_dir: Path) -> None: ...
+    def start(self, run_dir: Path, listeners: dict[str, Any] | None = None) -> None:
+        """Start (or reach) the target; `listeners` says where vtlab's listening probes are (centres on
+        DC-09/SCAIP, patient-record probes), for a target vtlab configures (the embedded lab)."""
+        ...
 
     def client_settings(self, identity: str) -> MqttSettings: ...
 
@@ -84,7 +87,7 @@ class ExternalTarget:
         self.lab = lab
         self._settings = _lab_file_settings(lab, lab.spec.mqtt.url, lab.spec.mqtt.version)
 
-    def start(self, run_dir: Path) -> None:
+    def start(self, run_dir: Path, listeners: dict[str, Any] | None = None) -> None:
         return None
 
     def client_settings(self, identity: str) -> MqttSettings:
@@ -120,11 +123,11 @@ class EmbeddedTarget:
         self._ledger_offset = 0
         self._base: MqttSettings | None = None
 
-    def start(self, run_dir: Path) -> None:
+    def start(self, run_dir: Path, listeners: dict[str, Any] | None = None) -> None:
         from harness.lab.process import LabProcess
         from harness.reference_lab import embedded_target
 
-        self._embedded = embedded_target(self.lab, self.faults)
+        self._embedded = embedded_target(self.lab, self.faults, listeners=listeners or {})
         try:
             self._process = LabProcess(self._embedded.config, run_dir / "lab")
             self._process.start()

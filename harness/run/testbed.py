@@ -15,6 +15,7 @@ from harness.clock import now_ns
 from harness.evidence import EvidenceStore
 from harness.labfile import Lab
 from harness.links import CentreLink, DeviceLink
+from harness.probes.patient_record import PatientRecordProbe
 from harness.probes.response_centre import ResponseCentreProbe
 from harness.run.target import Target
 from harness.tracking import Tracker
@@ -22,6 +23,9 @@ from harness.transports.loop import LoopThread
 from harness.transports.memory import MemoryBus
 from harness.transports.mqtt import MqttSettings
 from harness.transports.registry import transport_kinds
+
+LISTENING = ("dc09", "scaip")
+"""Centre transports where vtlab listens and the platform connects: bound before the target starts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +50,8 @@ class TestBed:
         self._devices: dict[str, SimulatedDevice] = {}
         self._seq: dict[str, int] = {}
         self._links: list[DeviceLink | CentreLink] = []
+        self._centre_links: dict[str, CentreLink] = {}
+        self.records: dict[str, PatientRecordProbe] = {}
         self._io: LoopThread | None = None
         self._bus: MemoryBus | None = None
         self._faults: list[HarnessFault] = []
@@ -93,11 +99,33 @@ class TestBed:
             self._io = LoopThread("vtlab-links")
         return self._io
 
+    def prepare(self) -> dict[str, Any]:
+        """Open what listens before the target starts (patient-record probes; centres on DC-09 and SCAIP)
+        and return where each listens, for the target's configuration."""
+        listeners: dict[str, Any] = {"centres": {}, "records": {}}
+        for name, probe in self.lab.spec.probes.items():
+            if probe.kind == "epj":
+                rec = PatientRecordProbe(name, probe.epj, self.lab.path.parent, self.tracker)
+                rec.start()
+                self.records[name] = rec
+                listeners["records"][name] = rec
+                continue
+            if probe.via in LISTENING:
+                link = transport_kinds()[probe.via].centre(self, name)
+                self._links.append(link)
+                self._centre_links[name] = link
+                listeners["centres"][probe.centre] = {"via": probe.via, "address": link.bind()}  # type: ignore[attr-defined]
+        return listeners
+
     def start(self) -> None:
         for name, probe in self.lab.spec.probes.items():
-            link = transport_kinds()[probe.via].centre(self, name)
-            self._links.append(link)
-            p = ResponseCentreProbe(name, probe.centre, link, self.tracker)
+            if probe.kind == "epj":
+                continue
+            link = self._centre_links.get(name)
+            if link is None:
+                link = transport_kinds()[probe.via].centre(self, name)
+                self._links.append(link)
+            p = ResponseCentreProbe(name, str(probe.centre), link, self.tracker)
             p.start()
             self.probes[name] = p
 
@@ -136,5 +164,8 @@ class TestBed:
         for link in self._links:
             with contextlib.suppress(Exception):
                 link.close()
+        for rec in self.records.values():
+            with contextlib.suppress(Exception):
+                rec.close()
         if self._io is not None:
             self._io.close()

@@ -96,7 +96,7 @@ class ExpectAlarmArgs(_Args):
 def _expected_probe(it: Iteration, args: ExpectAlarmArgs, stim: Stimulus) -> tuple[str, str]:
     """(probe name, centre the alarm must arrive at)."""
     if args.at is not None:
-        return args.at, it.bed.lab.spec.probes[args.at].centre
+        return args.at, str(it.bed.lab.spec.probes[args.at].centre)
     centre = it.bed.lab.expected_centre(stim.device_id)
     probe = it.plan.probe_for_centre(centre)
     assert probe is not None  # checked at load time
@@ -196,6 +196,73 @@ def check_expect_alarm(plan: ScenarioPlan, step: StepPlan) -> None:
                 place=step.place,
                 fix="add a response_centre probe for it to the lab file, or name the probe with `at:`",
             )
+
+
+# --- expect_record (patient record, EPJ) ---------------------------------------------------------
+class ExpectRecordArgs(_Args):
+    from_: str = Field(alias="from", description="Device name whose last stimulus this record answers")
+    at: str | None = Field(None, description="Patient-record probe (kind: epj); default: the lab file's only one")
+    kind: Literal["alert", "encounter", "note", "dispense", "reading"] = Field(
+        "alert", description="What must arrive: alert (DetectedIssue), encounter, note (Composition), "
+        "dispense (MedicationDispense), reading (Observation)")
+    code: str | None = Field(None, description="Expected code, e.g. VKP alert code 1.17 (batteri lavt)")
+    within: str = Field(description="How long to wait, counted from the stimulus, e.g. 5m")
+    metric: str = Field("epj_latency", pattern=METRIC_NAME, max_length=48,
+                        description="Name the latency is recorded under")
+
+    _within = field_validator("within")(_duration)
+
+
+def _record_probe(it: Iteration, args: ExpectRecordArgs) -> str:
+    if args.at is not None:
+        return args.at
+    return next(n for n, p in it.bed.lab.spec.probes.items() if p.kind == "epj")
+
+
+async def expect_record(it: Iteration, step: StepPlan) -> None:
+    """Wait for the event to reach the patient record (a FHIR resource pushed to the patient-record probe,
+    as through the welfare-technology hub, VKP), and check it field by field: the synthetic user as the
+    patient, the device, the code; a resource the probe found fault with (unknown code, wrong unit) is
+    `altered`. Correlated by device, kind and code, arriving after the stimulus."""
+    args: ExpectRecordArgs = step.args
+    stim = it.stimuli[args.from_]
+    probe = _record_probe(it, args)
+    patient = it.bed.lab.spec.devices[stim.device_id].user
+
+    def predicate(a: Arrival) -> bool:
+        return (a.kind == "record" and a.field("kind") == args.kind and a.field("device") == stim.device_id
+                and (args.code is None or a.field("code") == args.code) and a.t_ns >= stim.t_ns)
+
+    def check(a: Arrival) -> tuple[Outcome, str | None]:
+        if a.field("patient") != patient:
+            return Outcome.MISROUTED, f"record for patient {a.field('patient')!r}, expected {patient!r}"
+        if a.defect:
+            return Outcome.ALTERED, f"record arrived with findings: {a.defect}"
+        return Outcome.OK, None
+
+    deadline = stim.t_ns + _ns(args.within)
+    arrival = await it.bed.tracker.expect(predicate, frozenset({probe}), (deadline - now_ns()) / 1e9)
+    if arrival is None:
+        it.run.pending.append(Pending(it.index, step.index, (args.metric,), (stim.t_ns,), stim, probe, predicate,
+                                      check))
+        it.record(step, "timeout", f"no {args.kind} record for {stim.cid} at {probe} within {args.within}")
+        return
+    outcome, detail = check(arrival)
+    it.match(step.index, args.metric, stim, outcome, arrival, arrival.t_ns - stim.t_ns, detail)
+    it.record(step, "ok" if outcome is Outcome.OK else "mismatch", detail)
+
+
+def check_expect_record(plan: ScenarioPlan, step: StepPlan) -> None:
+    args: ExpectRecordArgs = step.args
+    plan.binding(args.from_, step.place)
+    records = [n for n, p in plan.lab.spec.probes.items() if p.kind == "epj"]
+    if args.at is not None and args.at not in records:
+        raise InputError(f"`{args.at}` is not a patient-record probe", place=step.place,
+                         fix=f"use one of {records} (probes with kind: epj in the lab file)")
+    if args.at is None and len(records) != 1:
+        raise InputError(f"the lab file has {len(records)} patient-record probes; say which with `at:`",
+                         place=step.place, fix=f"add `at:` with one of {records}" if records else
+                         "add a probe with `kind: epj` to the lab file")
 
 
 # --- acknowledge ---------------------------------------------------------------------------------
@@ -349,6 +416,8 @@ def vtlab_steps() -> list[StepKind]:
         StepKind("trigger", TriggerArgs, trigger, check_trigger),
         StepKind("expect_alarm", ExpectAlarmArgs, expect_alarm, check_expect_alarm,
                  metrics=lambda a: [cast(ExpectAlarmArgs, a).metric]),
+        StepKind("expect_record", ExpectRecordArgs, expect_record, check_expect_record,
+                 metrics=lambda a: [cast(ExpectRecordArgs, a).metric]),
         StepKind("acknowledge", AcknowledgeArgs, acknowledge, check_acknowledge),
         StepKind("expect_ack", ExpectAckArgs, expect_ack, check_expect_ack,
                  metrics=lambda a: ["ack_latency", "ack_roundtrip"]),
