@@ -1,7 +1,9 @@
 """`python -m harness.lab --config FILE.json`: run the reference lab until SIGTERM/SIGINT.
 
 Prints one JSON line when ready: {"ready": true, "broker": URL, "broker_kind": ..., "mqtt_version": ...,
-"access_control": ..., "pid": N, "broker_pid": M}, or {"ready": false, "error": "..."} and exits 2. Later
+"access_control": ..., "pid": N, "broker_pid": M, "ingress": {"dc09": "HOST:PORT", "scaip": "HOST:PORT"}}
+(ingress: where devices send over DC-09 and SCAIP, TCP and UDP on each port; only those that are on),
+or {"ready": false, "error": "..."} and exits 2. Later
 stdout lines are JSON events (e.g. {"event": "faults", "spec": ..., "id": ...}) for the process that
 started the lab.
 
@@ -121,6 +123,7 @@ def _run(config_path: Path, stop: threading.Event, exit_on_stdin_eof: bool) -> i
                 "access_control": broker.access_control if broker is not None else "external",
                 "pid": os.getpid(),
                 "broker_pid": broker.process.pid if broker is not None else None,
+                "ingress": router.ingress,
             }
         )
         if exit_on_stdin_eof:

@@ -22,9 +22,15 @@ __all__ = [
     "ROUTER_IDENTITY",
     "AccessRule",
     "BrokerSettings",
+    "CentreDelivery",
     "DeviceSettings",
+    "EpjTarget",
+    "IngressSettings",
     "LabConfig",
     "Limits",
+    "MappingProfile",
+    "ScaipIdentity",
+    "StcRule",
     "SupervisionSettings",
     "TlsSettings",
     "Topics",
@@ -132,10 +138,215 @@ class Topics(_Model):
         return self
 
 
+class ScaipIdentity(_Model):
+    """How a SCAIP device names itself in its `<mrq>`: controller id, device id (optional), device type."""
+
+    cid: str = Field(pattern=r"^[0-9]{1,16}$", description="controller id (1-16 digits)")
+    did: str | None = Field(default=None, min_length=1, max_length=8, description="device id (<= 8 chars)")
+    dty: str = Field(default="0003", pattern=r"^[0-9]{1,4}$", description="device type (0003 personal trigger)")
+
+
 class DeviceSettings(_Model):
     user: str | None = None
     centre: str | None = None
     heartbeat_interval_s: float | None = Field(default=None, gt=0)
+    dc09_account: str | None = Field(
+        default=None, pattern=r"^[0-9A-Fa-f]{3,16}$", description="DC-09 account the device transmits as"
+    )
+    dc09_key_file: Path | None = Field(default=None, description="file holding the device's AES key (16/24/32 chars)")
+    scaip: ScaipIdentity | None = None
+
+
+class StcRule(_Model):
+    """One SCAIP status code as the lab's internal alarm: Contact ID code and qualifier, event name, priority."""
+
+    code: str = Field(pattern=r"^[0-9]{3}$")
+    qualifier: Literal["1", "3", "6"] = "1"
+    event: str = Field(min_length=1, max_length=64)
+    priority: int = Field(default=1, ge=1, le=9)
+
+
+DEFAULT_STC: dict[str, StcRule] = {
+    "0010": StcRule(code="101", event="personal_emergency", priority=1),  # manual alarm
+    "0009": StcRule(code="100", event="fall_detected", priority=1),  # automatic alarm (fall detector)
+    "0110": StcRule(code="101", event="assistance", priority=2),
+    "0016": StcRule(code="302", event="low_battery", priority=4),
+    "0014": StcRule(code="302", event="battery_failure", priority=3),
+    "0015": StcRule(code="302", qualifier="3", event="battery_ok", priority=5),
+    "0081": StcRule(code="100", event="dose_missed", priority=2),  # no Contact ID code for doses: 100 medical
+    "0083": StcRule(code="100", qualifier="3", event="dose_taken", priority=5),
+    "0085": StcRule(code="301", event="power_failure", priority=3),
+    "0086": StcRule(code="301", qualifier="3", event="power_restored", priority=5),
+    "0023": StcRule(code="350", event="communication_trouble", priority=3),
+    "0112": StcRule(code="350", qualifier="3", event="communication_restored", priority=5),
+    "0102": StcRule(code="602", event="test_transmission", priority=5),
+    "0103": StcRule(code="602", event="test_transmission", priority=5),
+}
+"""SCAIP `stc` -> Contact ID: the lab's default mapping profile (PROTOCOLS.md sections 3 and 4)."""
+
+DEFAULT_CODE_STC: dict[str, str] = {"356/1": "0023", "356/3": "0112"}
+"""Contact ID -> SCAIP `stc` where the reverse of the stc table is not what a centre expects: loss of
+supervision (356) goes out as IP connection failure / re-established."""
+
+DEFAULT_CODE_EVENTS: dict[str, str] = {
+    "100": "fall_detected",
+    "101": "personal_emergency",
+    "120": "panic",
+    "301": "power_failure",
+    "302": "low_battery",
+    "350": "communication_trouble",
+    "356": "supervision_failure",
+    "601": "test_transmission",
+    "602": "test_transmission",
+}
+"""Contact ID code -> event name, for alarms that arrive without one (DC-09)."""
+
+
+class MappingProfile(_Model):
+    """How the lab turns SCAIP and DC-09 fields into its alarm and back (PROTOCOLS.md section 4: a platform
+    maps per receiving centre; this is the lab's one profile)."""
+
+    stc: dict[str, StcRule] = Field(default_factory=lambda: dict(DEFAULT_STC))
+    code_stc: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_CODE_STC),
+        description="`code` or `code/qualifier` -> stc for SCAIP delivery (before the reverse of `stc`)",
+    )
+    code_events: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_CODE_EVENTS))
+    zone_from: Literal["dco", "none"] = Field(
+        default="dco", description="SCAIP field that becomes the Contact ID zone (3 digits; `none`: zone 000)"
+    )
+    partition: str = Field(default="01", pattern=r"^[0-9B-F]{2}$", description="Contact ID partition sent")
+    dty_for_code: dict[str, str] = Field(
+        default_factory=lambda: {"100": "0005", "101": "0003"},
+        description="device type sent over SCAIP for devices without a SCAIP identity",
+    )
+
+    @field_validator("stc")
+    @classmethod
+    def _stc_keys(cls, v: dict[str, StcRule]) -> dict[str, StcRule]:
+        out = {}
+        for k, rule in v.items():
+            if not re.fullmatch(r"[0-9]{1,4}", k):
+                raise ValueError(f"stc `{k[:20]}` must be 1-4 digits")
+            out[k.zfill(4)] = rule
+        return out
+
+    def rule_for(self, stc: str | None) -> StcRule | None:
+        if stc is None or not stc.isdigit():
+            return None
+        return self.stc.get(stc.zfill(4))
+
+    def stc_for(self, code: str, qualifier: str) -> str | None:
+        """The SCAIP status code a centre gets for a Contact ID code (and qualifier)."""
+        hit = self.code_stc.get(f"{code}/{qualifier}") or self.code_stc.get(code)
+        if hit:
+            return hit
+        for stc, rule in self.stc.items():
+            if rule.code == code and rule.qualifier == qualifier:
+                return stc
+        return None
+
+    def event_for(self, code: str) -> str:
+        return self.code_events.get(code) or f"contact_id_{code}"
+
+
+class CentreDelivery(_Model):
+    """How a response centre receives alarms: `mqtt` (the lab's JSON on the centre topic), `dc09` (ADM-CID
+    frames with the lab's own sequence numbers) or `scaip` (an `<mrq>` in a SIP MESSAGE)."""
+
+    via: Literal["mqtt", "dc09", "scaip"] = "mqtt"
+    address: str | None = Field(default=None, description="dc09/scaip: HOST:PORT of the centre's receiver")
+    protocol: Literal["tcp", "udp"] = Field(default="tcp", description="dc09/scaip transport")
+    accounts: dict[str, str] = Field(
+        default_factory=dict,
+        description="device id -> account (dc09) or controller id (scaip) the centre knows it by "
+        "(default: the device's dc09_account / SCAIP cid)",
+    )
+    key_file: Path | None = Field(default=None, description="dc09: file holding the AES key of this line")
+    receiver: str = Field(default="0", pattern=r"^[0-9A-Fa-f]{1,6}$")
+    line: str = Field(default="0", pattern=r"^[0-9A-Fa-f]{1,6}$")
+    timeout_s: float = Field(default=5.0, gt=0, description="wait for each ACK / mrs")
+    retries: int = Field(default=2, ge=0, le=10)
+    ack_device: bool = Field(
+        default=True, description="an MQTT device gets a device ack (`received`) when this centre's ACK/mrs arrives"
+    )
+
+    @model_validator(mode="after")
+    def _address_needed(self) -> CentreDelivery:
+        if self.via != "mqtt":
+            if not self.address:
+                raise ValueError(f"a centre that receives over {self.via} needs `address: HOST:PORT`")
+            host, _, port = self.address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"address `{self.address[:80]}`: write HOST:PORT")
+        return self
+
+
+class IngressSettings(_Model):
+    """The lab's DC-09 and SCAIP receivers (TCP and UDP on one port each). `None`: on when a device uses it."""
+
+    host: str = "127.0.0.1"
+    dc09: bool | None = None
+    dc09_port: int = Field(default=0, ge=0, lt=65536)
+    scaip: bool | None = None
+    scaip_port: int = Field(default=0, ge=0, lt=65536)
+    dc09_window_s: tuple[float, float] = Field(
+        default=(40.0, 20.0), description="DC-09 timestamp window: seconds behind, ahead of the lab's clock"
+    )
+
+
+class EpjTarget(_Model):
+    """Where the lab pushes what a platform records in the patient record (VKP-shaped FHIR over HTTPS)."""
+
+    base_url: str = Field(description="FHIR base, e.g. https://host:port/epj/r4 (the orgnr is appended)")
+    orgnr: str = Field(pattern=r"^[0-9]{9}$")
+    token_url: str
+    client_id: str = Field(min_length=1, max_length=128)
+    client_key: Path = Field(description="PEM file of the client's private key (private_key_jwt)")
+    ca: Path | None = Field(default=None, description="CA file to verify the FHIR and token servers")
+    scopes: tuple[str, ...] = (
+        "nhn:vkp/api/user/detectedissue.write",
+        "nhn:vkp/api/user/encounter.write",
+        "nhn:vkp/api/user/composition.write",
+        "nhn:vkp/api/user/medicationdispense.write",
+        "nhn:vkp/api/user/observation.write",
+    )
+    patient_system: str = Field(default="urn:oid:2.16.578.1.12.4.1.4.1", description="identifier system (FNR)")
+    patients: dict[str, str] = Field(
+        default_factory=dict, description="user id -> patient identifier (default: the synthetic user's id)"
+    )
+    alert_codes: dict[str, str] = Field(
+        default_factory=dict, description="VKP alert codes the supplier uses beyond 1.1/1.17/1.19: code -> display"
+    )
+    alarm_codes: dict[str, str] = Field(
+        default_factory=dict,
+        description="Contact ID code -> VKP alert code of a handled alarm (`*` for every other code)",
+    )
+    supervision_code: str | None = Field(default=None, description="VKP alert code for loss of supervision (356)")
+    bundle_type: Literal["transaction", "message"] = "transaction"
+    faults: bool = Field(default=False, description="apply the drop/delay/outage faults to pushes too")
+    timeout_s: float = Field(default=10.0, gt=0)
+    push_handled: bool = True
+    push_low_battery: bool = True
+    push_supervision: bool = True
+    push_doses: bool = True
+
+    @field_validator("base_url", "token_url")
+    @classmethod
+    def _https(cls, v: str) -> str:
+        if not v.startswith(("https://", "http://")):
+            raise ValueError("write an https:// URL")
+        return v.rstrip("/")
+
+    @property
+    def fhir_url(self) -> str:
+        """The organisation's FHIR base the Bundles are POSTed to."""
+        return self.base_url if self.base_url.endswith("/" + self.orgnr) else f"{self.base_url}/{self.orgnr}"
+
+    def patient_id(self, user: str | None) -> str | None:
+        if user is None:
+            return None
+        return self.patients.get(user, user)
 
 
 class SupervisionSettings(_Model):
@@ -155,6 +366,13 @@ class Limits(_Model):
     )
     heartbeat_interval_s: tuple[float, float] = Field(
         default=(0.01, 86_400.0), description="accepted range of a heartbeat's interval_s"
+    )
+    pending_deliveries: int = Field(
+        default=10_000, ge=1, description="alarms waiting at once for a DC-09/SCAIP centre to answer"
+    )
+    pending_pushes: int = Field(default=1_000, ge=1, description="FHIR pushes waiting at once")
+    record_only_events: tuple[str, ...] = Field(
+        default=("dose_taken",), description="events recorded (EPJ) but never routed to a centre"
     )
 
 
@@ -177,6 +395,12 @@ class LabConfig(_Model):
     )
     routing: dict[str, str] = Field(default_factory=dict, description="user id -> centre id")
     default_centre: str | None = Field(default=None, description="for known devices whose user has no route")
+    delivery: dict[str, CentreDelivery] = Field(
+        default_factory=dict, description="centre id -> how it receives (absent: mqtt)"
+    )
+    ingress: IngressSettings = IngressSettings()
+    mapping: MappingProfile = MappingProfile()
+    epj: EpjTarget | None = None
     supervision: SupervisionSettings = SupervisionSettings()
     limits: Limits = Limits()
     faults: str = ""
@@ -202,6 +426,20 @@ class LabConfig(_Model):
             _check_id("device id", d)
             if settings.centre is not None:
                 _check_id("centre id", settings.centre)
+        for c in self.delivery:
+            _check_id("centre id", c)
+        accounts: dict[str, str] = {}
+        scaip_ids: dict[tuple[str, str | None], str] = {}
+        for d, settings in self.devices.items():
+            if settings.dc09_account:
+                other = accounts.setdefault(settings.dc09_account.upper(), d)
+                if other != d:
+                    raise ValueError(f"devices `{other}` and `{d}` share dc09_account {settings.dc09_account}")
+            if settings.scaip:
+                who = (settings.scaip.cid, settings.scaip.did)
+                other = scaip_ids.setdefault(who, d)
+                if other != d:
+                    raise ValueError(f"devices `{other}` and `{d}` share SCAIP cid/did {who}")
         for c in [*self.centres, *self.routing.values(), *([self.default_centre] if self.default_centre else [])]:
             _check_id("centre id", c)
         if self.centres:
@@ -240,6 +478,38 @@ class LabConfig(_Model):
         if self.default_centre:
             named.append(self.default_centre)
         return list(dict.fromkeys([*self.centres, *named]))
+
+    def delivery_for(self, centre: str) -> CentreDelivery:
+        return self.delivery.get(centre) or CentreDelivery()
+
+    def dc09_ingress_on(self) -> bool:
+        on = self.ingress.dc09
+        return any(d.dc09_account for d in self.devices.values()) if on is None else on
+
+    def scaip_ingress_on(self) -> bool:
+        on = self.ingress.scaip
+        return any(d.scaip for d in self.devices.values()) if on is None else on
+
+    def device_for_account(self, account: str) -> str | None:
+        """The device whose `dc09_account` is `account` (hex digits compare without case)."""
+        wanted = account.upper()
+        for d, settings in self.devices.items():
+            if settings.dc09_account and settings.dc09_account.upper() == wanted:
+                return d
+        return None
+
+    def device_for_scaip(self, cid: str, did: str | None) -> str | None:
+        """The device whose SCAIP (cid, did) match; a device configured without `did` matches any did."""
+        loose = None
+        for d, settings in self.devices.items():
+            s = settings.scaip
+            if s is None or s.cid != cid:
+                continue
+            if s.did == did:
+                return d
+            if s.did is None and loose is None:
+                loose = d
+        return loose
 
     def identities(self) -> list[str]:
         """Certificate CNs of the lab: router, control client, each device, each centre."""

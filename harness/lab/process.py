@@ -63,6 +63,9 @@ class LabProcess:
         """How the broker enforces per-identity topics: dynsec, acl_file, amqtt-acl or none."""
         self.pid: int | None = None
         self.broker_pid: int | None = None
+        self.ingress: dict[str, str] = {}
+        """Where devices send over other protocols than MQTT: {"dc09": "HOST:PORT", "scaip": "HOST:PORT"},
+        each port taking TCP and UDP (from the lab's ready line)."""
         self._control: MqttClient | None = None
         self._control_lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -128,6 +131,8 @@ class LabProcess:
         self.access_control = str(first.get("access_control", "none"))
         self.pid = int(first["pid"])
         self.broker_pid = int(first["broker_pid"]) if first.get("broker_pid") else None
+        ingress = first.get("ingress")
+        self.ingress = {str(k): str(v) for k, v in ingress.items()} if isinstance(ingress, dict) else {}
         return self
 
     def stop(self, timeout_s: float = 10.0) -> None:

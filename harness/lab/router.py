@@ -1,12 +1,20 @@
-"""The reference lab's alarm-routing platform: MQTT in, faults applied, MQTT out, a JSONL ledger.
+"""The reference lab's alarm-routing platform: alarms in over MQTT, SIA DC-09 and SCAIP; faults applied;
+delivery to each centre in the centre's protocol (MQTT, DC-09, SCAIP); a JSONL ledger; FHIR pushes to the
+patient record.
 
-Threads: the MqttClient's network thread runs the message handlers; one scheduler thread runs what is
-due later (delayed alarms, reorder releases, supervision deadlines). Shared state is under one lock.
-Supervision alarms are the lab's own and are not subject to faults; acks are only subject to outages.
+Threads: the MqttClient's network thread runs the MQTT handlers; one asyncio loop thread (LoopThread) runs
+the DC-09 and SCAIP receivers and the DC-09/SCAIP deliveries; one scheduler thread runs what is due later
+(delayed alarms, reorder releases, supervision deadlines); one worker pushes FHIR. Shared state is under
+one lock. Supervision alarms are the lab's own and are not subject to faults; acks are only subject to
+outages.
 
-Every payload is decoded with the wire codec (harness.protocols.wire_json) and refused with a ledger
-line `rejected` and a reason when it is not valid; nothing from an unknown device is routed; every
-per-device table is bounded (LabConfig.limits), so hostile input cannot grow the lab's memory.
+Every payload is decoded with its codec (wire_json, DC-09, SCAIP) and refused with a ledger line `rejected`
+and a reason when it is not valid; nothing from an unknown device is routed; every per-device table is
+bounded (LabConfig.limits), so hostile input cannot grow the lab's memory.
+
+Ledger lines about an alarm carry `device`, `centre`, and how the harness finds the alarm again: `cid`
+(the device's, MQTT) or `lab_cid` (the lab's id for an alarm that came without one), and `key`
+`<device>:<code>:<zone>` whenever the alarm has a Contact ID zone (DC-09 and SCAIP always do).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +37,12 @@ from typing import Any
 from harness.clock import now_ns, utc_text
 from harness.errors import InputError, TargetError
 from harness.faults import Decision, FaultPlan, FaultSpec, parse_faults
+from harness.lab.alarm import LabAlarm
 from harness.lab.config import LabConfig
+from harness.lab.egress import DeliveryResult, Egress, make_egress
+from harness.lab.epj_push import EpjPusher, Record, utc
+from harness.lab.ingress import AlarmDraft, Dc09Ingress, ScaipIngress
+from harness.protocols import vkp
 from harness.protocols.base import ProtocolError
 from harness.protocols.wire_json import (
     CentreAck,
@@ -36,12 +50,12 @@ from harness.protocols.wire_json import (
     DeviceEvent,
     Heartbeat,
     LabControl,
-    RoutedAlarm,
     WireMessage,
     decode,
     encode,
 )
 from harness.transports.base import Message
+from harness.transports.loop import LoopThread
 from harness.transports.mqtt import MqttClient, MqttSettings
 
 __all__ = ["Ledger", "Router", "Scheduler", "utc_now"]
@@ -150,13 +164,24 @@ class _Supervised:
 
 @dataclass(slots=True)
 class _Held:
-    alarm: RoutedAlarm
+    alarm: LabAlarm
     decision: Decision
     token: int
 
 
+@dataclass(slots=True)
+class _Route:
+    alarm: LabAlarm
+    answered: bool = False
+    """The centre answered (ack / ACK / mrs) once: later copies are not acked or recorded again."""
+
+
+_ZONE_RE = re.compile(r"^[0-9B-F]{3}$")
+
+
 class Router:
-    """Connects to the broker, routes events to centres, relays acks, supervises heartbeats."""
+    """Takes alarms in (MQTT, DC-09, SCAIP), routes them to centres in each centre's protocol, relays acks,
+    supervises heartbeats, records in the patient record."""
 
     def __init__(
         self,
@@ -174,12 +199,21 @@ class Router:
         self._lock = threading.RLock()
         self._spec = parse_faults(config.faults, "lab config `faults`")
         self._plan = FaultPlan(self._spec)
+        self._push_plan = FaultPlan(self._spec)
         self._held: _Held | None = None
         self._tokens = itertools.count(1)
+        self._ids = itertools.count(1)
         self._supervised: dict[str, _Supervised] = {}
-        self._routed: dict[str, OrderedDict[str, str]] = {}  # device -> cid -> centre, bounded per device
+        self._routed: dict[str, OrderedDict[str, _Route]] = {}  # device -> id -> route, bounded per device
         self._pending_delayed = 0
         self._scheduler: Scheduler | None = None
+        self._io: LoopThread | None = None
+        self._egress: dict[str, Egress] = {}
+        self._dc09_in: Dc09Ingress | None = None
+        self._scaip_in: ScaipIngress | None = None
+        self._epj: EpjPusher | None = None
+        self.ingress: dict[str, str] = {}
+        """Where devices send over other protocols: {"dc09": "HOST:PORT", "scaip": "HOST:PORT"} (TCP and UDP)."""
         site = config.site
         t = config.topics
         self._routes: list[tuple[re.Pattern[str], Callable[[re.Match[str], Message], None]]] = [
@@ -210,18 +244,50 @@ class Router:
         return self._spec
 
     def start(self) -> None:
-        """Connect, subscribe, and start routing (the outage clock starts now)."""
+        """Connect, subscribe, open the DC-09/SCAIP receivers and lines, start routing (the outage clock
+        starts now)."""
         self._scheduler = Scheduler(self._clock)
         self.ledger.write("faults", spec=str(self._spec))
         try:
+            self._start_protocols()
+            if self.config.epj is not None:
+                self._epj = EpjPusher(self.config.epj, self.ledger.write, limit=self.config.limits.pending_pushes)
             self._client.connect()
             self._client.subscribe_many(self._filters, self._on_message)
         except TargetError as e:
             self.stop()
             raise TargetError(f"the lab router could not start at {self.broker_url}: {e.problem}", fix=e.fix) from None
+        except (OSError, ValueError) as e:
+            self.stop()
+            raise TargetError(
+                f"the lab could not open its DC-09/SCAIP ports or lines: {e}",
+                fix="check the addresses and key files of the lab config",
+            ) from None
         with self._lock:
             self._plan.start(self._clock())
+            self._push_plan.start(self._clock())
             self._announce_outage(self._plan)
+
+    def _start_protocols(self) -> None:
+        cfg = self.config
+        deliveries = {c: cfg.delivery_for(c) for c in [*cfg.all_centres(), *cfg.delivery]}
+        need_io = cfg.dc09_ingress_on() or cfg.scaip_ingress_on() or any(d.via != "mqtt" for d in deliveries.values())
+        if not need_io:
+            return
+        self._io = LoopThread("lab-io")
+        if cfg.dc09_ingress_on():
+            self._dc09_in = Dc09Ingress(cfg, self)
+            self._io.run(self._dc09_in.start(), timeout_s=10)
+            self.ingress["dc09"] = self._dc09_in.address
+        if cfg.scaip_ingress_on():
+            self._scaip_in = ScaipIngress(cfg, self)
+            self._io.run(self._scaip_in.start(), timeout_s=10)
+            self.ingress["scaip"] = self._scaip_in.address
+        for centre, settings in deliveries.items():
+            egress = make_egress(centre, settings, cfg, self._io, self._on_delivery)
+            if egress is not None:
+                self._io.run(egress.start(), timeout_s=10)
+                self._egress[centre] = egress
 
     def _announce_outage(self, plan: FaultPlan) -> None:
         """Ledger lines `outage_window` (state begin/end) when the outage of `plan` starts and ends, so
@@ -244,12 +310,33 @@ class Router:
         try:
             self._client.close()
         finally:
-            self.ledger.close()
+            try:
+                self._stop_protocols()
+            finally:
+                self.ledger.close()
+
+    def _stop_protocols(self) -> None:
+        if self._epj is not None:
+            self._epj.close()
+        io = self._io
+        if io is None:
+            return
+        closers = [e.close() for e in self._egress.values()]
+        if self._dc09_in is not None:
+            closers.append(self._dc09_in.close())
+        if self._scaip_in is not None:
+            closers.append(self._scaip_in.close())
+        for coro in closers:
+            try:
+                io.run(coro, timeout_s=5)
+            except Exception:
+                log.exception("closing a DC-09/SCAIP endpoint failed")
+        io.close()
 
     def _on_state(self, state: str, detail: str) -> None:
         self.ledger.write("broker_connection", state=state, detail=detail)
 
-    # ---------------------------------------------------------------- dispatch
+    # ---------------------------------------------------------------- dispatch (MQTT)
 
     def _on_message(self, msg: Message) -> None:
         try:
@@ -273,20 +360,20 @@ class Router:
             return False
         return True
 
-    def _remember(self, cid: str, device: str, centre: str) -> None:
-        table = self._routed.setdefault(device, OrderedDict())
-        table[cid] = centre
-        table.move_to_end(cid)
+    def _remember(self, alarm: LabAlarm) -> None:
+        table = self._routed.setdefault(alarm.device, OrderedDict())
+        table[alarm.id] = _Route(alarm)
+        table.move_to_end(alarm.id)
         while len(table) > self.config.limits.cids_per_device:
             table.popitem(last=False)
 
-    def _routed_to(self, cid: str, device: str | None) -> tuple[str, str] | None:
-        """(device, centre) of a routed cid this lab still remembers."""
+    def _route_of(self, cid: str, device: str | None) -> _Route | None:
+        """The route of an alarm id this lab still remembers."""
         with self._lock:
-            tables = [(device, self._routed.get(device))] if device else list(self._routed.items())
-            for dev, table in tables:
+            tables = [self._routed.get(device)] if device else list(self._routed.values())
+            for table in tables:
                 if table is not None and cid in table:
-                    return dev, table[cid]
+                    return table[cid]
         return None
 
     def _known_device(self, m: re.Match[str], msg: Message, payload_device: str) -> str | None:
@@ -300,6 +387,48 @@ class Router:
             return None
         return device
 
+    # ---------------------------------------------------------------- ingress sink (DC-09, SCAIP)
+
+    def take_alarm(self, draft: AlarmDraft) -> None:
+        """An alarm from the DC-09 or SCAIP receiver (called on the loop thread)."""
+        try:
+            settings = self.config.devices[draft.device]
+            alarm = LabAlarm(
+                id=f"{draft.ingress}-{next(self._ids)}",
+                ingress="dc09" if draft.ingress == "dc09" else "scaip",
+                device=draft.device,
+                centre="",
+                code=draft.code,
+                qualifier=draft.qualifier,
+                event=draft.event,
+                priority=draft.priority,
+                received_epoch_s=time.time(),
+                zone=draft.zone,
+                partition=draft.partition,
+                user=settings.user,
+                sent=utc_text(),
+                ref=draft.ref,
+            )
+            self._take(alarm, where=draft.ingress, detail=dict(draft.detail))
+        except Exception as e:  # never let one alarm stop a receiver
+            log.exception("routing a %s alarm failed", draft.ingress)
+            self.ledger.write("rejected", via=draft.ingress, device=draft.device, reason=f"internal error: {e!r}")
+
+    def take_heartbeat(self, device: str, via: str) -> None:
+        """A DC-09 message or SCAIP heartbeat: the device's configured interval applies."""
+        interval_s = self.config.devices[device].heartbeat_interval_s
+        if interval_s is None:
+            return
+        self._heartbeat(device, interval_s, None)
+
+    def refuse(self, via: str, reason: str, **fields: Any) -> None:
+        self.ledger.write(
+            "rejected", via=via, reason=_short(reason, 300), **{k: v for k, v in fields.items() if v is not None}
+        )
+
+    def note(self, action: str, **fields: Any) -> None:
+        self.ledger.write(action, **{k: v for k, v in fields.items() if v is not None})
+
     # ---------------------------------------------------------------- events -> centres
 
     def _on_event(self, m: re.Match[str], msg: Message) -> None:
@@ -311,31 +440,67 @@ class Router:
         device = self._known_device(m, msg, ev.device)
         if device is None:
             return
-        centre = self.config.centre_for(device, ev.user)
-        if centre is None:
+        if ev.zone is not None and not _ZONE_RE.match(ev.zone):
             self._reject(
-                msg.topic,
-                f"no centre for device `{device}` (user `{ev.user}`): no device centre, no route, no default_centre",
-                cid=ev.cid,
-                device=device,
+                msg.topic, f"zone `{_short(ev.zone, 16)}` is not 3 Contact ID digits", cid=ev.cid, device=device
             )
             return
-        fields = {f.name: getattr(ev, f.name) for f in dataclasses.fields(DeviceEvent)}
-        alarm = RoutedAlarm(**fields, centre=centre)
-        cid = ev.cid
+        alarm = LabAlarm(
+            id=ev.cid,
+            ingress="mqtt",
+            device=device,
+            centre="",
+            code=ev.code,
+            qualifier=ev.qualifier,
+            event=ev.event,
+            priority=ev.priority,
+            received_epoch_s=time.time(),
+            zone=ev.zone,
+            cid=ev.cid,
+            user=ev.user,
+            seq=ev.seq,
+            battery=ev.battery,
+            sent=ev.sent,
+        )
+        self._take(alarm, where=msg.topic)
+
+    def _take(self, alarm: LabAlarm, *, where: str, detail: dict[str, Any] | None = None) -> None:
+        """Record what the patient record gets on receipt, find the centre, apply the faults, deliver."""
+        device = alarm.device
+        settings = self.config.devices[device]
+        user = settings.user or alarm.user
+        self._record_on_receipt(alarm, user)
+        if alarm.event in self.config.limits.record_only_events:
+            self.ledger.write("recorded", **alarm.ledger_fields(), event=alarm.event)
+            return
+        centre = self.config.centre_for(device, alarm.user)
+        if centre is None:
+            fields = alarm.ledger_fields()
+            fields.pop("centre", None)
+            self.ledger.write(
+                "rejected",
+                topic=_short(where),
+                **fields,
+                reason=f"no centre for device `{device}` (user `{alarm.user}`): no device centre, no route, "
+                "no default_centre",
+            )
+            return
+        alarm = dataclasses.replace(alarm, centre=centre)
+        if detail:
+            self.ledger.write("received", **alarm.ledger_fields(), **detail)
         with self._lock:
             decision = self._plan.decide(self._clock())
             held, self._held = self._held, None
             try:
                 if decision.drop:
                     assert decision.reason is not None
-                    self.ledger.write(decision.reason, cid=cid, device=device, centre=centre, delay_ms=0)
+                    self.ledger.write(decision.reason, **alarm.ledger_fields(), delay_ms=0)
                     return
-                self._remember(cid, device, centre)
+                self._remember(alarm)
                 if decision.hold_for_reorder and held is None:
                     token = next(self._tokens)
                     self._held = _Held(alarm, decision, token)
-                    self.ledger.write("reorder", cid=cid, device=device, centre=centre, delay_ms=0)
+                    self.ledger.write("reorder", **alarm.ledger_fields(), delay_ms=0)
                     assert self._scheduler is not None
                     self._scheduler.after(NS, lambda: self._release_held(token))
                     return
@@ -350,11 +515,11 @@ class Router:
                 held, self._held = self._held, None
                 self._dispatch(held.alarm, held.decision)
 
-    def _dispatch(self, alarm: RoutedAlarm, decision: Decision) -> None:
+    def _dispatch(self, alarm: LabAlarm, decision: Decision) -> None:
         if not decision.extra_delay_ns:
             self._send(alarm, decision)
             return
-        line = {"cid": alarm.cid, "device": alarm.device, "centre": alarm.centre}
+        line = alarm.ledger_fields()
         if self._pending_delayed >= self.config.limits.pending_delayed:
             self.ledger.write(
                 "rejected", **line, reason=f"lab overloaded: {self._pending_delayed} alarms already held for a delay"
@@ -365,24 +530,71 @@ class Router:
         assert self._scheduler is not None
         self._scheduler.after(decision.extra_delay_ns, lambda: self._send_delayed(alarm, decision))
 
-    def _send_delayed(self, alarm: RoutedAlarm, decision: Decision) -> None:
+    def _send_delayed(self, alarm: LabAlarm, decision: Decision) -> None:
         with self._lock:
             self._pending_delayed -= 1
         self._send(alarm, decision)
 
-    def _send(self, alarm: RoutedAlarm, decision: Decision) -> None:
-        assert alarm.centre is not None and alarm.device is not None
-        out = dataclasses.replace(alarm, routed=utc_text())
-        topic = self.config.topic("centre_alarm", centre=alarm.centre, device=alarm.device)
-        line = {
-            "cid": out.cid,
-            "device": alarm.device,
-            "centre": alarm.centre,
-            "delay_ms": decision.extra_delay_ns / 1e6,
-        }
+    def _send(self, alarm: LabAlarm, decision: Decision) -> None:
+        line = {**alarm.ledger_fields(), "delay_ms": decision.extra_delay_ns / 1e6}
         for copy in range(decision.copies):
-            if self._publish(topic, out):
-                self.ledger.write("routed" if copy == 0 else "dup", **line)
+            via = self._deliver(alarm)
+            if via is not None:
+                self.ledger.write("routed" if copy == 0 else "dup", **line, **({"via": via} if via != "mqtt" else {}))
+
+    def _deliver(self, alarm: LabAlarm) -> str | None:
+        """Hand one copy to the centre's protocol; its name, or None (with a ledger line) when it failed."""
+        egress = self._egress.get(alarm.centre)
+        if egress is None:
+            topic = self.config.topic("centre_alarm", centre=alarm.centre, device=alarm.device)
+            return "mqtt" if self._publish(topic, alarm.routed(utc_text())) else None
+        reason = egress.deliver(alarm)
+        if reason is not None:
+            self.ledger.write("delivery_failed", **alarm.ledger_fields(), via=egress.via, reason=reason)
+            return None
+        return egress.via
+
+    def _on_delivery(self, alarm: LabAlarm, result: DeliveryResult) -> None:
+        """A DC-09 or SCAIP centre answered (or did not): ledger, device ack, patient record."""
+        try:
+            egress = self._egress.get(alarm.centre)
+            via = egress.via if egress is not None else "?"
+            line = {
+                **alarm.ledger_fields(),
+                "via": via,
+                "reply": result.reply,
+                "attempts": result.attempts,
+                **result.detail,
+            }
+            if result.round_trip_ms is not None:
+                line["rtt_ms"] = round(result.round_trip_ms, 3)
+            if not result.ok:
+                self.ledger.write("delivery_failed", **line, reason=result.error or "no answer")
+                return
+            self.ledger.write("centre_reply", **line)
+            route = self._route_of(alarm.id, alarm.device)
+            with self._lock:
+                if route is not None:
+                    if route.answered:
+                        return
+                    route.answered = True
+            if alarm.id.startswith("lab-"):
+                return
+            if alarm.ingress == "mqtt" and alarm.cid and self.config.delivery_for(alarm.centre).ack_device:
+                self._ack_device(alarm, "received")
+            self._record_handled(alarm, operator=f"centre-{alarm.centre}", via=via)
+        except Exception:
+            log.exception("handling a centre's answer failed")
+
+    def _ack_device(self, alarm: LabAlarm, action: str) -> None:
+        with self._lock:
+            if self._plan.in_outage(self._clock()):
+                self.ledger.write("outage", kind="ack", **alarm.ledger_fields(), delay_ms=0)
+                return
+        assert alarm.cid is not None
+        out = DeviceAck(cid=alarm.cid, centre=alarm.centre, action=action, sent=utc_text())
+        if self._publish(self.config.topic("device_ack", device=alarm.device, centre=alarm.centre), out):
+            self.ledger.write("ack", **alarm.ledger_fields(), delay_ms=0)
 
     # ---------------------------------------------------------------- acks -> devices
 
@@ -396,21 +608,23 @@ class Router:
         if ack.centre != centre:
             self._reject(msg.topic, f"payload centre `{ack.centre}` is not the topic's centre", cid=ack.cid)
             return
-        known = self._routed_to(ack.cid, ack.device)
-        if known is None:
+        route = self._route_of(ack.cid, ack.device)
+        if route is None:
             self._reject(msg.topic, "ack for a cid this lab has not routed (or no longer remembers)", cid=ack.cid)
             return
-        device, routed_to = known
-        if routed_to != centre:
+        alarm = route.alarm
+        if alarm.centre != centre:
             self._reject(msg.topic, f"ack from centre `{centre}` for an alarm routed to another centre", cid=ack.cid)
             return
         with self._lock:
-            if self._plan.in_outage(self._clock()):
-                self.ledger.write("outage", kind="ack", cid=ack.cid, device=device, centre=centre, delay_ms=0)
-                return
-        out = DeviceAck(cid=ack.cid, centre=centre, action=ack.action, sent=utc_text())
-        if self._publish(self.config.topic("device_ack", device=device, centre=centre), out):
-            self.ledger.write("ack", cid=ack.cid, device=device, centre=centre, delay_ms=0)
+            first = not route.answered
+            route.answered = True
+        if alarm.ingress in ("mqtt", "lab") and alarm.cid is not None:  # a DC-09/SCAIP device had its ACK/mrs
+            self._ack_device(alarm, ack.action)
+        elif not alarm.id.startswith("lab-"):
+            self.ledger.write("centre_ack", **alarm.ledger_fields(), ack_action=ack.action, operator=ack.operator)
+        if first and not alarm.id.startswith("lab-"):
+            self._record_handled(alarm, operator=ack.operator or f"centre-{centre}", via="mqtt", action=ack.action)
 
     # ---------------------------------------------------------------- supervision
 
@@ -429,6 +643,12 @@ class Router:
         if not lo <= interval_s <= hi:
             self._reject(msg.topic, f"heartbeat interval_s {interval_s:g} is outside {lo:g}..{hi:g}", device=device)
             return
+        self._heartbeat(device, interval_s, hb.user)
+
+    def _heartbeat(self, device: str, interval_s: float, user: str | None) -> None:
+        if not self.config.supervision.enabled:
+            return
+        settings = self.config.devices[device]
         now = self._clock()
         with self._lock:
             state = self._supervised.get(device)
@@ -436,7 +656,7 @@ class Router:
                 state = self._supervised[device] = _Supervised(interval_ns=0, due_ns=0)
             state.interval_ns = int(interval_s * NS)
             state.due_ns = now + self.config.supervision.misses * state.interval_ns
-            state.user = settings.user or hb.user or state.user
+            state.user = settings.user or user or state.user
             if state.failed:
                 state.failed = False
                 self._raise_supervision(device, state, restored=True)
@@ -470,21 +690,146 @@ class Router:
             self.ledger.write("rejected", cid=cid, device=device, reason=f"{action}: no centre for device")
             return
         now = utc_text()
-        alarm = RoutedAlarm(
-            cid=cid,
+        alarm = LabAlarm(
+            id=cid,
+            ingress="lab",
             device=device,
-            user=state.user,
-            event=action,
+            centre=centre,
             code="356",
             qualifier="3" if restored else "1",
+            event=action,
             priority=2,
-            centre=centre,
+            received_epoch_s=time.time(),
+            zone="000",
+            partition=self.config.mapping.partition,
+            cid=cid,
+            user=state.user,
             sent=now,
-            routed=now,
         )
-        self._remember(cid, device, centre)
-        if self._publish(self.config.topic("centre_alarm", centre=centre, device=device), alarm):
-            self.ledger.write(action, cid=cid, device=device, centre=centre, delay_ms=0)
+        self._remember(alarm)
+        via = self._deliver(alarm)
+        if via is not None:
+            self.ledger.write(action, **alarm.ledger_fields(), delay_ms=0, **({"via": via} if via != "mqtt" else {}))
+        if not restored:
+            self._record_supervision(alarm)
+
+    # ---------------------------------------------------------------- patient record (FHIR via VKP)
+
+    def _push(self, record: Record) -> None:
+        """Apply the push faults when the EPJ target says so, then queue the push."""
+        epj = self._epj
+        if epj is None:
+            return
+        if epj.target.faults:
+            with self._lock:
+                decision = self._push_plan.decide(self._clock())
+            if decision.drop:
+                self.ledger.write(f"epj_{decision.reason}", kind=record.kind, device=record.device, **record.fields)
+                return
+            if decision.extra_delay_ns:
+                self.ledger.write(
+                    "epj_delay",
+                    kind=record.kind,
+                    device=record.device,
+                    delay_ms=decision.extra_delay_ns / 1e6,
+                    **record.fields,
+                )
+                assert self._scheduler is not None
+                self._scheduler.after(decision.extra_delay_ns, lambda: epj.submit(record))
+                return
+        epj.submit(record)
+
+    def _record_on_receipt(self, alarm: LabAlarm, user: str | None) -> None:
+        epj = self._epj
+        if epj is None:
+            return
+        at = utc(alarm.received_epoch_s)
+        t = epj.target
+        ids = _record_ids(alarm)
+        kind = t.bundle_type
+        if alarm.code == "302" and alarm.qualifier == "1" and alarm.event != "dose_missed" and t.push_low_battery:
+            level = alarm.battery
+            self._push(
+                Record(
+                    "low_battery",
+                    alarm.device,
+                    user,
+                    lambda p, d, c: vkp.low_battery(p, d, at, level_percent=level, type=kind, codes=c),
+                    **ids,
+                )
+            )
+        elif alarm.event == "dose_missed" and t.push_doses:
+            self._push(
+                Record(
+                    "dose_missed",
+                    alarm.device,
+                    user,
+                    lambda p, d, c: vkp.missed_dose(p, d, at, type=kind, codes=c),
+                    **ids,
+                )
+            )
+        elif alarm.event == "dose_taken" and t.push_doses:
+            self._push(
+                Record("dose_taken", alarm.device, user, lambda p, d, c: vkp.taken_dose(p, d, at, type=kind), **ids)
+            )
+
+    def _record_handled(self, alarm: LabAlarm, *, operator: str, via: str, action: str = "acknowledged") -> None:
+        epj = self._epj
+        if epj is None or not epj.target.push_handled or alarm.event in ("dose_missed", "dose_taken"):
+            return
+        if alarm.code == "302":
+            return  # low battery is recorded on receipt (DetectedIssue 1.17), not as a handled alarm
+        vkp_code = epj.alarm_code(alarm.code)
+        if vkp_code is None:
+            self.ledger.write(
+                "epj_skipped",
+                kind="handled_alarm",
+                **_record_ids(alarm),
+                device=alarm.device,
+                reason=f"no VKP alert code for Contact ID {alarm.code} (epj.alarm_codes)",
+            )
+            return
+        raised = utc(alarm.received_epoch_s)
+        handled = utc(time.time())
+        kind = epj.target.bundle_type
+        note = f"Alarm {alarm.event} ({alarm.code}) {action} ved {alarm.centre} av {operator} ({via})"
+        op = vkp.Ident(vkp.OPERATOR_SYSTEM, operator)
+        self._push(
+            Record(
+                "handled_alarm",
+                alarm.device,
+                alarm.user or self.config.devices[alarm.device].user,
+                lambda p, d, c: vkp.handled_alarm(p, d, vkp_code, raised, handled, op, note, type=kind, codes=c),
+                operator=operator,
+                **_record_ids(alarm),
+            )
+        )
+
+    def _record_supervision(self, alarm: LabAlarm) -> None:
+        epj = self._epj
+        if epj is None or not epj.target.push_supervision:
+            return
+        code = epj.target.supervision_code
+        if code is None:
+            self.ledger.write(
+                "epj_skipped",
+                kind="supervision_loss",
+                device=alarm.device,
+                cid=alarm.id,
+                reason="no VKP alert code for loss of supervision (epj.supervision_code)",
+            )
+            return
+        at = utc(alarm.received_epoch_s)
+        kind = epj.target.bundle_type
+        self._push(
+            Record(
+                "supervision_loss",
+                alarm.device,
+                alarm.user,
+                lambda p, d, c: vkp.supervision_loss(p, d, at, code=code, type=kind, codes=c),
+                **_record_ids(alarm),
+            )
+        )
 
     # ---------------------------------------------------------------- control
 
@@ -507,6 +852,13 @@ class Router:
         with self._lock:
             self._spec = spec
             self._plan = FaultPlan(spec, start_ns=self._clock())
+            self._push_plan = FaultPlan(spec, start_ns=self._clock())
             self.ledger.write("faults", spec=str(spec), id=request_id)
             self._announce_outage(self._plan)
         self._notify({"event": "faults", "spec": str(spec), "id": request_id})
+
+
+def _record_ids(alarm: LabAlarm) -> dict[str, Any]:
+    """How an `epj_*` ledger line names the alarm it records (cid / lab_cid, key)."""
+    fields = alarm.ledger_fields()
+    return {k: fields[k] for k in ("cid", "lab_cid", "key") if k in fields}
