@@ -98,7 +98,13 @@ def step_reference() -> str:
         out += [f"## {model.name}", "", model.description, ""]
         for event, spec in model.events.items():
             raised = f"; the platform must raise `{spec.raises}`" if spec.raises else ""
-            out.append(f"- `{event}`: sends `{spec.event}` (Contact ID {spec.code}, priority {spec.priority}) - "
+            scaip = f", SCAIP stc {spec.scaip_stc}" if spec.scaip_stc else ""
+            out.append(f"- `{event}`: sends `{spec.event}` (Contact ID {spec.code}{scaip}, priority {spec.priority}) - "
                        f"{spec.description}{raised}")
         out.append("")
+    from harness.transports.registry import transport_kinds
+
+    out += ["# Transports (`via:` of a device or a probe in the lab file)", ""]
+    out += [f"- `{kind.name}`: {kind.description}" for kind in transport_kinds().values()]
+    out.append("")
     return "\n".join(out)
