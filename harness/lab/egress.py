@@ -217,7 +217,7 @@ class ScaipEgress:
 
     async def _send(self, alarm: LabAlarm, mrq: Mrq) -> None:
         s = self.settings
-        detail: dict[str, Any] = {"ref": mrq.ref, "stc": mrq.stc, "scaip_cid": mrq.cid}
+        detail: dict[str, Any] = {"out_ref": mrq.ref, "stc": mrq.stc, "scaip_cid": mrq.cid}
         sent = time.monotonic_ns()
         try:
             result = await self.device.send(mrq, timeout=s.timeout_s * (s.retries + 1), mrs_timeout=s.timeout_s)
