@@ -44,7 +44,7 @@ def fleet_lab(lab: Lab, plan: LoadPlan, devices: int, out_dir: Path) -> Lab:
     devices; for an external platform the lab file itself (checked to hold enough devices)."""
     model = plan.spec.load.model
     if lab.spec.platform.kind != "embedded":
-        mine = [d for d, dev in lab.spec.devices.items() if dev.model == model]
+        mine = [d for d, dev in lab.spec.devices.items() if dev.model == model and dev.via == "mqtt"]
         if len(mine) < devices:
             raise InputError(
                 f"the load needs {devices} `{model}` devices, but the lab file lists {len(mine)}",
@@ -74,7 +74,7 @@ def fleet_lab(lab: Lab, plan: LoadPlan, devices: int, out_dir: Path) -> Lab:
 
 def fleet_devices(lab: Lab, plan: LoadPlan, devices: int) -> list[str]:
     model = plan.spec.load.model
-    ids = [d for d, dev in lab.spec.devices.items() if dev.model == model]
+    ids = [d for d, dev in lab.spec.devices.items() if dev.model == model and dev.via == "mqtt"]
     return ids[:devices]
 
 
@@ -103,6 +103,7 @@ class Job:
     schedule_start: float
     workers: int = 1
     direct: bool = False  # benchmark only: probes listen on the devices' own event topic (no router)
+    acknowledge: bool = True  # probes acknowledge each alarm; devices measure the acknowledgement coming back
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -177,6 +178,8 @@ def make_job(
         add(f"device-{d}")
     centres: dict[str, str] = {}
     for name, probe in lab.spec.probes.items():
+        if probe.kind != "response_centre" or probe.via != "mqtt" or probe.centre is None:
+            continue  # the load path observes response centres over MQTT
         centres.setdefault(probe.centre, name)
         add(f"centre-{probe.centre}")
     assert base is not None

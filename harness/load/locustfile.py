@@ -24,6 +24,7 @@ two stamps of one process.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import heapq
 import json
 import os
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.lock
 from locust import User, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
@@ -44,13 +46,20 @@ from harness.errors import TargetError
 from harness.load import hist
 from harness.load.client import FleetClient
 from harness.load.fleet import Job
+from harness.load.greenio import patch_paho_for_gevent
 from harness.load.shapes import heartbeat_times
 from harness.protocols.base import ProtocolError
-from harness.protocols.wire_json import DeviceEvent, Heartbeat, RoutedAlarm, decode, encode
+from harness.protocols.wire_json import CentreAck, DeviceAck, DeviceEvent, Heartbeat, RoutedAlarm, decode, encode
 from harness.transports.base import Message
 from harness.transports.mqtt import MqttClient
 
+patch_paho_for_gevent()  # thousands of paho connections per process (see harness.load.greenio)
+
 JOB_ENV = "VTLAB_LOAD_JOB"
+CONNACK_WAIT_S = 30.0
+"""How long a fleet device waits for its CONNACK: a slow CONNACK is the platform's connect_time, not a
+reason for the generator to hang up and reconnect (which would feed a reconnect storm)."""
+CONCURRENT_HANDSHAKES = 32
 FINAL_MESSAGE = "vtlab_final"
 NS = 1_000_000_000
 
@@ -65,7 +74,21 @@ def _mono_offset_ns() -> int:
 
 
 class _Sent:
-    __slots__ = ("arrived", "centre", "device", "event", "it", "overdue", "seq", "spec", "storm", "t", "user")
+    __slots__ = (
+        "ack_t",
+        "acked",
+        "arrived",
+        "centre",
+        "device",
+        "event",
+        "it",
+        "overdue",
+        "seq",
+        "spec",
+        "storm",
+        "t",
+        "user",
+    )
 
     def __init__(self, device: dict[str, str], spec: dict[str, Any], it: int, seq: int, t: int, storm: bool) -> None:
         self.device = device["id"]
@@ -79,6 +102,8 @@ class _Sent:
         self.storm = storm
         self.arrived = False
         self.overdue = False
+        self.ack_t: int | None = None  # when the probe acknowledged it (start of ack_latency)
+        self.acked = False  # the platform's acknowledgement reached the device
 
 
 class Node:
@@ -104,6 +129,7 @@ class Node:
         self._arrival_no = 0
         self._slots: Iterator[int] | None = None
         self.probes: list[MqttClient] = []
+        self.probe_of: dict[str, MqttClient] = {}  # centre -> its probe's connection (for acknowledgements)
         self.cpu_samples: list[float] = []  # fraction of one core, per second, while sending
         self.loop_lag_max_ns = 0
         self.storm_last_ns: int | None = None
@@ -115,6 +141,7 @@ class Node:
         self.overdue = 0
         self._window_lat: list[int] = []  # this second's latencies and send lags, for the live line only
         self._window_lag: list[int] = []
+        self.connecting = gevent.lock.BoundedSemaphore(CONCURRENT_HANDSHAKES)
 
     def mono(self, wall_s: float) -> int:
         return round(wall_s * NS) + self.offset
@@ -153,9 +180,19 @@ class Node:
                 self.observe("harness_fault", f"load probe {probe} could not start: {exc}")
                 raise
             self.probes.append(client)
+            self.probe_of[centre] = client
             if self.job.direct:
                 break  # one subscriber sees every device's events
         self._greenlets += [gevent.spawn(self._flusher), gevent.spawn(self._monitor)]
+        gevent.spawn(self._finisher)
+
+    def _finisher(self) -> None:
+        """At the end of the drain, judge what is still out and report, while locust is still running (a
+        master that stops thousands of users may quit before a report sent from test_stop arrives)."""
+        end = self.mono(self.job.end)
+        while (wait := end - time.monotonic_ns()) > 0:
+            gevent.sleep(min(wait / NS, 1.0))
+        report_final(self.env, self.finish())
 
     def _handler(self, probe: str, centre: str) -> Callable[[Message], None]:
         def handle(message: Message) -> None:
@@ -204,6 +241,8 @@ class Node:
                     cpu=round(share, 3),
                     loop_lag_ms=round(lag / 1e6, 3),
                     connected=self.counts["connected"],
+                    rss_mb=_rss_mb(),
+                    heartbeats=self.counts["heartbeats"],
                 )
                 self.write_progress()
 
@@ -294,12 +333,75 @@ class Node:
             lat=latency,
             d=detail,
         )
+        if self.job.acknowledge and outcome in ("ok", "late", "altered"):
+            self.acknowledge(alarm.cid, s, probe, centre)
         self.env.events.request.fire(
             request_type="ALARM",
             name=s.spec["name"],
             response_time=latency / 1e6,
             response_length=len(msg.payload),
             exception=None if outcome in ("ok", "altered") else LostAlarm(f"{outcome}: {detail}"),
+            context={},
+        )
+
+    def acknowledge(self, cid: str, s: _Sent, probe: str, centre: str) -> None:
+        """Acknowledge as the centre's operator does; the platform must bring it back to the device."""
+        client = self.probe_of.get(centre)
+        if client is None:
+            return
+        body = encode(CentreAck(cid=cid, centre=centre, device=s.device, operator="vtlab-load", sent=utc_text()))
+        s.ack_t = time.monotonic_ns()
+        try:
+            client.publish(self.job.topic("centre_ack", centre=centre), body)
+        except TargetError as exc:
+            s.ack_t = None
+            self.observe("finding", f"{probe} could not acknowledge {cid}: {exc.problem}")
+            return
+        self.line(k="ack", cid=cid, probe=probe, t=s.ack_t)
+
+    def on_device_ack(self, device: str, msg: Message) -> None:
+        try:
+            ack = decode(msg.payload, DeviceAck)
+        except ProtocolError as exc:
+            self.counts["malformed"] += 1
+            if self.counts["malformed"] <= 20:
+                self.observe("finding", f"device {device} received a malformed acknowledgement: {exc.reason}")
+            return
+        s = self.sent.get(ack.cid)
+        if s is None:
+            self.counts["other_acks"] += 1
+            return
+        self._arrival_no += 1
+        n = self._arrival_no
+        self.line(
+            k="arr", n=n, cid=ack.cid, probe=f"device:{device}", kind="device_ack", t=msg.arrived_ns, p=ack.to_json()
+        )
+        if s.acked or s.ack_t is None:
+            self.counts["ack_duplicates" if s.acked else "ack_unasked"] += 1
+            return
+        s.acked = True
+        latency = msg.arrived_ns - s.ack_t
+        outcome = "late" if latency > self.job.within_ns else "ok"
+        self.counts[f"ack_{outcome}"] += 1
+        self.line(
+            k="match",
+            cid=ack.cid,
+            device=s.device,
+            seq=s.seq,
+            it=s.it,
+            step=3,
+            metric="ack_latency",
+            outcome=outcome,
+            arr=n,
+            lat=latency,
+            d=None,
+        )
+        self.env.events.request.fire(
+            request_type="ACK",
+            name="device_ack",
+            response_time=latency / 1e6,
+            response_length=len(msg.payload),
+            exception=None,
             context={},
         )
 
@@ -332,6 +434,22 @@ class Node:
                     response_length=0,
                     exception=LostAlarm("lost"),
                     context={},
+                )
+        for cid, s in self.sent.items():
+            if s.ack_t is not None and not s.acked:
+                self.counts["ack_lost"] += 1
+                self.line(
+                    k="match",
+                    cid=cid,
+                    device=s.device,
+                    seq=s.seq,
+                    it=s.it,
+                    step=3,
+                    metric="ack_latency",
+                    outcome="lost",
+                    arr=None,
+                    lat=None,
+                    d="the acknowledgement never reached the device",
                 )
         storm = None
         if self.schedule.storm is not None:
@@ -393,6 +511,16 @@ class Node:
     def write_progress(self) -> None:
         if not isinstance(self.env.runner, WorkerRunner):
             write_progress(Path(self.job.out_dir), [self.snapshot()])
+
+
+def _rss_mb() -> float | None:
+    """This process's resident memory (Linux /proc), for memory per device."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
 
 
 def write_progress(out: Path, parts: list[dict[str, Any]]) -> None:
@@ -497,16 +625,19 @@ def _on_test_start(environment: Environment, **_kw: Any) -> None:
         NODE.start()
 
 
-@events.test_stop.add_listener
-def _on_test_stop(environment: Environment, **_kw: Any) -> None:
-    if NODE is None:
-        return
-    final = NODE.finish()
+def report_final(environment: Environment, final: dict[str, Any]) -> None:
+    """The node's final histograms to the master (or, alone, straight into merged.json)."""
     runner = environment.runner
     if isinstance(runner, WorkerRunner):
         runner.send_message(FINAL_MESSAGE, final)
     else:
         write_merged(Path(job().out_dir), [final])
+
+
+@events.test_stop.add_listener
+def _on_test_stop(environment: Environment, **_kw: Any) -> None:
+    if NODE is not None and not NODE.finished:  # stopped before the end of the schedule
+        report_final(environment, NODE.finish())
 
 
 class Device(User):
@@ -526,20 +657,27 @@ class Device(User):
         self.device = node.job.devices[slot]
         did = self.device["id"]
         rng = random.Random(slot)
-        started = time.monotonic_ns()
-        client = FleetClient(
-            node.job.settings(f"device-{did}"),
-            f"device-{did}",
-            client_id=f"vtlab-{did}-{os.getpid()}",
-            on_state=self._conn_state,
-            rng=rng,
-        )
+        started: int | None = None  # the first attempt's start, once a handshake slot is free
+        settings = dataclasses.replace(node.job.settings(f"device-{did}"), connect_timeout_s=CONNACK_WAIT_S)
         backoff = 0.5
+        attempt = 0
         while True:
+            attempt += 1
+            client = FleetClient(
+                settings,
+                f"device-{did}",
+                client_id=f"vtlab-{did}-{os.getpid()}-{attempt}",
+                on_state=self._conn_state,
+                rng=rng,
+            )
             try:
-                client.connect()
+                with node.connecting:  # a bounded number of TLS handshakes at once keeps the loop responsive
+                    started = started or time.monotonic_ns()  # the generator's own queueing is not counted
+                    client.connect()
                 break
             except TargetError as exc:
+                with contextlib.suppress(Exception):
+                    client.close()  # never leave a half-open connection behind for the broker to kick
                 if time.monotonic_ns() + backoff * NS >= node.end_sending:
                     node.counts["connect_failed"] += 1
                     node.line(
@@ -558,7 +696,7 @@ class Device(User):
                     self.environment.events.request.fire(
                         request_type="CONNECT",
                         name="device",
-                        response_time=(time.monotonic_ns() - started) / 1e6,
+                        response_time=(time.monotonic_ns() - (started or time.monotonic_ns())) / 1e6,
                         response_length=0,
                         exception=exc,
                         context={},
@@ -567,7 +705,7 @@ class Device(User):
                 node.counts["connect_retries"] += 1
                 gevent.sleep(backoff * (0.5 + rng.random()))
                 backoff = min(backoff * 2, 10.0)
-        took = time.monotonic_ns() - started
+        took = time.monotonic_ns() - (started or time.monotonic_ns())
         node.counts["connected"] += 1
         node.line(
             k="match",
@@ -591,6 +729,14 @@ class Device(User):
             context={},
         )
         self.client = client
+        if node.job.acknowledge:
+            try:
+                client.subscribe(node.job.topic("device_ack", device=did), self._on_ack)
+            except TargetError as exc:
+                node.observe("finding", f"device {did} could not subscribe to its acknowledgements: {exc.problem}")
+
+    def _on_ack(self, message: Message) -> None:
+        self.node.on_device_ack(self.device["id"], message)
 
     def _conn_state(self, state: str, detail: str) -> None:
         self.node.counts[f"device_{state}"] += 1

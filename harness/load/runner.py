@@ -169,6 +169,8 @@ class Ingest:
                 )
             )
             self._count(f"{d['metric']}:{d['outcome']}")
+        elif k == "ack":
+            ev.ack_sent(sc, d["cid"], d["probe"], d["t"])
         elif k == "obs":
             kind = d.get("kind", "load")
             if kind == "harness_fault":
@@ -642,7 +644,20 @@ def _capacity_file(out_dir: Path, plan: LoadPlan, job: Job, ingest: Ingest, merg
         "not_delivered_by_send_second": lost,
         "p99_ms_by_send_second": p99,
         "generator": [
-            {k: g.get(k) for k in ("wall", "node", "sent", "delivered", "cpu", "loop_lag_ms", "connected")}
+            {
+                k: g.get(k)
+                for k in (
+                    "wall",
+                    "node",
+                    "sent",
+                    "delivered",
+                    "cpu",
+                    "loop_lag_ms",
+                    "connected",
+                    "rss_mb",
+                    "heartbeats",
+                )
+            }
             for g in ingest.gen
         ],
         "merged": {k: v for k, v in (merged or {}).items() if k != "nodes"},

@@ -37,6 +37,7 @@ from harness.yamlfile import SourceFile, load_yaml
 
 LOAD_TIME_METRICS = ("alarm_latency", "connect_time")
 STORM_METRIC = "storm_recovery"
+ACK_METRIC = "ack_latency"
 MAX_DEVICES = 200_000
 H = 3600 * 1_000_000_000
 
@@ -102,10 +103,15 @@ class LoadSpec(_Model):
     within: str = Field("30s", description="An alarm arriving later than this after its intended send is late")
     drain: str = Field("5s", description="How long to wait after the last send for alarms still out")
     connect: str | None = Field(
-        None, description="Time the fleet has to connect before the schedule starts (default: 2s + 5ms per device)"
+        None, description="Time the fleet has to connect before the schedule starts (default: 2s + 10ms per device)"
     )
     max_lag: str = Field("100ms", description="The generator fell behind when its p99 send lag exceeds this")
     max_cpu: str = Field("90%", description="... or when a generator process used more of a core than this")
+    acknowledge: bool = Field(
+        True,
+        description="The response-centre probe acknowledges each alarm as an operator "
+        "would; the acknowledgement reaching the device is measured as `ack_latency`",
+    )
     storm: StormSpec | None = None
     peak: PeakSpec | None = None
 
@@ -322,7 +328,7 @@ def load_load_scenario(
                 fix=f"use one of {wire}",
             )
     schedule = build_schedule(load, src)
-    connect = parse_duration(load.connect) if load.connect else 2_000_000_000 + 5_000_000 * load.devices
+    connect = parse_duration(load.connect) if load.connect else 2_000_000_000 + 10_000_000 * load.devices
     plan = LoadPlan(
         id=scenario_id or str(path),
         path=path,
@@ -345,7 +351,11 @@ def load_load_scenario(
 
 
 def time_metrics(plan: LoadPlan) -> list[str]:
-    return [*LOAD_TIME_METRICS, *([STORM_METRIC] if plan.schedule.storm else [])]
+    return [
+        *LOAD_TIME_METRICS,
+        *([STORM_METRIC] if plan.schedule.storm else []),
+        *([ACK_METRIC] if plan.spec.load.acknowledge else []),
+    ]
 
 
 def _resolve_criteria(plan: LoadPlan) -> None:
