@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -200,7 +201,8 @@ def test_english_dates_and_numbers(tmp_path: Path) -> None:
     assert re.search(r"\d\d\.\d\d\.20\d\d kl\. \d\d:\d\d UTC", (run_dir / "report.html").read_text(encoding="utf-8"))
 
 
-@pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="pdftoppm (poppler-utils) not installed")
+@pytest.mark.skipif(shutil.which("pdftoppm") is None and not os.environ.get("CI"),
+                    reason="pdftoppm (poppler-utils) not installed; CI fails instead (tools/system-packages.txt)")
 def test_pdf_pages_render_as_a4_pictures(rendered: Path, tmp_path: Path) -> None:
     from PIL import Image
 
