@@ -18,26 +18,25 @@ import json
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
-from lab_fixtures import Peer  # noqa: E402
+from lab_fixtures import Peer
 
-from harness.lab.config import LabConfig  # noqa: E402
-from harness.lab.process import LabProcess  # noqa: E402
-from harness.protocols.contact_id import ContactIdEvent  # noqa: E402
-from harness.protocols.dc09 import Account, Decision  # noqa: E402
-from harness.transports.dc09 import DC09Receiver  # noqa: E402
-from harness.transports.loop import LoopThread  # noqa: E402
-from harness.transports.sip import ScaipDevice  # noqa: E402
+from harness.lab.config import LabConfig
+from harness.lab.process import LabProcess
+from harness.protocols.contact_id import ContactIdEvent
+from harness.protocols.dc09 import Account, Decision
+from harness.transports.dc09 import DC09Receiver
+from harness.transports.loop import LoopThread
+from harness.transports.sip import ScaipDevice
 
 
 def pct(samples: list[float], p: float) -> float:
     s = sorted(samples)
-    return s[max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))]
+    return s[max(0, min(len(s) - 1, round(p / 100 * len(s) + 0.5) - 1))]
 
 
 def main() -> int:
@@ -108,9 +107,16 @@ def main() -> int:
     io.run(rx.stop())
     io.close()
     m = {p: sorted(v)[len(v) // 2] for p, v in medians.items()}
-    print(json.dumps({"summary": True, "mqtt_p50_ms": round(m["mqtt"], 3),
-                      "scaip_dc09_p50_ms": round(m["scaip_dc09"], 3),
-                      "difference_ms": round(m["scaip_dc09"] - m["mqtt"], 3)}))
+    print(
+        json.dumps(
+            {
+                "summary": True,
+                "mqtt_p50_ms": round(m["mqtt"], 3),
+                "scaip_dc09_p50_ms": round(m["scaip_dc09"], 3),
+                "difference_ms": round(m["scaip_dc09"] - m["mqtt"], 3),
+            }
+        )
+    )
     return 0
 
 

@@ -28,7 +28,6 @@ from harness.transports.loop import LoopThread
 from harness.transports.sip import Arrival, ScaipDevice, ScaipReceiver
 
 
-
 @dataclass
 class Centre:
     """What a DC-09 or SCAIP centre received, with a condition to wait on."""
