@@ -71,10 +71,10 @@ class Raw:
         self.sub.subscribe("bench/raw", qos=1)
         granted.wait(5)
         self.pub = self.client("raw-pub")
-        self.pub.max_inflight_messages_set(1000)
 
     def client(self, cid: str) -> paho.Client:
         c = paho.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=paho.MQTTv5)
+        c.max_inflight_messages_set(1000)  # as vtlab's MqttClient
         ok = threading.Event()
         c.on_connect = lambda *_a: ok.set()
         c.connect(*self.addr, keepalive=30)
@@ -145,7 +145,7 @@ def lab_file(folder: Path, url: str, devices: int) -> Path:
         f"mqtt: {{url: '{url}', version: '5'}}",
         "site: bench",
         f"users: {users}",
-        "centres: {rs-vest: {name: Vest}}",
+        "centres: {rs-vest: {name: Vest}, rs-ost: {name: Ost}}",
         "probes: {response_centre: {centre: rs-vest}}",
         "devices:",
         *(f"  ld-{i:05d}: {{model: safety_alarm, user: persona/ragnhild-87, heartbeat: 60s}}" for i in range(devices)),
