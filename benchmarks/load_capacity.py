@@ -137,6 +137,13 @@ class Raw:
 
 
 # --- the load path -----------------------------------------------------------------------------------
+def persona_centres(users: Path) -> list[str]:
+    """Every centre the synthetic users belong to (a lab file must list them all)."""
+    import yaml
+
+    return sorted({p["centre"] for p in yaml.safe_load(users.read_text(encoding="utf-8"))["personas"]})
+
+
 def lab_file(folder: Path, url: str, devices: int) -> Path:
     users = ROOT / "fixtures" / "users" / "personas.yaml"
     lines = [
@@ -145,7 +152,7 @@ def lab_file(folder: Path, url: str, devices: int) -> Path:
         f"mqtt: {{url: '{url}', version: '5'}}",
         "site: bench",
         f"users: {users}",
-        "centres: {rs-vest: {name: Vest}, rs-ost: {name: Ost}}",
+        "centres: {" + ", ".join(f"{c}: {{name: {c}}}" for c in persona_centres(users)) + "}",
         "probes: {response_centre: {centre: rs-vest}}",
         "devices:",
         *(f"  ld-{i:05d}: {{model: safety_alarm, user: persona/ragnhild-87, heartbeat: 60s}}" for i in range(devices)),

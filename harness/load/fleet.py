@@ -53,8 +53,22 @@ def fleet_lab(lab: Lab, plan: LoadPlan, devices: int, out_dir: Path) -> Lab:
                 "platform would accept), or lower load.devices / --users",
             )
         return lab
-    personas = sorted(lab.personas)
-    data = lab.spec.model_dump(mode="json", by_alias=True)
+    data = lab.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    # the load path observes response centres over MQTT: keep those probes, and give the fleet only to
+    # users whose centre one of them receives for (a centre on DC-09 or SCAIP would count as lost)
+    data["probes"] = {
+        n: p
+        for n, p in data["probes"].items()
+        if p.get("kind", "response_centre") == "response_centre" and p.get("via", "mqtt") == "mqtt"
+    }
+    observed = {p["centre"] for p in data["probes"].values()}
+    personas = sorted(pid for pid, p in lab.personas.items() if p.centre in observed)
+    if not personas:
+        raise InputError(
+            "no synthetic user belongs to a centre with an MQTT response-centre probe",
+            place=lab.src.place("probes"),
+            fix="add a `response_centre` probe (via mqtt) for the centre of at least one user",
+        )
     heartbeat = plan.spec.load.heartbeat
     data["devices"] = {
         dev_id: {"model": model, "user": personas[i % len(personas)], "heartbeat": heartbeat, "via": "mqtt"}

@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from harness.lab.broker import find_mosquitto
 from harness.lab.config import BrokerSettings, DeviceSettings, LabConfig
 from harness.lab.process import LabProcess
 from harness.load.fleet import Job
+from harness.load.report import capacity_section
 from harness.load.runner import LoadOptions, LoadResult, run_load
 from harness.metrics import Latency
 
@@ -122,6 +124,9 @@ def test_a_fault_free_load_run_passes_its_criteria(tmp_path: Path) -> None:
     capacity = json.loads((out / "capacity.json").read_text())
     assert sum(capacity["sent_per_second"]) == 60
     assert sum(capacity["asked_per_second"]) == pytest.approx(60)
+    section = capacity_section(result.run_dir)  # the report's capacity section, from the folder alone
+    assert section is not None and section["asked_total"] == section["sent_total"] == 60
+    assert section["alarm_latency_ms"]["count"] == 60 and section["generator"]["connected_max"] == 30
     heartbeats = evidence(result.run_dir, "SELECT count(*) FROM stimuli")[0][0]
     assert heartbeats == 60  # heartbeats are traffic, not stimuli
     assert json.loads((tmp_path / "reports" / result.run_dir.name / "summary.json").read_text())["scenarios"]
@@ -194,12 +199,14 @@ def test_a_broker_restart_during_a_load_run_is_survived_and_counted(tmp_path: Pa
     binary = need_mosquitto()
     port = _free_port()
     devices = {f"ld-{i:05d}": ("persona/ragnhild-87" if i % 2 else "persona/kari-92") for i in range(16)}
+    users = yaml.safe_load((ROOT / "fixtures" / "users" / "personas.yaml").read_text(encoding="utf-8"))
+    centres = sorted({p["centre"] for p in users["personas"]})  # a lab file lists every user's centre
     lab = tmp_path / "restart-lab.yaml"
     lab.write_text(
         "name: Broker restart\nplatform: {kind: external}\n"
         f"mqtt: {{url: 'mqtt://127.0.0.1:{port}', version: '5'}}\nsite: rt\n"
         f"users: {ROOT / 'fixtures' / 'users' / 'personas.yaml'}\n"
-        "centres: {rs-vest: {name: Vest}, rs-ost: {name: Ost}}\n"
+        "centres: {" + ", ".join(f"{c}: {{name: {c}}}" for c in centres) + "}\n"
         "probes: {response_centre: {centre: rs-vest}, response_centre_ost: {centre: rs-ost}}\n"
         "devices:\n"
         + "".join(f"  {d}: {{model: safety_alarm, user: {u}, heartbeat: 2s}}\n" for d, u in devices.items()),
