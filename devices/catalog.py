@@ -380,7 +380,7 @@ def traits(model: str) -> DeviceTraits | None:
 
 # --- reading values as written in scenarios ---------------------------------------------------------------------
 
-_VALUE = re.compile(r"^\s*(?P<value>[+-]?[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>\S+)\s*$")
+_VALUE = re.compile(r"^\s*(?P<value>[+-]?[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[^\s0-9.+-]\S*)\s*$")
 
 
 def parse_reading(name: str, text: object, spec: ReadingSpec) -> tuple[Decimal, str]:

@@ -24,7 +24,7 @@ from harness.plugins import plugin_manager
 from harness.scenario import device_steps
 from harness.scenario.loader import load_scenario
 from harness.session import RunSession
-from tests.helpers import CONTRACT, Suite, memory_lab
+from tests.helpers import CONTRACT, ROOT, Suite
 
 PLUGINS = (
     (catalog, "vtlab.device_catalog"),
@@ -57,13 +57,16 @@ def device_plugins() -> Iterator[None]:
         _clear_caches()
 
 
-def device_lab(folder: Path, devices: dict[str, dict[str, Any]], centre_via: str = "gateway-memory") -> Lab:
-    """The memory lab with `devices` added and every probe on `centre_via`."""
-    path = memory_lab(folder)
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    data["devices"].update(devices)
-    for probe in data["probes"].values():
-        probe["via"] = centre_via
+DEVICE_LAB = ROOT / "fixtures" / "labs" / "devices-memory.yaml"
+
+
+def device_lab(folder: Path, devices: dict[str, dict[str, Any]] | None = None) -> Lab:
+    """fixtures/labs/devices-memory.yaml (with `devices` added), copied into `folder`."""
+    data = yaml.safe_load(DEVICE_LAB.read_text(encoding="utf-8"))
+    data["users"] = str(DEVICE_LAB.parent / data["users"])
+    data["devices"].update(devices or {})
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "device-lab.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return load_lab(path)
 

@@ -25,7 +25,7 @@ from tests.device_helpers import MockPlatform, device_lab, device_plugins, obser
 from tests.helpers import Suite
 
 pytestmark = pytest.mark.timeout(60)
-DISPENSER = "dsp-ragnhild"
+DISPENSER = "dsp-solveig"
 
 
 @pytest.fixture(autouse=True)
@@ -40,17 +40,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         DISPENSER,
         SerialDeviceSettings(profile="medicine_dispenser", port=str(tmp_path / "dsp"), device_serial="DSP00042"),
     )
-    yield device_lab(
-        tmp_path,
-        {
-            DISPENSER: {
-                "model": "medicine_dispenser",
-                "user": "persona/ragnhild-87",
-                "via": "serial",
-                "heartbeat": "60s",
-            }
-        },
-    )
+    yield device_lab(tmp_path)
     serial_links.configure(DISPENSER, None)
 
 
@@ -75,7 +65,7 @@ MISSED_DOSE = """
 title: Glemt dose varsles hjemmetjenesten
 covers: [TA-1.1]
 devices:
-  dispenser: {id: dsp-ragnhild}
+  dispenser: {id: dsp-solveig}
 repeat: 3
 drain: 300ms
 steps:
