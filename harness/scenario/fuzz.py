@@ -22,6 +22,7 @@ import weakref
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -88,6 +89,8 @@ class FuzzRun:
     started_ns: int = 0
     ended_ns: int = 0
     last_error: str | None = None
+    stamp: str | None = None
+    local: str | None = None
     task: asyncio.Task[None] | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -95,7 +98,7 @@ class FuzzRun:
                 "limit": self.limit, "sent": self.sent, "send_errors": self.send_errors,
                 "reconnects": self.reconnects, "by_mutation": dict(sorted(self.by_mutation.items())),
                 "ended": self.ended, "seconds": round((self.ended_ns - self.started_ns) / 1e9, 3),
-                "last_error": self.last_error}
+                "last_error": self.last_error, "stamp": self.stamp, "local": self.local}
 
 
 _RUNNING: weakref.WeakKeyDictionary[ScenarioRun, FuzzRun] = weakref.WeakKeyDictionary()
@@ -255,8 +258,9 @@ def check_fuzz(plan: ScenarioPlan, step: StepPlan) -> None:
                          fix="fuzz one ingress per scenario; write another scenario for another ingress")
 
 
-def cases_for(args: FuzzArgs, plan_lab: Any, device: str, *, target: str = "", local: str = "") -> Iterator[FuzzCase]:
-    """The deterministic case stream of this step (seeded)."""
+def cases_for(args: FuzzArgs, plan_lab: Any, device: str, *, target: str = "", local: str = "",
+              now: datetime | None = None) -> Iterator[FuzzCase]:
+    """The deterministic case stream of this step (seeded; DC-09 frames also stamped with `now`)."""
     spec = plan_lab.spec.devices[device]
     if args.via == "mqtt":
         return wire_json_cases(args.seed, device, spec.user, max_bytes=args.max_bytes)
@@ -264,7 +268,7 @@ def cases_for(args: FuzzArgs, plan_lab: Any, device: str, *, target: str = "", l
         from harness.links.dc09 import read_key
 
         key = read_key(spec.dc09, plan_lab.path.parent, str(plan_lab.src.place("devices", device)))
-        return dc09_cases(args.seed, str(spec.dc09.account).upper(), key, max_bytes=args.max_bytes)
+        return dc09_cases(args.seed, str(spec.dc09.account).upper(), key, max_bytes=args.max_bytes, now=now)
     return scaip_cases(args.seed, target, local, str(spec.scaip.cid), spec.scaip.did, max_bytes=args.max_bytes)
 
 
@@ -305,7 +309,10 @@ async def _run(it: Iteration, step: StepPlan, args: FuzzArgs, device: str, fz: F
         it.bed.evidence.observation(it.plan.id, "fuzz", json.dumps(fz.to_json(), sort_keys=True))
         return
     local = sender.local if isinstance(sender, _UdpSender) else ""
-    cases = cases_for(args, it.bed.lab, device, target=fz.target, local=local)
+    fz.local = local or None
+    stamp = datetime.now(UTC).replace(microsecond=0)
+    fz.stamp = stamp.isoformat()
+    cases = cases_for(args, it.bed.lab, device, target=fz.target, local=local, now=stamp)
     start = loop.time()
     try:
         for i, case in enumerate(cases):
