@@ -175,6 +175,11 @@ class EpjSettings(_Model):
     clients: dict[str, str] = Field(default_factory=dict, description="client id -> public key file (PEM) of a "
                                     "supplier's platform allowed to push (the embedded lab gets its own)")
     strict: bool = Field(True, description="refuse (422) valid FHIR with VKP findings, as a profile-checking hub")
+    alert_codes: dict[str, str] = Field(default_factory=dict, description="VKP alert codes the supplier uses "
+                                        "beyond 1.1, 1.17 and 1.19: code -> display (accepted by the probe)")
+    alarm_codes: dict[str, str] = Field(default_factory=dict, description="embedded lab: Contact ID code (or `*`) "
+                                        "-> VKP alert code it records a handled alarm with")
+    supervision_code: str | None = Field(None, description="embedded lab: VKP alert code for loss of supervision")
 
     _addr = field_validator("listen")(_address)
 

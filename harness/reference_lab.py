@@ -74,20 +74,77 @@ class EmbeddedTarget:
             shutil.rmtree(self.pki.ca_cert.parent, ignore_errors=True)
 
 
+def _device_settings(lab: Lab, device_id: str) -> DeviceSettings:
+    """A lab-file device as the reference lab knows it: its user, heartbeat and protocol identity."""
+    from harness.lab.config import ScaipIdentity
+    from harness.scenario.registry import device_models
+
+    dev = lab.spec.devices[device_id]
+    scaip = None
+    if dev.scaip is not None and dev.scaip.cid:
+        scaip = ScaipIdentity(cid=dev.scaip.cid, did=dev.scaip.did, dty=device_models()[dev.model].scaip_dty)
+    dc09 = dev.dc09
+    return DeviceSettings(
+        user=dev.user,
+        heartbeat_interval_s=parse_duration(dev.heartbeat) / 1e9,
+        dc09_account=dc09.account if dc09 is not None else None,
+        dc09_key_file=lab.resolve(dc09.key_file) if dc09 is not None and dc09.key_file else None,
+        scaip=scaip,
+    )
+
+
+def _deliveries(lab: Lab, listeners: Mapping[str, Any]) -> dict[str, Any]:
+    """Centres that vtlab receives for over DC-09 or SCAIP: where the lab must deliver, and how the centre
+    knows each device (the probe's account map turned round)."""
+    from harness.lab.config import CentreDelivery
+
+    out: dict[str, Any] = {}
+    for probe in lab.spec.probes.values():
+        centre = probe.centre
+        where = (listeners.get("centres") or {}).get(centre)
+        if probe.kind != "response_centre" or centre is None or where is None:
+            continue
+        if probe.via == "dc09":
+            accounts = {device: account for account, device in (probe.dc09.accounts if probe.dc09 else {}).items()}
+            out[centre] = CentreDelivery(via="dc09", address=where["address"], protocol="tcp", accounts=accounts)
+        elif probe.via == "scaip":
+            known = probe.scaip.devices if probe.scaip else {}
+            accounts = {device: cid_did.split("/", 1)[0] for cid_did, device in known.items()}
+            transport = probe.scaip.transport if probe.scaip else "udp"
+            out[centre] = CentreDelivery(via="scaip", address=where["address"],
+                                         protocol="tcp" if transport == "tcp" else "udp", accounts=accounts)
+    return out
+
+
+def _epj_target(lab: Lab, listeners: Mapping[str, Any]) -> Any:
+    """The patient-record probe the lab pushes to, with a client key generated for it by the probe."""
+    from harness.lab.config import EpjTarget
+
+    records = listeners.get("records") or {}
+    if not records:
+        return None
+    probe = next(iter(records.values()))
+    endpoint = probe.endpoint(generate_client=True)
+    settings = endpoint.settings
+    return EpjTarget(base_url=endpoint.base_url.rsplit("/", 1)[0], orgnr=endpoint.orgnr, token_url=endpoint.token_url,
+                     client_id=endpoint.client.client_id, client_key=endpoint.client.private_key, ca=endpoint.ca,
+                     alert_codes=dict(settings.alert_codes), alarm_codes=dict(settings.alarm_codes),
+                     supervision_code=settings.supervision_code)
+
+
 def embedded_target(lab: Lab, faults: str, listeners: Mapping[str, Any] | None = None) -> EmbeddedTarget:
     """`listeners`: where vtlab's listening probes are (harness.run.testbed.TestBed.prepare), for routes to them."""
     spec = lab.spec
     tls_on = spec.mqtt.url.startswith("mqtts://")
     version = "3.1.1" if spec.platform.broker == "amqtt" else spec.mqtt.version  # amqtt speaks 3.1.1 only
-    centres = list(dict.fromkeys([*spec.centres, *(p.centre for p in spec.probes.values())]))
+    centres = list(dict.fromkeys([*spec.centres, *(p.centre for p in spec.probes.values() if p.centre)]))
     config = LabConfig(
         broker=BrokerSettings(kind=spec.platform.broker, mqtt_version=version),
         site=spec.site,
         topics=Topics(**spec.topics),
-        devices={
-            d: DeviceSettings(user=dev.user, heartbeat_interval_s=parse_duration(dev.heartbeat) / 1e9)
-            for d, dev in spec.devices.items()
-        },
+        devices={d: _device_settings(lab, d) for d in spec.devices},
+        delivery=_deliveries(lab, listeners or {}),
+        epj=_epj_target(lab, listeners or {}),
         centres=centres,
         routing={p.id: p.centre for p in lab.personas.values()},
         default_centre=None,

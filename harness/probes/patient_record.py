@@ -18,7 +18,7 @@ from typing import Any
 from harness.links import Incoming, Refused
 from harness.pki import make_pki
 from harness.probes.epj import ClientKey, EpjProbe, RequestSummary
-from harness.protocols.vkp import ResourceSummary, scope_for
+from harness.protocols.vkp import DEFAULT_CODES, ResourceSummary, scope_for
 from harness.tracking import Tracker
 
 WRITE_SCOPES = tuple(scope_for(t, "write") for t in
@@ -29,6 +29,7 @@ WRITE_SCOPES = tuple(scope_for(t, "write") for t in
 class RecordEndpoint:
     """What a platform needs to push to this probe (the embedded lab gets it in its config)."""
 
+    settings: Any  # the lab file's EpjSettings (codes the platform is to use)
     base_url: str
     token_url: str
     ca: Path
@@ -52,6 +53,7 @@ def fields_of(s: ResourceSummary) -> dict[str, Any]:
 class PatientRecordProbe:
     def __init__(self, name: str, settings: Any, lab_dir: Path, tracker: Tracker) -> None:
         self.name = name
+        self.settings = settings
         self._tracker = tracker
         self._dir = Path(tempfile.mkdtemp(prefix="vtlab-epj-tls-"))
         pki = make_pki(self._dir, clients=(), keep_ca_key=False)
@@ -60,7 +62,8 @@ class PatientRecordProbe:
         self.orgnr = settings.orgnr
         self._probe = EpjProbe(certfile=pki.server_cert, keyfile=pki.server_key, orgnrs=[settings.orgnr],
                                on_resource=self._on_resource, on_refused=self._on_refused, host=host,
-                               port=int(port), strict=settings.strict, name=name)
+                               port=int(port), strict=settings.strict, name=name,
+                               codes=DEFAULT_CODES.with_alert_codes(settings.alert_codes))
         for client_id, key_file in settings.clients.items():
             self._probe.register_client(client_id, (lab_dir / key_file).read_bytes(), WRITE_SCOPES)
         self._platform: ClientKey | None = None
@@ -70,8 +73,8 @@ class PatientRecordProbe:
         """Where to push, and (for the embedded lab) a freshly generated client key to push with."""
         if generate_client and self._platform is None:
             self._platform = self._probe.new_client("vtlab-reference-lab", WRITE_SCOPES)
-        return RecordEndpoint(self._probe.base_url(self.orgnr), self._probe.token_url, self.ca, self.orgnr,
-                              self._platform)
+        return RecordEndpoint(self.settings, self._probe.base_url(self.orgnr), self._probe.token_url, self.ca,
+                              self.orgnr, self._platform)
 
     def start(self) -> None:
         self._probe.start()
