@@ -48,9 +48,12 @@ class FuzzArgs(BaseModel):
     rate: str = Field("50/s", description="Messages per second (at most 5000/s)")
     for_: str = Field("10s", alias="for", description="How long to send (at most 10m)")
     seed: int = Field(7, ge=0, le=2**32, description="The same seed sends the same messages")
-    device: str | None = Field(None, description="Scenario device whose identity, DC-09 account or SCAIP id the "
-                               "fuzzer uses (default: the scenario's first device that speaks `via`, else the "
-                               "first lab-file device that does)")
+    device: str | None = Field(
+        None,
+        description="Scenario device whose identity, DC-09 account or SCAIP id the "
+        "fuzzer uses (default: the scenario's first device that speaks `via`, else the "
+        "first lab-file device that does)",
+    )
     max_bytes: int = Field(4096, ge=16, le=64 * 1024, description="Longest message sent")
 
     @field_validator("rate")
@@ -94,11 +97,22 @@ class FuzzRun:
     task: asyncio.Task[None] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"via": self.via, "seed": self.seed, "target": self.target, "identity": self.identity,
-                "limit": self.limit, "sent": self.sent, "send_errors": self.send_errors,
-                "reconnects": self.reconnects, "by_mutation": dict(sorted(self.by_mutation.items())),
-                "ended": self.ended, "seconds": round((self.ended_ns - self.started_ns) / 1e9, 3),
-                "last_error": self.last_error, "stamp": self.stamp, "local": self.local}
+        return {
+            "via": self.via,
+            "seed": self.seed,
+            "target": self.target,
+            "identity": self.identity,
+            "limit": self.limit,
+            "sent": self.sent,
+            "send_errors": self.send_errors,
+            "reconnects": self.reconnects,
+            "by_mutation": dict(sorted(self.by_mutation.items())),
+            "ended": self.ended,
+            "seconds": round((self.ended_ns - self.started_ns) / 1e9, 3),
+            "last_error": self.last_error,
+            "stamp": self.stamp,
+            "local": self.local,
+        }
 
 
 _RUNNING: weakref.WeakKeyDictionary[ScenarioRun, FuzzRun] = weakref.WeakKeyDictionary()
@@ -162,8 +176,9 @@ class _Dc09Sender(_Sender):
     async def open(self) -> None:
         if self.protocol == "udp":
             loop = asyncio.get_running_loop()
-            self.udp, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,
-                                                              remote_addr=(self.host, self.port))
+            self.udp, _ = await loop.create_datagram_endpoint(
+                asyncio.DatagramProtocol, remote_addr=(self.host, self.port)
+            )
             return
         reader, self.writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 5)
 
@@ -210,8 +225,7 @@ class _UdpSender(_Sender):
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
-        self.udp, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,
-                                                          remote_addr=(self.host, self.port))
+        self.udp, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, remote_addr=(self.host, self.port))
 
     @property
     def local(self) -> str:
@@ -236,17 +250,22 @@ def _fuzz_device(plan: ScenarioPlan, args: FuzzArgs, place: Any) -> str:
 
     def speaks(d: str) -> bool:
         spec = lab.spec.devices[d]
-        return args.via == "mqtt" or (args.via == "dc09" and spec.dc09 is not None and bool(spec.dc09.account)) \
+        return (
+            args.via == "mqtt"
+            or (args.via == "dc09" and spec.dc09 is not None and bool(spec.dc09.account))
             or (args.via == "scaip" and spec.scaip is not None and bool(spec.scaip.cid))
+        )
 
     ours = [b.ids[0] for b in plan.devices.values() if speaks(b.ids[0])]
     if args.via == "mqtt":
         ours = [d for d in ours if lab.spec.devices[d].via == "mqtt"] or ours
     pool = ours or [d for d in lab.spec.devices if speaks(d)]
     if not pool:
-        raise InputError(f"`fuzz: {{via: {args.via}}}` needs a device of the lab file with {args.via} settings",
-                         place=place, fix=f"add a device with via: {args.via} to the lab file, or fuzz another "
-                         "ingress")
+        raise InputError(
+            f"`fuzz: {{via: {args.via}}}` needs a device of the lab file with {args.via} settings",
+            place=place,
+            fix=f"add a device with via: {args.via} to the lab file, or fuzz another ingress",
+        )
     return pool[0]
 
 
@@ -254,12 +273,16 @@ def check_fuzz(plan: ScenarioPlan, step: StepPlan) -> None:
     _fuzz_device(plan, step.args, step.place)
     later = [s for s in plan.steps if s.kind.name == "fuzz" and s.index != step.index]
     if later:
-        raise InputError("a scenario has one `fuzz` step", place=step.place,
-                         fix="fuzz one ingress per scenario; write another scenario for another ingress")
+        raise InputError(
+            "a scenario has one `fuzz` step",
+            place=step.place,
+            fix="fuzz one ingress per scenario; write another scenario for another ingress",
+        )
 
 
-def cases_for(args: FuzzArgs, plan_lab: Any, device: str, *, target: str = "", local: str = "",
-              now: datetime | None = None) -> Iterator[FuzzCase]:
+def cases_for(
+    args: FuzzArgs, plan_lab: Any, device: str, *, target: str = "", local: str = "", now: datetime | None = None
+) -> Iterator[FuzzCase]:
     """The deterministic case stream of this step (seeded; DC-09 frames also stamped with `now`)."""
     spec = plan_lab.spec.devices[device]
     if args.via == "mqtt":
@@ -283,14 +306,20 @@ def _sender(it: Iteration, args: FuzzArgs, device: str, fz: FuzzRun) -> tuple[_S
         assert spec.dc09 is not None  # checked at load time
         address = spec.dc09.to or cast(Any, bed).endpoint("device", "dc09")
         if not address:
-            raise InputError(f"device `{device}`: no DC-09 receiver address to fuzz", place="fuzz",
-                             fix="set dc09.to: HOST:PORT in the lab file")
+            raise InputError(
+                f"device `{device}`: no DC-09 receiver address to fuzz",
+                place="fuzz",
+                fix="set dc09.to: HOST:PORT in the lab file",
+            )
         return _Dc09Sender(address, spec.dc09.protocol, fz), address
     assert spec.scaip is not None
     address = spec.scaip.to or cast(Any, bed).endpoint("device", "scaip")
     if not address:
-        raise InputError(f"device `{device}`: no SCAIP receiver address to fuzz", place="fuzz",
-                         fix="set scaip.to: HOST:PORT in the lab file")
+        raise InputError(
+            f"device `{device}`: no SCAIP receiver address to fuzz",
+            place="fuzz",
+            fix="set scaip.to: HOST:PORT in the lab file",
+        )
     return _UdpSender(address), address
 
 
@@ -341,9 +370,15 @@ async def _run(it: Iteration, step: StepPlan, args: FuzzArgs, device: str, fz: F
         with contextlib.suppress(BaseException):
             await asyncio.shield(sender.close())
         it.bed.evidence.observation(it.plan.id, "fuzz", json.dumps(fz.to_json(), sort_keys=True))
-        it.bed.evidence.step(it.plan.id, it.index, step.index, "fuzz", "ok",
-                             f"sent {fz.sent} of at most {fz.limit} ({fz.ended}); {fz.send_errors} send errors",
-                             now_ns())
+        it.bed.evidence.step(
+            it.plan.id,
+            it.index,
+            step.index,
+            "fuzz",
+            "ok",
+            f"sent {fz.sent} of at most {fz.limit} ({fz.ended}); {fz.send_errors} send errors",
+            now_ns(),
+        )
 
 
 async def fuzz(it: Iteration, step: StepPlan) -> None:
@@ -361,8 +396,11 @@ async def fuzz(it: Iteration, step: StepPlan) -> None:
     sender, fz.target = _sender(it, args, device, fz)
     _RUNNING[it.run] = fz
     fz.task = asyncio.create_task(_run(it, step, args, device, fz, sender), name=f"vtlab-fuzz-{it.plan.id}")
-    it.record(step, "ok", f"fuzzing {args.via} at {fz.target}: {args.rate} for {args.for_} (at most {fz.limit}), "
-              f"seed {args.seed}")
+    it.record(
+        step,
+        "ok",
+        f"fuzzing {args.via} at {fz.target}: {args.rate} for {args.for_} (at most {fz.limit}), seed {args.seed}",
+    )
 
 
 def fuzz_step() -> StepKind:

@@ -38,12 +38,20 @@ from harness.security.result import CannotCheck, CheckResult
 from harness.transports.mqtt import MqttSettings
 from harness.units import parse_bounded_duration, parse_duration
 
-ConnectAttempt = Literal["plain_tcp", "no_client_certificate", "untrusted_certificate", "no_credentials",
-                         "wrong_password"]
+ConnectAttempt = Literal[
+    "plain_tcp", "no_client_certificate", "untrusted_certificate", "no_credentials", "wrong_password"
+]
 TlsAttempt = Literal["tls_1_0", "tls_1_1", "weak_cipher"]
 AuthzAttempt = Literal["publish_as_other_device", "read_other_centre", "control_topic", "session_takeover"]
-AlarmAttempt = Literal["dc09_replay", "dc09_stale_timestamp", "dc09_future_timestamp", "dc09_wrong_key",
-                       "dc09_unencrypted", "scaip_without_tls", "fhir_without_token"]
+AlarmAttempt = Literal[
+    "dc09_replay",
+    "dc09_stale_timestamp",
+    "dc09_future_timestamp",
+    "dc09_wrong_key",
+    "dc09_unencrypted",
+    "scaip_without_tls",
+    "fhir_without_token",
+]
 Attempt = Literal[ConnectAttempt, TlsAttempt, AuthzAttempt, AlarmAttempt]
 
 CONNECT_ATTEMPTS = frozenset(ConnectAttempt.__args__)  # type: ignore[attr-defined]
@@ -68,11 +76,17 @@ class ExpectRefusedArgs(BaseModel):
         "FHIR push without a bearer token (401 expected)"
     )
     within: str = Field("3s", description="How long the platform may take to answer")
-    device: str | None = Field(None, description="Scenario device whose identity, DC-09 account or SCAIP id the "
-                               "attempt uses (default: the scenario's first device)")
-    other: str | None = Field(None, description="Lab-file device id of the victim (publish_as_other_device, "
-                              "session_takeover) or of a device of another centre (read_other_centre); "
-                              "default: one chosen from the lab file")
+    device: str | None = Field(
+        None,
+        description="Scenario device whose identity, DC-09 account or SCAIP id the "
+        "attempt uses (default: the scenario's first device)",
+    )
+    other: str | None = Field(
+        None,
+        description="Lab-file device id of the victim (publish_as_other_device, "
+        "session_takeover) or of a device of another centre (read_other_centre); "
+        "default: one chosen from the lab file",
+    )
     age: str = Field("2m", description="DC-09: how old (or, for the future, how far ahead) the timestamp is")
 
     @field_validator("within", "age")
@@ -104,20 +118,29 @@ def connect_check(settings: MqttSettings, attempt: Attempt, timeout_s: float) ->
 
     with tempfile.TemporaryDirectory(prefix="vtlab-intruder-") as tmp:
         bad = dataclasses.replace(intruder(settings, attempt, Path(tmp)), connect_timeout_s=timeout_s)
-        request = {"attempt": attempt, "url": bad.url, "client_certificate": "intruder (untrusted CA)"
-                   if attempt == "untrusted_certificate" else (bad.cert.stem if bad.cert else None),
-                   "username": bad.username, "password": "wrong (random)" if attempt == "wrong_password"
-                   else ("given" if bad.password else None)}
+        request = {
+            "attempt": attempt,
+            "url": bad.url,
+            "client_certificate": "intruder (untrusted CA)"
+            if attempt == "untrusted_certificate"
+            else (bad.cert.stem if bad.cert else None),
+            "username": bad.username,
+            "password": "wrong (random)" if attempt == "wrong_password" else ("given" if bad.password else None),
+        }
         client = ProbeClient(bad, "intruder")
         try:
             rc = client.connect(timeout_s)
         finally:
             client.close()
-    answer = {"connack": reason_name(client.connack, "CONNACK") if client.connack is not None
-              else "none (the connection was closed before any CONNACK)"}
+    answer = {
+        "connack": reason_name(client.connack, "CONNACK")
+        if client.connack is not None
+        else "none (the connection was closed before any CONNACK)"
+    }
     if rc < 0x80:
-        return CheckResult(Outcome.ACCEPTED, f"the broker at {bad.url} accepted a connection ({attempt})",
-                           request, answer)
+        return CheckResult(
+            Outcome.ACCEPTED, f"the broker at {bad.url} accepted a connection ({attempt})", request, answer
+        )
     return CheckResult(Outcome.REFUSED, f"refused: {answer['connack']}", request, answer)
 
 
@@ -131,20 +154,27 @@ def _other_device(plan: ScenarioPlan, args: ExpectRefusedArgs, device: str, step
     lab = plan.lab
     if args.other is not None:
         if args.other not in lab.spec.devices:
-            raise InputError(f"`other: {args.other}` is no device of the lab file", place=step.place,
-                             fix=f"use one of {sorted(lab.spec.devices)}")
+            raise InputError(
+                f"`other: {args.other}` is no device of the lab file",
+                place=step.place,
+                fix=f"use one of {sorted(lab.spec.devices)}",
+            )
         if args.other == device:
-            raise InputError("`other` is the attacking device itself", place=step.place,
-                             fix="name another device of the lab file")
+            raise InputError(
+                "`other` is the attacking device itself", place=step.place, fix="name another device of the lab file"
+            )
         return args.other
     mine = lab.expected_centre(device)
     candidates = [d for d in lab.spec.devices if d != device and lab.spec.devices[d].via == "mqtt"]
     if args.attempt == "read_other_centre":
         candidates = [d for d in candidates if lab.expected_centre(d) != mine]
     if not candidates:
-        raise InputError(f"`{args.attempt}` needs another MQTT device in the lab file"
-                         + (" belonging to another response centre" if args.attempt == "read_other_centre" else ""),
-                         place=step.place, fix="add such a device to the lab file, or name it with `other:`")
+        raise InputError(
+            f"`{args.attempt}` needs another MQTT device in the lab file"
+            + (" belonging to another response centre" if args.attempt == "read_other_centre" else ""),
+            place=step.place,
+            fix="add such a device to the lab file, or name it with `other:`",
+        )
     return candidates[0]
 
 
@@ -156,34 +186,52 @@ def check_expect_refused(plan: ScenarioPlan, step: StepPlan) -> None:
         return
     if args.attempt == "wrong_password":
         if not lab.spec.mqtt.username:
-            raise InputError("`wrong_password` needs a broker user name (mqtt.username in the lab file): this "
-                             "platform does not authenticate by password", place=step.place,
-                             fix="use no_client_certificate or untrusted_certificate for certificate login")
+            raise InputError(
+                "`wrong_password` needs a broker user name (mqtt.username in the lab file): this "
+                "platform does not authenticate by password",
+                place=step.place,
+                fix="use no_client_certificate or untrusted_certificate for certificate login",
+            )
         return
     device = _device_id(plan, args, 0, step)
     spec = lab.spec.devices[device]
     if args.attempt in AUTHZ_ATTEMPTS:
         if spec.via != "mqtt":
-            raise InputError(f"`{args.attempt}` uses the MQTT identity of a device; `{device}` speaks {spec.via}",
-                             place=step.place, fix="name an MQTT device with `device:`")
+            raise InputError(
+                f"`{args.attempt}` uses the MQTT identity of a device; `{device}` speaks {spec.via}",
+                place=step.place,
+                fix="name an MQTT device with `device:`",
+            )
         if args.attempt != "control_topic":
             _other_device(plan, args, device, step)
     elif args.attempt in DC09_ATTEMPTS:
         if spec.via != "dc09" or spec.dc09 is None:
-            raise InputError(f"`{args.attempt}` needs a DC-09 device; `{device}` speaks {spec.via}",
-                             place=step.place, fix="name a device with via: dc09 with `device:`")
+            raise InputError(
+                f"`{args.attempt}` needs a DC-09 device; `{device}` speaks {spec.via}",
+                place=step.place,
+                fix="name a device with via: dc09 with `device:`",
+            )
         if args.attempt in ("dc09_wrong_key", "dc09_unencrypted") and not (spec.dc09.key_env or spec.dc09.key_file):
-            raise InputError(f"`{args.attempt}` tests the encryption the platform requires, but the lab file gives "
-                             f"device `{device}` no DC-09 key", place=step.place,
-                             fix="give the device dc09.key_env or dc09.key_file (the key the platform expects)")
+            raise InputError(
+                f"`{args.attempt}` tests the encryption the platform requires, but the lab file gives "
+                f"device `{device}` no DC-09 key",
+                place=step.place,
+                fix="give the device dc09.key_env or dc09.key_file (the key the platform expects)",
+            )
     elif args.attempt == "scaip_without_tls":
         if spec.via != "scaip" or spec.scaip is None:
-            raise InputError(f"`scaip_without_tls` needs a SCAIP device; `{device}` speaks {spec.via}",
-                             place=step.place, fix="name a device with via: scaip with `device:`")
+            raise InputError(
+                f"`scaip_without_tls` needs a SCAIP device; `{device}` speaks {spec.via}",
+                place=step.place,
+                fix="name a device with via: scaip with `device:`",
+            )
         if spec.scaip.transport != "tls":
-            raise InputError(f"the lab file lets device `{device}` speak SCAIP over {spec.scaip.transport}: TLS "
-                             "is not required there, so a plain attempt proves nothing", place=step.place,
-                             fix="set scaip.transport: tls for the device if the contract requires TLS")
+            raise InputError(
+                f"the lab file lets device `{device}` speak SCAIP over {spec.scaip.transport}: TLS "
+                "is not required there, so a plain attempt proves nothing",
+                place=step.place,
+                fix="set scaip.transport: tls for the device if the contract requires TLS",
+            )
 
 
 def fhir_endpoint(lab: Any) -> tuple[str, Path | None] | None:
@@ -210,8 +258,11 @@ def _dc09_target(it: Iteration, device: str) -> tuple[str, Any, bytes | None]:
     assert settings is not None
     address = settings.to or it.bed.endpoint("device", "dc09")  # type: ignore[attr-defined]
     if not address:
-        raise InputError(f"device `{device}`: no DC-09 receiver address", place=str(lab.src.place("devices", device)),
-                         fix="set dc09.to: HOST:PORT")
+        raise InputError(
+            f"device `{device}`: no DC-09 receiver address",
+            place=str(lab.src.place("devices", device)),
+            fix="set dc09.to: HOST:PORT",
+        )
     return address, settings, read_key(settings, lab.path.parent, str(lab.src.place("devices", device)))
 
 
@@ -229,11 +280,18 @@ def attempt_runner(it: Iteration, step: StepPlan) -> Callable[[], CheckResult]:
         return lambda: connect_check(harness_settings, attempt, within)
     if attempt in TLS_ATTEMPTS:
         if not harness_settings.tls:
-            raise InputError(f"`{attempt}` probes TLS, but the lab file's mqtt.url is not mqtts://",
-                             place=step.place, fix="write mqtt.url as mqtts://... where the contract requires TLS")
+            raise InputError(
+                f"`{attempt}` probes TLS, but the lab file's mqtt.url is not mqtts://",
+                place=step.place,
+                fix="write mqtt.url as mqtts://... where the contract requires TLS",
+            )
         host, port = _host_port(harness_settings.url)
-        cred = {"cert": harness_settings.cert, "key": harness_settings.key,
-                "key_password": harness_settings.key_password, "timeout_s": within}
+        cred = {
+            "cert": harness_settings.cert,
+            "key": harness_settings.key,
+            "key_password": harness_settings.key_password,
+            "timeout_s": within,
+        }
         if attempt == "weak_cipher":
             return lambda: tls.probe_weak_ciphers(host, port, **cred)  # type: ignore[arg-type]
         version = cast(tls.TlsVersionName, "1.0" if attempt == "tls_1_0" else "1.1")
@@ -241,17 +299,28 @@ def attempt_runner(it: Iteration, step: StepPlan) -> Callable[[], CheckResult]:
     if attempt == "fhir_without_token":
         where = fhir_endpoint(lab)
         if where is None:
-            raise InputError("the lab file names no FHIR endpoint of the platform (fhir.url)", place=step.place,
-                             fix="add `fhir: {url: https://host:port/fhir/r4/<orgnr>, ca: ca.pem}` to the lab file")
+            raise InputError(
+                "the lab file names no FHIR endpoint of the platform (fhir.url)",
+                place=step.place,
+                fix="add `fhir: {url: https://host:port/fhir/r4/<orgnr>, ca: ca.pem}` to the lab file",
+            )
         return lambda: alarm_checks.fhir_without_token_check(where[0], where[1], timeout_s=within)
     device = _device_id(plan, args, it.index, step)
     if attempt in DC09_ATTEMPTS:
         address, settings, key = _dc09_target(it, device)
         kind = cast(alarm_checks.Dc09Attempt, attempt.removeprefix("dc09_"))
         age = parse_duration(args.age) / 1e9
-        return lambda: alarm_checks.dc09_check(address, kind, str(settings.account).upper(), key,
-                                               protocol=settings.protocol, receiver=settings.receiver,
-                                               line=settings.line, age_s=age, timeout_s=within)
+        return lambda: alarm_checks.dc09_check(
+            address,
+            kind,
+            str(settings.account).upper(),
+            key,
+            protocol=settings.protocol,
+            receiver=settings.receiver,
+            line=settings.line,
+            age_s=age,
+            timeout_s=within,
+        )
     if attempt == "scaip_without_tls":
         s = lab.spec.devices[device].scaip
         assert s is not None
@@ -271,14 +340,17 @@ def attempt_runner(it: Iteration, step: StepPlan) -> Callable[[], CheckResult]:
     alarm_topic = lab.topic("centre_alarm", centre=other_centre)
     event_topic = lab.topic("device_event", device=other)
     if attempt == "publish_as_other_device":
-        return lambda: mqtt_checks.publish_as_other_device(mine, event_topic, other, other_user, centre_settings,
-                                                           alarm_topic, within_s=within)
-    return lambda: mqtt_checks.read_other_centre(mine, alarm_topic, theirs, event_topic, other, other_user,
-                                                 centre_settings, within_s=within)
+        return lambda: mqtt_checks.publish_as_other_device(
+            mine, event_topic, other, other_user, centre_settings, alarm_topic, within_s=within
+        )
+    return lambda: mqtt_checks.read_other_centre(
+        mine, alarm_topic, theirs, event_topic, other, other_user, centre_settings, within_s=within
+    )
 
 
-def record_check(it: Iteration, step: StepPlan, metric: str, label: str, result: CheckResult | None,
-                 problem: str | None, t0: int) -> None:
+def record_check(
+    it: Iteration, step: StepPlan, metric: str, label: str, result: CheckResult | None, problem: str | None, t0: int
+) -> None:
     """Evidence of one security attempt: a stimulus row (what was sent), a match (refused/accepted, or not
     reached with a harness fault), an observation `security` (the whole record, for the report)."""
     cid = it.run.new_cid(it.index)
@@ -291,16 +363,19 @@ def record_check(it: Iteration, step: StepPlan, metric: str, label: str, result:
         record = {"check": label, **result.evidence()}
     latency = now_ns() - t0
     it.bed.evidence.stimulus(it.plan.id, cid, "intruder", f"security:{label}", 0, it.index, t0, record)
-    it.bed.evidence.match(Match(it.plan.id, it.index, step.index, metric, cid, "intruder", 0, outcome,
-                                None, latency, detail))
-    it.bed.evidence.observation(it.plan.id, "security", json.dumps(record, ensure_ascii=False, sort_keys=True,
-                                                                   default=str))
+    it.bed.evidence.match(
+        Match(it.plan.id, it.index, step.index, metric, cid, "intruder", 0, outcome, None, latency, detail)
+    )
+    it.bed.evidence.observation(
+        it.plan.id, "security", json.dumps(record, ensure_ascii=False, sort_keys=True, default=str)
+    )
     good = outcome in (Outcome.REFUSED, Outcome.OK)
     it.record(step, "ok" if good else ("finding" if outcome is Outcome.ACCEPTED else "not_reached"), detail)
 
 
-async def run_check(it: Iteration, step: StepPlan, metric: str, label: str,
-                    make: Callable[[], Callable[[], CheckResult]]) -> None:
+async def run_check(
+    it: Iteration, step: StepPlan, metric: str, label: str, make: Callable[[], Callable[[], CheckResult]]
+) -> None:
     t0 = now_ns()
     result: CheckResult | None = None
     problem: str | None = None
@@ -331,8 +406,9 @@ async def expect_refused(it: Iteration, step: StepPlan) -> None:
 class CheckCertificateArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    host: str | None = Field(None, description="Host name the certificate must be valid for (default: the host "
-                             "of mqtt.url in the lab file)")
+    host: str | None = Field(
+        None, description="Host name the certificate must be valid for (default: the host of mqtt.url in the lab file)"
+    )
     within: str = Field("3s", description="How long the handshake may take")
 
     @field_validator("within")
@@ -354,12 +430,23 @@ async def check_certificate(it: Iteration, step: StepPlan) -> None:
     def make() -> Callable[[], CheckResult]:
         s = it.bed.mqtt_settings()
         if not s.tls:
-            raise InputError("`check_certificate` needs TLS: the lab file's mqtt.url is not mqtts://",
-                             place=step.place, fix="write mqtt.url as mqtts://...")
+            raise InputError(
+                "`check_certificate` needs TLS: the lab file's mqtt.url is not mqtts://",
+                place=step.place,
+                fix="write mqtt.url as mqtts://...",
+            )
         host, port = _host_port(s.url)
         within = parse_duration(args.within) / 1e9
-        return lambda: tls.check_server_certificate(host, port, ca=s.ca, hostname=args.host or host, cert=s.cert,
-                                                    key=s.key, key_password=s.key_password, timeout_s=within)
+        return lambda: tls.check_server_certificate(
+            host,
+            port,
+            ca=s.ca,
+            hostname=args.host or host,
+            cert=s.cert,
+            key=s.key,
+            key_password=s.key_password,
+            timeout_s=within,
+        )
 
     await run_check(it, step, "certificate", "server_certificate", make)
 
@@ -369,12 +456,22 @@ def vtlab_steps() -> list[StepKind]:
     from harness.scenario.fuzz import fuzz_step
 
     return [
-        StepKind("expect_refused", ExpectRefusedArgs, expect_refused, check_expect_refused,
-                 metrics=lambda a: ["refusal"]),
+        StepKind(
+            "expect_refused", ExpectRefusedArgs, expect_refused, check_expect_refused, metrics=lambda a: ["refusal"]
+        ),
         StepKind("check_certificate", CheckCertificateArgs, check_certificate, metrics=lambda a: ["certificate"]),
         fuzz_step(),
     ]
 
 
-__all__ = ["ExpectRefusedArgs", "attempt_runner", "check_expect_refused", "connect_check",
-           "expect_refused", "intruder", "record_check", "run_check", "vtlab_steps"]
+__all__ = [
+    "ExpectRefusedArgs",
+    "attempt_runner",
+    "check_expect_refused",
+    "connect_check",
+    "expect_refused",
+    "intruder",
+    "record_check",
+    "run_check",
+    "vtlab_steps",
+]

@@ -34,13 +34,24 @@ EXPECTED_REPLY: dict[str, str] = {
 """What a receiver following DC-09 answers each attempt (PROTOCOLS.md section 2)."""
 
 
-def dc09_frame(attempt: Dc09Attempt, account: str, key: bytes | None, *, receiver: str = "0", line: str = "0",
-               age_s: float = 120.0, now: dt.datetime | None = None) -> tuple[bytes, dict[str, Any]]:
+def dc09_frame(
+    attempt: Dc09Attempt,
+    account: str,
+    key: bytes | None,
+    *,
+    receiver: str = "0",
+    line: str = "0",
+    age_s: float = 120.0,
+    now: dt.datetime | None = None,
+) -> tuple[bytes, dict[str, Any]]:
     """The frame an attacker (or a broken clock) sends: a periodic test report (Contact ID 602, zone 000,
     never a zone vtlab's own alarms use) from `account`. Returns the bytes and what it is (no key)."""
     when = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
-    stamp = {"replay": when - dt.timedelta(seconds=age_s), "stale_timestamp": when - dt.timedelta(seconds=age_s),
-             "future_timestamp": when + dt.timedelta(seconds=age_s)}.get(attempt, when)
+    stamp = {
+        "replay": when - dt.timedelta(seconds=age_s),
+        "stale_timestamp": when - dt.timedelta(seconds=age_s),
+        "future_timestamp": when + dt.timedelta(seconds=age_s),
+    }.get(attempt, when)
     use_key: bytes | None = key
     if attempt == "wrong_key":
         size = len(key) if key else 16
@@ -52,10 +63,17 @@ def dc09_frame(attempt: Dc09Attempt, account: str, key: bytes | None, *, receive
     data = encode_adm_cid(ContactIdEvent(account, 1, "602", "01", "000"))
     msg = DC09Message(ADM_CID, secrets.randbelow(9999) + 1, account, data, receiver, line, timestamp=stamp)
     frame = encode_message(msg, use_key)
-    what = {"attempt": attempt, "account": account, "id": ADM_CID, "sequence": msg.sequence,
-            "timestamp": stamp.isoformat(), "encrypted": use_key is not None,
-            "key": "a random key of the right length" if attempt == "wrong_key" else
-            ("the device's key" if use_key is not None else "none")}
+    what = {
+        "attempt": attempt,
+        "account": account,
+        "id": ADM_CID,
+        "sequence": msg.sequence,
+        "timestamp": stamp.isoformat(),
+        "encrypted": use_key is not None,
+        "key": "a random key of the right length"
+        if attempt == "wrong_key"
+        else ("the device's key" if use_key is not None else "none"),
+    }
     return frame, what
 
 
@@ -79,8 +97,10 @@ def send_frame(address: str, frame: bytes, protocol: Literal["tcp", "udp"], time
     try:
         sock = socket.create_connection((host, port), timeout=timeout_s)
     except OSError as exc:
-        raise UnreachableError(f"nothing answers at {address} (DC-09): {exc.strerror or exc}",
-                               fix="check the DC-09 receiver address in the lab file") from None
+        raise UnreachableError(
+            f"nothing answers at {address} (DC-09): {exc.strerror or exc}",
+            fix="check the DC-09 receiver address in the lab file",
+        ) from None
     with sock:
         sock.sendall(frame)
         splitter = FrameSplitter()
@@ -96,9 +116,18 @@ def send_frame(address: str, frame: bytes, protocol: Literal["tcp", "udp"], time
             return None
 
 
-def dc09_check(address: str, attempt: Dc09Attempt, account: str, key: bytes | None, *,
-               protocol: Literal["tcp", "udp"] = "tcp", receiver: str = "0", line: str = "0",
-               age_s: float = 120.0, timeout_s: float = 3.0) -> CheckResult:
+def dc09_check(
+    address: str,
+    attempt: Dc09Attempt,
+    account: str,
+    key: bytes | None,
+    *,
+    protocol: Literal["tcp", "udp"] = "tcp",
+    receiver: str = "0",
+    line: str = "0",
+    age_s: float = 120.0,
+    timeout_s: float = 3.0,
+) -> CheckResult:
     """Send the attempt's frame; ACK is a finding, NAK/DUH (or silence) a refusal. The reply kind the
     standard prescribes is named beside the one seen."""
     frame, request = dc09_frame(attempt, account, key, receiver=receiver, line=line, age_s=age_s)
@@ -106,14 +135,20 @@ def dc09_check(address: str, attempt: Dc09Attempt, account: str, key: bytes | No
     reply = send_frame(address, frame, protocol, timeout_s)
     expected = EXPECTED_REPLY[attempt]
     if reply is None:
-        return refused(f"no DC-09 reply within {timeout_s:g}s (expected {expected})", request,
-                       {"dc09_reply": None, "expected": expected})
+        return refused(
+            f"no DC-09 reply within {timeout_s:g}s (expected {expected})",
+            request,
+            {"dc09_reply": None, "expected": expected},
+        )
     try:
         head = parse_frame(reply)
         kind, raw = head.token, reply[:120].decode("ascii", "backslashreplace")
     except ProtocolError as exc:
-        return refused(f"an unreadable reply ({exc.reason}); expected {expected}", request,
-                       {"dc09_reply": "unreadable", "expected": expected})
+        return refused(
+            f"an unreadable reply ({exc.reason}); expected {expected}",
+            request,
+            {"dc09_reply": "unreadable", "expected": expected},
+        )
     answer = {"dc09_reply": ("*" if head.encrypted else "") + kind, "expected": expected, "raw": raw}
     if kind == "ACK":
         return accepted(f"the receiver ACKed a {attempt.replace('_', ' ')} frame", request, answer)
@@ -130,11 +165,12 @@ async def scaip_plain_check(address: str, cid: str, did: str | None, *, timeout_
     try:
         socket.create_connection((host, port), timeout=timeout_s).close()
     except OSError as exc:
-        raise UnreachableError(f"nothing answers at {address} (SCAIP/SIP over TCP): {exc.strerror or exc}",
-                               fix="check the SCAIP address in the lab file") from None
+        raise UnreachableError(
+            f"nothing answers at {address} (SCAIP/SIP over TCP): {exc.strerror or exc}",
+            fix="check the SCAIP address in the lab file",
+        ) from None
     answers: dict[str, Any] = {}
-    request: dict[str, Any] = {"address": address, "cid": cid, "did": did, "transports": ["tcp", "udp"],
-                               "stc": "0102"}
+    request: dict[str, Any] = {"address": address, "cid": cid, "did": did, "transports": ["tcp", "udp"], "stc": "0102"}
     for transport in ("tcp", "udp"):
         device = ScaipDevice(address, transport=transport, cid=cid)
         try:
@@ -143,8 +179,11 @@ async def scaip_plain_check(address: str, cid: str, did: str | None, *, timeout_
             result = await device.send(mrq, timeout=timeout_s, mrs_timeout=None)
             answers[transport] = {"sip_status": result.status}
             if 200 <= result.status < 300:
-                return accepted(f"the platform answered a plain SIP MESSAGE over {transport.upper()} with "
-                                f"{result.status}", request, answers)
+                return accepted(
+                    f"the platform answered a plain SIP MESSAGE over {transport.upper()} with {result.status}",
+                    request,
+                    answers,
+                )
         except ScaipSendError as exc:
             answers[transport] = {"sip_status": exc.status, "reason": exc.reason}
         except (TimeoutError, OSError, ConnectionError) as exc:
@@ -155,8 +194,9 @@ async def scaip_plain_check(address: str, cid: str, did: str | None, *, timeout_
     return refused(f"plain SIP refused ({seen})", request, answers)
 
 
-def fhir_without_token_check(base_url: str, ca: Path | str | None, *, bundle: dict[str, Any] | None = None,
-                             timeout_s: float = 5.0) -> CheckResult:
+def fhir_without_token_check(
+    base_url: str, ca: Path | str | None, *, bundle: dict[str, Any] | None = None, timeout_s: float = 5.0
+) -> CheckResult:
     """POST a valid Bundle with no Authorization header. 401 (or 403) is the refusal a FHIR server owes;
     a 2xx is a finding; any other status is a refusal for another reason and says so."""
     from harness.probes.epj import push_bundle
@@ -171,12 +211,14 @@ def fhir_without_token_check(base_url: str, ca: Path | str | None, *, bundle: di
         result = push_bundle(base_url, bundle, None, ca, timeout_s=timeout_s)
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise UnreachableError(f"nothing answers at {base_url}: {reason}",
-                               fix="check the platform's FHIR address in the lab file") from None
-    answer: dict[str, Any] = {"http_status": result.status,
-                              "www_authenticate": next((v for k, v in result.headers.items()
-                                                        if k.lower() == "www-authenticate"), None),
-                              "diagnostics": result.diagnostics[:3]}
+        raise UnreachableError(
+            f"nothing answers at {base_url}: {reason}", fix="check the platform's FHIR address in the lab file"
+        ) from None
+    answer: dict[str, Any] = {
+        "http_status": result.status,
+        "www_authenticate": next((v for k, v in result.headers.items() if k.lower() == "www-authenticate"), None),
+        "diagnostics": result.diagnostics[:3],
+    }
     if 200 <= result.status < 300:
         return accepted(f"the FHIR endpoint accepted a push without a token ({result.status})", request, answer)
     if result.status in (401, 403):

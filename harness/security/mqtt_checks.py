@@ -36,8 +36,12 @@ def reason_name(code: int | None, packet: str = "PUBACK") -> str:
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.reasoncodes import ReasonCode
 
-        kind = {"PUBACK": PacketTypes.PUBACK, "SUBACK": PacketTypes.SUBACK, "CONNACK": PacketTypes.CONNACK,
-                "DISCONNECT": PacketTypes.DISCONNECT}[packet]
+        kind = {
+            "PUBACK": PacketTypes.PUBACK,
+            "SUBACK": PacketTypes.SUBACK,
+            "CONNACK": PacketTypes.CONNACK,
+            "DISCONNECT": PacketTypes.DISCONNECT,
+        }[packet]
         return f"0x{code:02X} {ReasonCode(kind, identifier=code).getName()}"
     except Exception:  # a code paho does not know: the number says it
         return f"0x{code:02X}"
@@ -79,15 +83,22 @@ class ProbeClient:
         parts = urlsplit(s.url)
         host, port = parts.hostname or "127.0.0.1", parts.port or (8883 if s.tls else 1883)
         self.client_id = self.client_id or f"vtlab-sec-{self.name}-{os.getpid()}-{secrets.token_hex(3)}"
-        c = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                        protocol=paho.MQTTv5 if self.v5 else paho.MQTTv311)
+        c = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=paho.MQTTv5 if self.v5 else paho.MQTTv311,
+        )
         c.reconnect_delay_set(60, 120)  # never reconnect by itself during a check
         if s.username:
             c.username_pw_set(s.username, s.password)
         if s.tls:
-            c.tls_set(ca_certs=str(s.ca) if s.ca else None, certfile=str(s.cert) if s.cert else None,
-                      keyfile=str(s.key) if s.key else None, keyfile_password=s.key_password,
-                      cert_reqs=ssl.CERT_REQUIRED if s.verify else ssl.CERT_NONE)
+            c.tls_set(
+                ca_certs=str(s.ca) if s.ca else None,
+                certfile=str(s.cert) if s.cert else None,
+                keyfile=str(s.key) if s.key else None,
+                keyfile_password=s.key_password,
+                cert_reqs=ssl.CERT_REQUIRED if s.verify else ssl.CERT_NONE,
+            )
             if not s.verify:
                 c.tls_insecure_set(True)
         c.on_connect = self._on_connect
@@ -102,8 +113,10 @@ class ProbeClient:
             self.disconnect = 0x80
             return 0x80
         except OSError as exc:
-            raise UnreachableError(f"cannot reach the MQTT broker at {host}:{port}: {exc.strerror or exc}",
-                                   fix="check mqtt.url in the lab file and that the platform runs") from None
+            raise UnreachableError(
+                f"cannot reach the MQTT broker at {host}:{port}: {exc.strerror or exc}",
+                fix="check mqtt.url in the lab file and that the platform runs",
+            ) from None
         c.loop_start()
         with self._cond:
             self._cond.wait_for(lambda: self.connack is not None or self.disconnect is not None, timeout_s)
@@ -168,20 +181,30 @@ class ProbeClient:
 def _connected(client: ProbeClient, timeout_s: float, role: str) -> None:
     rc = client.connect(timeout_s)
     if rc >= 0x80:
-        raise CannotCheck(f"the {role} ({client.identity}) could not connect to make the check: "
-                          f"{reason_name(rc, 'CONNACK')}")
+        raise CannotCheck(
+            f"the {role} ({client.identity}) could not connect to make the check: {reason_name(rc, 'CONNACK')}"
+        )
 
 
 def canary_event(device: str, user: str | None, cid: str) -> bytes:
     """A harmless event the platform routes (periodic test report), with a cid no scenario uses."""
     from harness.protocols.wire_json import DeviceEvent, encode
 
-    return encode(DeviceEvent(cid=cid, device=device, event="test_transmission", code="602", user=user,
-                              qualifier="1", priority=5))
+    return encode(
+        DeviceEvent(cid=cid, device=device, event="test_transmission", code="602", user=user, qualifier="1", priority=5)
+    )
 
 
-def publish_as_other_device(attacker: MqttSettings, topic: str, victim: str, victim_user: str | None,
-                            observer: MqttSettings, observe_topic: str, *, within_s: float = 3.0) -> CheckResult:
+def publish_as_other_device(
+    attacker: MqttSettings,
+    topic: str,
+    victim: str,
+    victim_user: str | None,
+    observer: MqttSettings,
+    observe_topic: str,
+    *,
+    within_s: float = 3.0,
+) -> CheckResult:
     """Publish an alarm on another device's topic, in its name. Refused: PUBACK >= 0x80 or a disconnect;
     or (no reason code to go by) the alarm never reaches the victim's centre. Accepted: it is routed."""
     cid = f"vtlab-forged-{secrets.token_hex(6)}"
@@ -198,28 +221,45 @@ def publish_as_other_device(attacker: MqttSettings, topic: str, victim: str, vic
         if rc >= 0x80:
             raise CannotCheck(f"the attacking device ({bad.identity}) could not connect: {reason_name(rc, 'CONNACK')}")
         puback = bad.publish(topic, payload, within_s)
-        answer: dict[str, Any] = {"puback": reason_name(puback),
-                                  "disconnect": reason_name(bad.disconnect, "DISCONNECT")}
+        answer: dict[str, Any] = {
+            "puback": reason_name(puback),
+            "disconnect": reason_name(bad.disconnect, "DISCONNECT"),
+        }
         if puback is not None and puback >= 0x80:
             return refused(f"publish as `{victim}` refused with PUBACK {reason_name(puback)}", request, answer)
         if puback is None and bad.disconnect is not None:
-            return refused(f"the broker disconnected the impostor ({reason_name(bad.disconnect, 'DISCONNECT')})",
-                           request, answer)
+            return refused(
+                f"the broker disconnected the impostor ({reason_name(bad.disconnect, 'DISCONNECT')})", request, answer
+            )
         routed = spy.wait(lambda c: c.got(cid.encode()), within_s)
         answer["routed"] = routed
         if routed:
-            return accepted(f"{bad.identity} published as `{victim}` and the platform routed it "
-                            f"(PUBACK {reason_name(puback)})", request, answer)
-        return refused(f"PUBACK {reason_name(puback)}, but the platform did not route the forged alarm within "
-                       f"{within_s:g}s", request, answer)
+            return accepted(
+                f"{bad.identity} published as `{victim}` and the platform routed it (PUBACK {reason_name(puback)})",
+                request,
+                answer,
+            )
+        return refused(
+            f"PUBACK {reason_name(puback)}, but the platform did not route the forged alarm within {within_s:g}s",
+            request,
+            answer,
+        )
     finally:
         bad.close()
         spy.close()
 
 
-def read_other_centre(spy_settings: MqttSettings, topic: str, canary_sender: MqttSettings, canary_topic: str,
-                      canary_device: str, canary_user: str | None, rightful: MqttSettings, *,
-                      within_s: float = 3.0) -> CheckResult:
+def read_other_centre(
+    spy_settings: MqttSettings,
+    topic: str,
+    canary_sender: MqttSettings,
+    canary_topic: str,
+    canary_device: str,
+    canary_user: str | None,
+    rightful: MqttSettings,
+    *,
+    within_s: float = 3.0,
+) -> CheckResult:
     """Subscribe to another centre's alarms. Refused: SUBACK >= 0x80; or, when the broker grants it, a canary
     alarm for that centre reaches the rightful centre and not the spy. Accepted: the spy gets it."""
     spy = ProbeClient(spy_settings, "spy")
@@ -233,8 +273,11 @@ def read_other_centre(spy_settings: MqttSettings, topic: str, canary_sender: Mqt
         suback = spy.subscribe(topic, within_s)
         answer: dict[str, Any] = {"suback": reason_name(suback, "SUBACK")}
         if suback is not None and suback >= 0x80:
-            return refused(f"subscription to another centre's alarms refused with SUBACK "
-                           f"{reason_name(suback, 'SUBACK')}", request, answer)
+            return refused(
+                f"subscription to another centre's alarms refused with SUBACK {reason_name(suback, 'SUBACK')}",
+                request,
+                answer,
+            )
         if suback is None:
             answer["disconnect"] = reason_name(spy.disconnect, "DISCONNECT")
             return refused("no SUBACK: the broker closed the connection instead", request, answer)
@@ -250,10 +293,15 @@ def read_other_centre(spy_settings: MqttSettings, topic: str, canary_sender: Mqt
         leaked = spy.wait(lambda c: c.got(cid.encode()), min(within_s, 1.0))
         answer["canary_reached_spy"] = leaked
         if leaked:
-            return accepted(f"{spy.identity} read another centre's alarm {cid} (SUBACK {answer['suback']})",
-                            request, answer)
-        return refused(f"SUBACK {answer['suback']} granted, but the broker served nothing (canary {cid} reached "
-                       "only its rightful centre)", request, answer)
+            return accepted(
+                f"{spy.identity} read another centre's alarm {cid} (SUBACK {answer['suback']})", request, answer
+            )
+        return refused(
+            f"SUBACK {answer['suback']} granted, but the broker served nothing (canary {cid} reached "
+            "only its rightful centre)",
+            request,
+            answer,
+        )
     finally:
         for c in (sender, owner, spy):
             c.close()
@@ -264,8 +312,9 @@ def publish_to_control(attacker: MqttSettings, topic: str, *, within_s: float = 
     payload is no valid control message, so nothing changes even where the broker lets it through."""
     bad = ProbeClient(attacker, "attacker")
     if not bad.v5:
-        raise CannotCheck("the control-topic check reads the PUBACK reason code, which needs MQTT 5 "
-                          "(lab file mqtt.version: \"5\")")
+        raise CannotCheck(
+            'the control-topic check reads the PUBACK reason code, which needs MQTT 5 (lab file mqtt.version: "5")'
+        )
     payload = json.dumps({"v": 1, "probe": "vtlab security check: not a control message"}).encode()
     request = {"identity": bad.identity, "topic": topic, "qos": 1}
     try:
@@ -275,8 +324,9 @@ def publish_to_control(attacker: MqttSettings, topic: str, *, within_s: float = 
         puback = bad.publish(topic, payload, within_s)
         answer = {"puback": reason_name(puback), "disconnect": reason_name(bad.disconnect, "DISCONNECT")}
         if puback is not None and puback < 0x80:
-            return accepted(f"{bad.identity} may publish to the control topic (PUBACK {reason_name(puback)})",
-                            request, answer)
+            return accepted(
+                f"{bad.identity} may publish to the control topic (PUBACK {reason_name(puback)})", request, answer
+            )
         if puback is None:
             return refused("the broker closed the connection instead of a PUBACK", request, answer)
         return refused(f"publish to the control topic refused with PUBACK {reason_name(puback)}", request, answer)
@@ -284,8 +334,9 @@ def publish_to_control(attacker: MqttSettings, topic: str, *, within_s: float = 
         bad.close()
 
 
-def session_takeover(first: MqttSettings, second: MqttSettings, *, same_identity: bool = False,
-                     within_s: float = 3.0) -> CheckResult:
+def session_takeover(
+    first: MqttSettings, second: MqttSettings, *, same_identity: bool = False, within_s: float = 3.0
+) -> CheckResult:
     """Connect `first` with a fresh client id, then `second` (another identity) with the same id. A broker
     that hands the session to the second identity (the first is disconnected, MQTT 5: 0x8E Session taken
     over) lets one device knock another off the platform: a finding. With `same_identity`, the same
@@ -300,18 +351,28 @@ def session_takeover(first: MqttSettings, second: MqttSettings, *, same_identity
         answer: dict[str, Any] = {"second_connack": reason_name(rc, "CONNACK")}
         if rc >= 0x80:
             answer["first_disconnect"] = reason_name(a.disconnect, "DISCONNECT")
-            return refused(f"the second identity was refused the client id ({reason_name(rc, 'CONNACK')})",
-                           request, answer)
+            return refused(
+                f"the second identity was refused the client id ({reason_name(rc, 'CONNACK')})", request, answer
+            )
         kicked = a.wait(lambda c: c.disconnect is not None, within_s)
         answer["first_disconnect"] = reason_name(a.disconnect, "DISCONNECT") if kicked else "still connected"
         if kicked and not same_identity:
-            return accepted(f"{b.identity} took over the session of {a.identity} (client id {client_id}; the first "
-                            f"was disconnected: {answer['first_disconnect']})", request, answer)
+            return accepted(
+                f"{b.identity} took over the session of {a.identity} (client id {client_id}; the first "
+                f"was disconnected: {answer['first_disconnect']})",
+                request,
+                answer,
+            )
         if kicked:
-            return refused(f"the same identity took its own session over; the first connection was closed "
-                           f"({answer['first_disconnect']})", request, answer)
-        return refused("the broker kept the first session; the second identity did not get its client id",
-                       request, answer)
+            return refused(
+                f"the same identity took its own session over; the first connection was closed "
+                f"({answer['first_disconnect']})",
+                request,
+                answer,
+            )
+        return refused(
+            "the broker kept the first session; the second identity did not get its client id", request, answer
+        )
     finally:
         b.close()
         a.close()

@@ -67,17 +67,17 @@ def _insert(rng: random.Random, b: bytearray) -> None:
 def _delete(rng: random.Random, b: bytearray) -> None:
     if b:
         at = rng.randrange(len(b))
-        del b[at:at + rng.randint(1, 32)]
+        del b[at : at + rng.randint(1, 32)]
 
 
 def _truncate(rng: random.Random, b: bytearray) -> None:
-    del b[rng.randint(0, max(0, len(b) - 1)):]
+    del b[rng.randint(0, max(0, len(b) - 1)) :]
 
 
 def _repeat(rng: random.Random, b: bytearray) -> None:
     if b:
         at = rng.randrange(len(b))
-        chunk = b[at:at + rng.randint(1, 64)]
+        chunk = b[at : at + rng.randint(1, 64)]
         b[at:at] = chunk * rng.randint(2, 64)
 
 
@@ -86,8 +86,13 @@ def _garbage(rng: random.Random, b: bytearray) -> None:
 
 
 BYTE_MUTATIONS: dict[str, Callable[[random.Random, bytearray], None]] = {
-    "bit_flip": _flip, "byte_replace": _replace, "insert": _insert, "delete": _delete, "truncate": _truncate,
-    "repeat": _repeat, "garbage": _garbage,
+    "bit_flip": _flip,
+    "byte_replace": _replace,
+    "insert": _insert,
+    "delete": _delete,
+    "truncate": _truncate,
+    "repeat": _repeat,
+    "garbage": _garbage,
 }
 
 
@@ -101,8 +106,20 @@ def mutate_bytes(rng: random.Random, data: bytes, max_bytes: int) -> tuple[bytes
 # --- wire_json (MQTT) -----------------------------------------------------------------------------
 def _json_structural(rng: random.Random, base: dict[str, object], max_bytes: int) -> tuple[bytes, str]:
     doc = dict(base)
-    kind = rng.choice(["wrong_type", "missing_field", "huge_text", "deep_nesting", "bad_version", "not_object",
-                       "bad_utf8", "non_finite", "extra_fields", "empty"])
+    kind = rng.choice(
+        [
+            "wrong_type",
+            "missing_field",
+            "huge_text",
+            "deep_nesting",
+            "bad_version",
+            "not_object",
+            "bad_utf8",
+            "non_finite",
+            "extra_fields",
+            "empty",
+        ]
+    )
     if kind == "wrong_type":
         key = rng.choice(sorted(doc))
         doc[key] = rng.choice([None, True, -1, 2**64, 1.5, [], {}, "x" * rng.randint(0, 40), "\u0000"])
@@ -118,7 +135,7 @@ def _json_structural(rng: random.Random, base: dict[str, object], max_bytes: int
     elif kind == "not_object":
         return rng.choice([b"null", b"[]", b"42", b'"event"', b"true"]), kind
     elif kind == "bad_utf8":
-        return json.dumps(doc).encode()[:-2] + b"\xff\xfe\"}", kind
+        return json.dumps(doc).encode()[:-2] + b'\xff\xfe"}', kind
     elif kind == "non_finite":
         return json.dumps({**doc, "priority": float("nan")}).encode(), kind
     elif kind == "extra_fields":
@@ -152,9 +169,16 @@ def wire_json_cases(seed: int, device: str, user: str | None, *, max_bytes: int 
         n += 1
         topic = "device_heartbeat" if rng.random() < 0.2 else "device_event"
         if topic == "device_event":
-            base: dict[str, object] = {"v": 1, "cid": f"fuzz-{seed}-{n}", "device": device,
-                                       "event": "personal_emergency", "code": "101", "qualifier": "1",
-                                       "priority": 1, "seq": n}
+            base: dict[str, object] = {
+                "v": 1,
+                "cid": f"fuzz-{seed}-{n}",
+                "device": device,
+                "event": "personal_emergency",
+                "code": "101",
+                "qualifier": "1",
+                "priority": 1,
+                "seq": n,
+            }
             if user:
                 base["user"] = user
         else:
@@ -194,8 +218,9 @@ def _dc09_is_valid_alarm(frame: bytes, account: str, key: bytes | None, now: dat
     return decision.accepted and isinstance(decision.content, ContactIdEvent)
 
 
-def dc09_cases(seed: int, account: str, key: bytes | None, *, max_bytes: int = 4096,
-               now: datetime | None = None) -> Iterator[FuzzCase]:
+def dc09_cases(
+    seed: int, account: str, key: bytes | None, *, max_bytes: int = 4096, now: datetime | None = None
+) -> Iterator[FuzzCase]:
     """Mutated DC-09 frames: envelope broken (CRC, LEN, framing), body mutated behind a correct envelope,
     unknown accounts, undecryptable payloads, oversize frames. Zone 000 and code 602 in every base frame:
     never what vtlab's own alarms carry. `now` (default 2024-01-01) stamps the frames: the fuzz step passes
@@ -240,15 +265,17 @@ def dc09_cases(seed: int, account: str, key: bytes | None, *, max_bytes: int = 4
 # --- SCAIP over SIP ---------------------------------------------------------------------------------
 def sip_message(target: str, local: str, cid: str, n: int, body: bytes, *, length: int | None = None) -> bytes:
     """A SIP MESSAGE carrying `body` as application/scaip+xml, deterministic for a given `n`."""
-    head = (f"MESSAGE sip:scaip@{target} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {local};branch=z9hG4bK-vtlab-fuzz-{n}\r\n"
-            "Max-Forwards: 70\r\n"
-            f"From: <sip:{cid}@{local}>;tag=fuzz{n}\r\n"
-            f"To: <sip:scaip@{target}>\r\n"
-            f"Call-ID: vtlab-fuzz-{n}@{local}\r\n"
-            "CSeq: 1 MESSAGE\r\n"
-            "Content-Type: application/scaip+xml\r\n"
-            f"Content-Length: {len(body) if length is None else length}\r\n\r\n")
+    head = (
+        f"MESSAGE sip:scaip@{target} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {local};branch=z9hG4bK-vtlab-fuzz-{n}\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:{cid}@{local}>;tag=fuzz{n}\r\n"
+        f"To: <sip:scaip@{target}>\r\n"
+        f"Call-ID: vtlab-fuzz-{n}@{local}\r\n"
+        "CSeq: 1 MESSAGE\r\n"
+        "Content-Type: application/scaip+xml\r\n"
+        f"Content-Length: {len(body) if length is None else length}\r\n\r\n"
+    )
     return head.encode() + body
 
 
@@ -267,8 +294,9 @@ def _sip_is_valid_mrq(data: bytes) -> bool:
         return False
 
 
-def scaip_cases(seed: int, target: str, local: str, cid: str, did: str | None, *,
-                max_bytes: int = 4096) -> Iterator[FuzzCase]:
+def scaip_cases(
+    seed: int, target: str, local: str, cid: str, did: str | None, *, max_bytes: int = 4096
+) -> Iterator[FuzzCase]:
     """Mutated SIP MESSAGE requests with SCAIP bodies: the XML mutated behind a correct SIP envelope, the
     SIP envelope mutated (headers, Content-Length), and raw garbage. Status code 0102 (test transmission)
     in every base `<mrq>`."""
@@ -293,8 +321,10 @@ def scaip_cases(seed: int, target: str, local: str, cid: str, did: str | None, *
             mutated = body.replace(tag, tag + b"<x>" * depth, 1)
             out, mutation = sip_message(target, local, cid, n, mutated), "xml_nesting"
         elif choice < 0.7:
-            out, mutation = sip_message(target, local, cid, n, body, length=rng.choice([0, 1, len(body) + 50,
-                                                                                        10**9])), "content_length"
+            out, mutation = (
+                sip_message(target, local, cid, n, body, length=rng.choice([0, 1, len(body) + 50, 10**9])),
+                "content_length",
+            )
         elif choice < 0.9:
             out, mutation = mutate_bytes(rng, sip_message(target, local, cid, n, body), max_bytes)
             mutation = f"sip_{mutation}"

@@ -45,11 +45,19 @@ class CheckResult:
         return out
 
 
-def refused(detail: str, request: Mapping[str, Any], refusal: Mapping[str, Any] | None = None,
-            certificate: Mapping[str, Any] | None = None) -> CheckResult:
+def refused(
+    detail: str,
+    request: Mapping[str, Any],
+    refusal: Mapping[str, Any] | None = None,
+    certificate: Mapping[str, Any] | None = None,
+) -> CheckResult:
     return CheckResult(Outcome.REFUSED, detail, request, refusal, certificate)
 
 
-def accepted(detail: str, request: Mapping[str, Any], answer: Mapping[str, Any] | None = None,
-             certificate: Mapping[str, Any] | None = None) -> CheckResult:
+def accepted(
+    detail: str,
+    request: Mapping[str, Any],
+    answer: Mapping[str, Any] | None = None,
+    certificate: Mapping[str, Any] | None = None,
+) -> CheckResult:
     return CheckResult(Outcome.ACCEPTED, detail, request, answer, certificate)

@@ -45,8 +45,9 @@ WEAK_CIPHER_CLASSES: dict[str, str] = {
 TLS 1.3 suite is an AEAD with forward secrecy). Classes this machine's OpenSSL cannot offer are skipped
 and said so; when it can offer none, the check cannot be made."""
 
-CLIENT_SIDE_REASONS = frozenset({"NO_PROTOCOLS_AVAILABLE", "NO_CIPHERS_AVAILABLE", "NO_CIPHER_MATCH",
-                                 "UNSUPPORTED_PROTOCOL_VERSION_NUMBER"})
+CLIENT_SIDE_REASONS = frozenset(
+    {"NO_PROTOCOLS_AVAILABLE", "NO_CIPHERS_AVAILABLE", "NO_CIPHER_MATCH", "UNSUPPORTED_PROTOCOL_VERSION_NUMBER"}
+)
 """OpenSSL reasons raised before anything reached the platform: vtlab could not offer what it meant to."""
 
 
@@ -126,15 +127,18 @@ def client_context(
     return ctx
 
 
-def handshake(host: str, port: int, ctx: ssl.SSLContext, *, server_hostname: str | None = None,
-              timeout_s: float = 5.0) -> Handshake:
+def handshake(
+    host: str, port: int, ctx: ssl.SSLContext, *, server_hostname: str | None = None, timeout_s: float = 5.0
+) -> Handshake:
     """Connect and shake hands. UnreachableError when nothing accepts the TCP connection; CannotCheck when
     OpenSSL refused on vtlab's side before the platform saw anything."""
     try:
         sock = socket.create_connection((host, port), timeout=timeout_s)
     except OSError as exc:
-        raise UnreachableError(f"nothing answers at {host}:{port}: {exc.strerror or exc}",
-                               fix="check the address in the lab file and that the platform runs") from None
+        raise UnreachableError(
+            f"nothing answers at {host}:{port}: {exc.strerror or exc}",
+            fix="check the address in the lab file and that the platform runs",
+        ) from None
     try:
         with ctx.wrap_socket(sock, server_hostname=server_hostname or (None if _is_ip(host) else host)) as tls:
             der = tls.getpeercert(binary_form=True)
@@ -161,30 +165,57 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def peer_certificate(host: str, port: int, *, cert: Path | None = None, key: Path | None = None,
-                     key_password: str | None = None, timeout_s: float = 5.0) -> dict[str, Any] | None:
+def peer_certificate(
+    host: str,
+    port: int,
+    *,
+    cert: Path | None = None,
+    key: Path | None = None,
+    key_password: str | None = None,
+    timeout_s: float = 5.0,
+) -> dict[str, Any] | None:
     """The platform's certificate details, read without verifying it (for the evidence)."""
     hs = handshake(host, port, client_context(cert=cert, key=key, key_password=key_password), timeout_s=timeout_s)
     return certificate_details(hs.der) if hs.der else None
 
 
-def probe_version(host: str, port: int, version: TlsVersionName, *, cert: Path | None = None,
-                  key: Path | None = None, key_password: str | None = None, timeout_s: float = 5.0) -> CheckResult:
+def probe_version(
+    host: str,
+    port: int,
+    version: TlsVersionName,
+    *,
+    cert: Path | None = None,
+    key: Path | None = None,
+    key_password: str | None = None,
+    timeout_s: float = 5.0,
+) -> CheckResult:
     """Offer only TLS `version`. Completed: the platform accepts it (a finding for 1.0/1.1)."""
-    request = {"address": f"{host}:{port}", "tls_version_offered": version,
-               "client_certificate": cert.name if cert else None}
-    hs = handshake(host, port, client_context(version=version, cert=cert, key=key, key_password=key_password),
-                   timeout_s=timeout_s)
+    request = {
+        "address": f"{host}:{port}",
+        "tls_version_offered": version,
+        "client_certificate": cert.name if cert else None,
+    }
+    hs = handshake(
+        host, port, client_context(version=version, cert=cert, key=key, key_password=key_password), timeout_s=timeout_s
+    )
     if hs.ok:
         details = certificate_details(hs.der) if hs.der else None
-        return accepted(f"the platform completed a TLS {version} handshake ({hs.cipher})", request,
-                        hs.answer(), details)
+        return accepted(
+            f"the platform completed a TLS {version} handshake ({hs.cipher})", request, hs.answer(), details
+        )
     return refused(f"TLS {version} refused: {hs.reason}", request, hs.answer())
 
 
-def probe_weak_ciphers(host: str, port: int, *, classes: Mapping[str, str] = WEAK_CIPHER_CLASSES,
-                       cert: Path | None = None, key: Path | None = None, key_password: str | None = None,
-                       timeout_s: float = 5.0) -> CheckResult:
+def probe_weak_ciphers(
+    host: str,
+    port: int,
+    *,
+    classes: Mapping[str, str] = WEAK_CIPHER_CLASSES,
+    cert: Path | None = None,
+    key: Path | None = None,
+    key_password: str | None = None,
+    timeout_s: float = 5.0,
+) -> CheckResult:
     """Offer each class of weak suites alone (TLS 1.2 at most). Any completed handshake is a finding."""
     answers: dict[str, Any] = {}
     skipped: list[str] = []
@@ -198,15 +229,23 @@ def probe_weak_ciphers(host: str, port: int, *, classes: Mapping[str, str] = WEA
             continue
         answers[name] = hs.answer()
         if hs.ok:
-            found = {"address": f"{host}:{port}", "cipher_class": name, "ciphers_offered": spec,
-                     "max_tls_version": "1.2"}
+            found = {
+                "address": f"{host}:{port}",
+                "cipher_class": name,
+                "ciphers_offered": spec,
+                "max_tls_version": "1.2",
+            }
             details = certificate_details(hs.der) if hs.der else None
-            return accepted(f"the platform completed a handshake with the weak suite {hs.cipher} ({name})",
-                            found, answers, details)
+            return accepted(
+                f"the platform completed a handshake with the weak suite {hs.cipher} ({name})", found, answers, details
+            )
     if len(skipped) == len(classes):
         raise CannotCheck("this machine's OpenSSL can offer none of the weak cipher suites")
-    request = {"address": f"{host}:{port}", "cipher_classes": [n for n in classes if n not in skipped],
-               "max_tls_version": "1.2"}
+    request = {
+        "address": f"{host}:{port}",
+        "cipher_classes": [n for n in classes if n not in skipped],
+        "max_tls_version": "1.2",
+    }
     alerts = ", ".join(f"{n}: {a.get('tls_alert')}" for n, a in answers.items() if n not in skipped)
     return refused(f"every weak cipher suite refused ({alerts})", request, answers)
 
@@ -220,9 +259,18 @@ def hostname_matches(details: Mapping[str, Any], hostname: str) -> bool:
     return any(n == host or (n.startswith("*.") and "." in host and host.split(".", 1)[1] == n[2:]) for n in names)
 
 
-def check_server_certificate(host: str, port: int, *, ca: Path | None, hostname: str | None = None,
-                             cert: Path | None = None, key: Path | None = None, key_password: str | None = None,
-                             now: dt.datetime | None = None, timeout_s: float = 5.0) -> CheckResult:
+def check_server_certificate(
+    host: str,
+    port: int,
+    *,
+    ca: Path | None,
+    hostname: str | None = None,
+    cert: Path | None = None,
+    key: Path | None = None,
+    key_password: str | None = None,
+    now: dt.datetime | None = None,
+    timeout_s: float = 5.0,
+) -> CheckResult:
     """Would a careful client accept the platform's certificate? OpenSSL decides (chain to `ca`, validity,
     host name); the facts beside its word are listed. Outcome OK, or ACCEPTED with what is wrong (the
     platform offers a certificate a client must refuse: a finding)."""
@@ -247,12 +295,22 @@ def check_server_certificate(host: str, port: int, *, ca: Path | None, hostname:
     if not hs.ok and hs.reason and "CERTIFICATE_VERIFY_FAILED" in hs.reason and not wrong:
         wrong.append(f"not issued by the expected CA ({hs.reason.split(': ', 1)[-1]})")
     if hs.ok and not wrong:
-        return CheckResult(Outcome.OK, f"certificate of {details['subject']} verified for `{name}` until "
-                           f"{details['not_after']}", request, verdict, details)
+        return CheckResult(
+            Outcome.OK,
+            f"certificate of {details['subject']} verified for `{name}` until {details['not_after']}",
+            request,
+            verdict,
+            details,
+        )
     if hs.ok:  # OpenSSL verified what the explicit facts refute: report both
         wrong.append("(OpenSSL verified it nevertheless)")
-    return CheckResult(Outcome.ACCEPTED, "the platform presents a certificate a client must refuse: "
-                       + "; ".join(wrong), request, verdict, details)
+    return CheckResult(
+        Outcome.ACCEPTED,
+        "the platform presents a certificate a client must refuse: " + "; ".join(wrong),
+        request,
+        verdict,
+        details,
+    )
 
 
 def _ca_subject(ca: Path | None) -> str | None:

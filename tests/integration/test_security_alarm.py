@@ -61,11 +61,14 @@ def loose(io: LoopThread) -> Iterator[str]:
     io.run(r.stop())
 
 
-@pytest.mark.parametrize("attempt,expected", [("replay", "NAK"), ("stale_timestamp", "NAK"),
-                                              ("future_timestamp", "NAK"), ("unencrypted", "DUH")])
+@pytest.mark.parametrize(
+    "attempt,expected",
+    [("replay", "NAK"), ("stale_timestamp", "NAK"), ("future_timestamp", "NAK"), ("unencrypted", "DUH")],
+)
 @pytest.mark.parametrize("protocol", ["tcp", "udp"])
 def test_dc09_attempts_are_refused_by_a_strict_receiver_and_found_on_a_loose_one(
-        strict: str, loose: str, attempt: str, expected: str, protocol: str) -> None:
+    strict: str, loose: str, attempt: str, expected: str, protocol: str
+) -> None:
     good = dc09_check(strict, attempt, ACCOUNT, KEY, protocol=protocol, age_s=600)  # type: ignore[arg-type]
     assert good.outcome is Outcome.REFUSED and good.refusal is not None, good.detail
     assert good.refusal["dc09_reply"] == expected and "prescribes" not in good.detail
@@ -75,8 +78,7 @@ def test_dc09_attempts_are_refused_by_a_strict_receiver_and_found_on_a_loose_one
     assert KEY.decode() not in json.dumps(good.evidence()) + json.dumps(bad.evidence())
 
 
-def test_dc09_wrong_key_is_refused_by_a_receiver_and_found_on_a_MOCK_receiver_that_acks_everything(
-        strict: str) -> None:
+def test_dc09_wrong_key_is_refused_by_a_receiver_and_found_on_a_MOCK_receiver_that_acks_everything(strict: str) -> None:
     good = dc09_check(strict, "wrong_key", ACCOUNT, KEY)
     assert good.outcome is Outcome.REFUSED and good.refusal is not None and good.refusal["dc09_reply"] == "DUH"
     assert good.request["key"] == "a random key of the right length"
@@ -123,9 +125,13 @@ def pki(tmp_path: Path) -> TestPki:
 
 
 def test_plain_scaip_is_refused_where_the_receiver_requires_tls_and_found_where_it_listens_plain(
-        io: LoopThread, pki: TestPki) -> None:
-    tls_rx = ScaipReceiver(transport="tls", ssl_context=server_ssl_context(pki.server_cert, pki.server_key),
-                           client_ssl_context=client_ssl_context(ca=pki.ca_cert))
+    io: LoopThread, pki: TestPki
+) -> None:
+    tls_rx = ScaipReceiver(
+        transport="tls",
+        ssl_context=server_ssl_context(pki.server_cert, pki.server_key),
+        client_ssl_context=client_ssl_context(ca=pki.ca_cert),
+    )
     plain_rx = ScaipReceiver(transport="tcp")
     io.run(tls_rx.start())
     io.run(plain_rx.start())
@@ -150,10 +156,12 @@ ORG = "921234560"
 
 
 def test_fhir_push_without_a_token_is_refused_401_by_the_epj_probe_and_found_on_a_MOCK_open_endpoint(
-        pki: TestPki) -> None:
+    pki: TestPki,
+) -> None:
     got: list[object] = []
-    with EpjProbe(certfile=pki.server_cert, keyfile=pki.server_key, orgnrs=[ORG],
-                  on_resource=lambda s, t: got.append(s)) as probe:
+    with EpjProbe(
+        certfile=pki.server_cert, keyfile=pki.server_key, orgnrs=[ORG], on_resource=lambda s, t: got.append(s)
+    ) as probe:
         good = fhir_without_token_check(probe.base_url(ORG), pki.ca_cert)
     assert good.outcome is Outcome.REFUSED and good.refusal is not None
     assert good.refusal["http_status"] == 401 and got == []

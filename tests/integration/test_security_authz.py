@@ -43,9 +43,15 @@ def _start(tmp_path: Path, access_rules: bool) -> Iterator[Lab]:
     require_mosquitto()
     data = {**DATA, "broker": {**DATA["broker"], "access_rules": access_rules}}
     pki = make_pki(tmp_path / "pki", LabConfig.model_validate(data).identities(), keep_ca_key=False)
-    data["broker"]["tls"] = {"ca": pki.ca_cert, "server_cert": pki.server_cert, "server_key": pki.server_key,
-                             "client_cert": pki.clients["lab"].cert, "client_key": pki.clients["lab"].key,
-                             "control_cert": pki.clients["harness"].cert, "control_key": pki.clients["harness"].key}
+    data["broker"]["tls"] = {
+        "ca": pki.ca_cert,
+        "server_cert": pki.server_cert,
+        "server_key": pki.server_key,
+        "client_cert": pki.clients["lab"].cert,
+        "client_key": pki.clients["lab"].key,
+        "control_cert": pki.clients["harness"].cert,
+        "control_key": pki.clients["harness"].key,
+    }
     with LabProcess(LabConfig.model_validate(data), tmp_path / "lab") as lab:
         yield Lab(lab, pki)
 
@@ -61,12 +67,20 @@ def open_lab(tmp_path: Path) -> Iterator[Lab]:
 
 
 def publish_as_d2(lab: Lab) -> mqtt_checks.CheckResult:
-    return mqtt_checks.publish_as_other_device(lab.who("device-d1"), "vtlab/s/device/d2/event", "d2", "persona/b",
-                                               lab.who("centre-rc-b"), "vtlab/s/centre/rc-b/alarm", within_s=3)
+    return mqtt_checks.publish_as_other_device(
+        lab.who("device-d1"),
+        "vtlab/s/device/d2/event",
+        "d2",
+        "persona/b",
+        lab.who("centre-rc-b"),
+        "vtlab/s/centre/rc-b/alarm",
+        within_s=3,
+    )
 
 
 def test_a_device_cannot_publish_as_another_on_the_secure_lab_and_can_on_the_open_one(
-        secure: Lab, open_lab: Lab) -> None:
+    secure: Lab, open_lab: Lab
+) -> None:
     good = publish_as_d2(secure)
     assert good.outcome is Outcome.REFUSED and good.refusal is not None
     assert good.refusal["puback"] == "0x87 Not authorized"
@@ -76,13 +90,21 @@ def test_a_device_cannot_publish_as_another_on_the_secure_lab_and_can_on_the_ope
 
 
 def read_rc_b(lab: Lab) -> mqtt_checks.CheckResult:
-    return mqtt_checks.read_other_centre(lab.who("device-d1"), "vtlab/s/centre/rc-b/alarm", lab.who("device-d2"),
-                                         "vtlab/s/device/d2/event", "d2", "persona/b", lab.who("centre-rc-b"),
-                                         within_s=3)
+    return mqtt_checks.read_other_centre(
+        lab.who("device-d1"),
+        "vtlab/s/centre/rc-b/alarm",
+        lab.who("device-d2"),
+        "vtlab/s/device/d2/event",
+        "d2",
+        "persona/b",
+        lab.who("centre-rc-b"),
+        within_s=3,
+    )
 
 
 def test_a_device_cannot_read_another_centres_alarms_on_the_secure_lab_and_can_on_the_open_one(
-        secure: Lab, open_lab: Lab) -> None:
+    secure: Lab, open_lab: Lab
+) -> None:
     good = read_rc_b(secure)
     assert good.outcome is Outcome.REFUSED, good.detail
     if secure.lab.access_control == "dynsec":
@@ -91,8 +113,7 @@ def test_a_device_cannot_read_another_centres_alarms_on_the_secure_lab_and_can_o
     assert bad.outcome is Outcome.ACCEPTED and bad.refusal is not None and bad.refusal["canary_reached_spy"]
 
 
-def test_the_control_topic_is_refused_on_the_secure_lab_and_open_on_the_open_one(
-        secure: Lab, open_lab: Lab) -> None:
+def test_the_control_topic_is_refused_on_the_secure_lab_and_open_on_the_open_one(secure: Lab, open_lab: Lab) -> None:
     good = mqtt_checks.publish_to_control(secure.who("device-d1"), "vtlab/s/lab/control", within_s=3)
     assert good.outcome is Outcome.REFUSED and good.refusal is not None
     assert good.refusal["puback"] == "0x87 Not authorized"
@@ -120,12 +141,14 @@ def who(port: int, pki: TestPki, identity: str) -> MqttSettings:
 
 
 def test_session_takeover_by_another_identity_is_a_finding_unless_client_ids_are_bound(
-        tmp_path: Path, pki: TestPki) -> None:
+    tmp_path: Path, pki: TestPki
+) -> None:
     (tmp_path / "default").mkdir()
     for port in mosquitto_with(tmp_path / "default", tls_lines(pki)):
         bad = mqtt_checks.session_takeover(who(port, pki, "device-a"), who(port, pki, "device-b"), within_s=3)
-        same = mqtt_checks.session_takeover(who(port, pki, "device-a"), who(port, pki, "device-a"),
-                                            same_identity=True, within_s=3)
+        same = mqtt_checks.session_takeover(
+            who(port, pki, "device-a"), who(port, pki, "device-a"), same_identity=True, within_s=3
+        )
     assert bad.outcome is Outcome.ACCEPTED and bad.refusal is not None
     # what mosquitto 2.0.11 does is recorded as paho saw it (the socket closed: 0x80; newer brokers send 0x8E)
     assert bad.refusal["first_disconnect"] in ("0x8E Session taken over", "0x80 Unspecified error")

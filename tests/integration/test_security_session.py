@@ -80,7 +80,8 @@ def run(suite: Suite, tmp_path: Path, name: str, text: str) -> tuple[object, Evi
 
 
 def test_the_secure_reference_lab_refuses_every_attempt_with_evidence_and_no_secret(
-        suite: Suite, tmp_path: Path) -> None:
+    suite: Suite, tmp_path: Path
+) -> None:
     outcome, reader = run(suite, tmp_path, "security", SECURITY)
     try:
         assert outcome.status is ScenarioStatus.COMPLETED, outcome.detail  # type: ignore[attr-defined]
@@ -96,8 +97,11 @@ def test_the_secure_reference_lab_refuses_every_attempt_with_evidence_and_no_sec
         assert by_check["tls_1_1"]["refusal"]["handshake"] == "failed"
         assert by_check["server_certificate"]["certificate"]["issuer"] == "CN=vtlab test CA,O=vtlab test"
         assert by_check["plain_tcp"]["request"]["url"].startswith("mqtt://")
-        store = (reader.path.read_bytes() + Path(f"{reader.path}-wal").read_bytes()
-                 if Path(f"{reader.path}-wal").exists() else reader.path.read_bytes())
+        store = (
+            reader.path.read_bytes() + Path(f"{reader.path}-wal").read_bytes()
+            if Path(f"{reader.path}-wal").exists()
+            else reader.path.read_bytes()
+        )
         assert b"BEGIN PRIVATE KEY" not in store and b"BEGIN EC PRIVATE KEY" not in store
     finally:
         reader.close()

@@ -48,8 +48,10 @@ def mosquitto_with(tmp_path: Path, lines: list[str]) -> Iterator[int]:
     port = free_port()
     conf = tmp_path / f"mosquitto-{port}.conf"
     user = [f"user {pwd.getpwuid(os.getuid()).pw_name}"] if os.geteuid() == 0 else []
-    conf.write_text("\n".join([f"listener {port} 127.0.0.1", "persistence false", "log_dest stderr",
-                               "log_type all", *user, *lines]) + "\n")
+    conf.write_text(
+        "\n".join([f"listener {port} 127.0.0.1", "persistence false", "log_dest stderr", "log_type all", *user, *lines])
+        + "\n"
+    )
     log = tmp_path / f"mosquitto-{port}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([binary, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
@@ -72,9 +74,14 @@ def mosquitto_with(tmp_path: Path, lines: list[str]) -> Iterator[int]:
 
 
 def tls_lines(pki: TestPki, *, require_certificate: bool = True) -> list[str]:
-    return [f"cafile {pki.ca_cert}", f"certfile {pki.server_cert}", f"keyfile {pki.server_key}",
-            f"require_certificate {'true' if require_certificate else 'false'}",
-            "use_identity_as_username true" if require_certificate else "", "allow_anonymous true"]
+    return [
+        f"cafile {pki.ca_cert}",
+        f"certfile {pki.server_cert}",
+        f"keyfile {pki.server_key}",
+        f"require_certificate {'true' if require_certificate else 'false'}",
+        "use_identity_as_username true" if require_certificate else "",
+        "allow_anonymous true",
+    ]
 
 
 @pytest.fixture
@@ -97,7 +104,8 @@ def harness_cred(pki: TestPki) -> dict[str, Path]:
 
 # --- protocol versions and suites -----------------------------------------------------------------
 def test_tls_1_1_is_refused_by_a_tls12_broker_and_found_on_a_broker_that_allows_it(
-        secure: RunningBroker, old_tls: int, pki: TestPki) -> None:
+    secure: RunningBroker, old_tls: int, pki: TestPki
+) -> None:
     good = tls.probe_version("127.0.0.1", secure.port, "1.1", **harness_cred(pki))
     assert good.outcome is Outcome.REFUSED
     assert good.refusal is not None and good.refusal["handshake"] == "failed"
@@ -109,7 +117,8 @@ def test_tls_1_1_is_refused_by_a_tls12_broker_and_found_on_a_broker_that_allows_
 
 
 def test_tls_1_0_is_refused_by_a_tls12_broker_and_found_on_a_legacy_endpoint(
-        secure: RunningBroker, pki: TestPki) -> None:
+    secure: RunningBroker, pki: TestPki
+) -> None:
     assert tls.probe_version("127.0.0.1", secure.port, "1.0", **harness_cred(pki)).outcome is Outcome.REFUSED
     # mosquitto cannot be made to speak TLS 1.0: the legacy twin is a bare TLS server that does
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -140,7 +149,8 @@ def test_tls_1_0_is_refused_by_a_tls12_broker_and_found_on_a_legacy_endpoint(
 
 
 def test_weak_suites_are_refused_by_a_default_broker_and_found_where_null_encryption_is_allowed(
-        secure: RunningBroker, old_tls: int, pki: TestPki) -> None:
+    secure: RunningBroker, old_tls: int, pki: TestPki
+) -> None:
     good = tls.probe_weak_ciphers("127.0.0.1", secure.port, **harness_cred(pki))
     assert good.outcome is Outcome.REFUSED, good.detail
     bad = tls.probe_weak_ciphers("127.0.0.1", old_tls, **harness_cred(pki))
@@ -156,8 +166,9 @@ def test_nothing_listening_is_unreachable_not_a_pass() -> None:
 
 
 # --- the platform's certificate, seen from the client side ----------------------------------------
-def _issue(folder: Path, ca_cert: Path, ca_key: Path | None, *, names: list[str], days: tuple[int, int],
-           name: str) -> TlsFiles:
+def _issue(
+    folder: Path, ca_cert: Path, ca_key: Path | None, *, names: list[str], days: tuple[int, int], name: str
+) -> TlsFiles:
     """A server certificate from the CA at `ca_cert`/`ca_key` (a new CA when `ca_key` is None)."""
     if ca_key is None:
         rogue = make_pki(folder / f"rogue-{name}", clients=())
@@ -173,32 +184,42 @@ def _issue(folder: Path, ca_cert: Path, ca_key: Path | None, *, names: list[str]
             sans.append(x509.IPAddress(ipaddress.ip_address(n)))
         except ValueError:
             sans.append(x509.DNSName(n))
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-            .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now + dt.timedelta(days=days[0])).not_valid_after(now + dt.timedelta(days=days[1]))
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .sign(signer, hashes.SHA256()))  # type: ignore[arg-type]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now + dt.timedelta(days=days[0]))
+        .not_valid_after(now + dt.timedelta(days=days[1]))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .sign(signer, hashes.SHA256())
+    )  # type: ignore[arg-type]
     cert_path, key_path = folder / f"{name}.pem", folder / f"{name}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return TlsFiles(ca_cert, cert_path, key_path, require_certificate=False)
 
 
-@pytest.mark.parametrize("case,names,days,wrong", [
-    ("expired", ["127.0.0.1", "localhost"], (-30, -1), "expired"),
-    ("wrong_host", ["platform.example"], (-1, 30), "not valid for `127.0.0.1`"),
-    ("rogue_ca", ["127.0.0.1", "localhost"], (-1, 30), "not issued by the expected CA"),
-])
+@pytest.mark.parametrize(
+    "case,names,days,wrong",
+    [
+        ("expired", ["127.0.0.1", "localhost"], (-30, -1), "expired"),
+        ("wrong_host", ["platform.example"], (-1, 30), "not valid for `127.0.0.1`"),
+        ("rogue_ca", ["127.0.0.1", "localhost"], (-1, 30), "not issued by the expected CA"),
+    ],
+)
 def test_a_certificate_a_client_must_refuse_is_a_finding_and_the_right_one_is_verified(
-        tmp_path: Path, pki: TestPki, case: str, names: list[str], days: tuple[int, int], wrong: str) -> None:
+    tmp_path: Path, pki: TestPki, case: str, names: list[str], days: tuple[int, int], wrong: str
+) -> None:
     require_mosquitto()
     with start_broker(tmp_path / "good", tls=pki.server_tls(require_client_cert=False), kind="mosquitto") as b:
         ok = tls.check_server_certificate("127.0.0.1", b.port, ca=pki.ca_cert)
     assert ok.outcome is Outcome.OK, ok.detail
     assert ok.certificate is not None and ok.certificate["issuer"] == "CN=vtlab test CA,O=vtlab test"
-    files = _issue(tmp_path, pki.ca_cert, None if case == "rogue_ca" else pki.ca_key, names=names, days=days,
-                   name=case)
+    files = _issue(tmp_path, pki.ca_cert, None if case == "rogue_ca" else pki.ca_key, names=names, days=days, name=case)
     with start_broker(tmp_path / case, tls=files, kind="mosquitto") as b:
         bad = tls.check_server_certificate("127.0.0.1", b.port, ca=pki.ca_cert)
     assert bad.outcome is Outcome.ACCEPTED, bad.detail
@@ -210,12 +231,20 @@ def test_a_certificate_a_client_must_refuse_is_a_finding_and_the_right_one_is_ve
 # --- client authentication -------------------------------------------------------------------------
 def settings(url: str, pki: TestPki | None = None, identity: str = "harness", **kw: object) -> MqttSettings:
     c = pki.clients[identity] if pki else None
-    return MqttSettings(url=url, version="5", ca=pki.ca_cert if pki else None, cert=c.cert if c else None,
-                        key=c.key if c else None, connect_timeout_s=3, **kw)  # type: ignore[arg-type]
+    return MqttSettings(
+        url=url,
+        version="5",
+        ca=pki.ca_cert if pki else None,
+        cert=c.cert if c else None,
+        key=c.key if c else None,
+        connect_timeout_s=3,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def test_plain_mqtt_is_refused_by_a_tls_broker_and_found_on_a_plain_listener(
-        tmp_path: Path, secure: RunningBroker, pki: TestPki) -> None:
+    tmp_path: Path, secure: RunningBroker, pki: TestPki
+) -> None:
     refused = connect_check(settings(secure.url, pki), "plain_tcp", 3)
     assert refused.outcome is Outcome.REFUSED
     assert refused.refusal == {"connack": "none (the connection was closed before any CONNACK)"}
@@ -226,7 +255,8 @@ def test_plain_mqtt_is_refused_by_a_tls_broker_and_found_on_a_plain_listener(
 
 @pytest.mark.parametrize("attempt", ["no_client_certificate", "untrusted_certificate"])
 def test_client_certificates_are_required_by_the_secure_broker_and_not_by_a_misconfigured_one(
-        tmp_path: Path, secure: RunningBroker, pki: TestPki, attempt: str) -> None:
+    tmp_path: Path, secure: RunningBroker, pki: TestPki, attempt: str
+) -> None:
     refused = connect_check(settings(secure.url, pki), attempt, 3)  # type: ignore[arg-type]
     assert refused.outcome is Outcome.REFUSED, refused.detail
     lax = pki.server_tls(require_client_cert=False)
@@ -238,8 +268,7 @@ def test_client_certificates_are_required_by_the_secure_broker_and_not_by_a_misc
         assert found.outcome is Outcome.ACCEPTED and found.request["client_certificate"] is None
 
 
-def test_a_wrong_password_is_refused_with_its_reason_code_and_found_without_a_password_file(
-        tmp_path: Path) -> None:
+def test_a_wrong_password_is_refused_with_its_reason_code_and_found_without_a_password_file(tmp_path: Path) -> None:
     require_mosquitto()
     secret = "correct-horse-battery"
     with start_broker(tmp_path / "pw", users={"device-a": secret}, kind="mosquitto") as b:

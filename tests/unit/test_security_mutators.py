@@ -66,8 +66,12 @@ def test_no_case_is_a_valid_alarm_and_none_is_too_long(seed: int, max_bytes: int
                     decision = state.receive(case.data, datetime(2024, 1, 1, tzinfo=UTC))
                 except ProtocolError:
                     continue
-                assert not (decision.accepted and decision.content is not None and decision.message is not None
-                            and decision.message.token == "ADM-CID")
+                assert not (
+                    decision.accepted
+                    and decision.content is not None
+                    and decision.message is not None
+                    and decision.message.token == "ADM-CID"
+                )
             else:
                 try:
                     body = getattr(parse_message(case.data), "body", b"")
