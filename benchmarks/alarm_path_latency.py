@@ -86,6 +86,7 @@ TEMPLATES = {
 }
 BASELINE, LAB_RAW, VTLAB = "baseline (raw relay)", "lab, raw ends", "vtlab"
 WARMUP = 50
+MQTT = {"version": "5"}  # every client of every path; 3.1.1 when the broker is amqtt (it speaks no MQTT 5)
 US, MS = 1_000, 1_000_000
 # what Costs records, per alarm
 ENCODE = "device link before its stamp (Outgoing, DeviceEvent, encode)"
@@ -144,8 +145,8 @@ def event_fields(cid: str, seq: int, device: str = DEV_RAW, user: str = USER_RAW
 
 # --- the baseline's relay: its own process, stdlib + paho only ---------------------------------------
 def _relay_main() -> None:
-    """Run by `python -c` with argv URL IN_FILTER OUT_TOPIC: republish every message unchanged, QoS 1,
-    MQTT 5, TCP_NODELAY on its socket (after connect and on every CONNACK, as MqttClient does),
+    """Run by `python -c` with argv URL IN_FILTER OUT_TOPIC MQTT_VERSION: republish every message unchanged,
+    QoS 1, TCP_NODELAY on its socket (after connect and on every CONNACK, as MqttClient does),
     max_inflight 1000. Prints one JSON ready line; exits when stdin closes."""
     import json
     import os
@@ -157,9 +158,10 @@ def _relay_main() -> None:
     from paho.mqtt.enums import CallbackAPIVersion
     from paho.mqtt.reasoncodes import ReasonCode
 
-    url, in_filter, out_topic = sys.argv[1:4]
+    url, in_filter, out_topic, mqtt_version = sys.argv[1:5]
     parts = urlsplit(url)
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-relay-{os.getpid()}", protocol=paho.MQTTv5)
+    proto = paho.MQTTv5 if mqtt_version == "5" else paho.MQTTv311
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-relay-{os.getpid()}", protocol=proto)
     client.max_inflight_messages_set(1000)
 
     def nodelay() -> int:
@@ -195,7 +197,7 @@ class Relay:
         source = "from __future__ import annotations\n\n" + textwrap.dedent(inspect.getsource(_relay_main))
         source += "\n_relay_main()\n"
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", source, url, in_filter, out_topic],
+            [sys.executable, "-c", source, url, in_filter, out_topic, MQTT["version"]],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=cwd,
@@ -291,7 +293,8 @@ def paho_client(url: str, name: str) -> paho.Client:
     """A raw paho client with MqttClient's options: MQTT 5, TCP_NODELAY after connect and on every CONNACK,
     max_inflight 1000, threaded loop (QoS 1 is given per publish and subscribe)."""
     parts = urlsplit(url)
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{name}-{os.getpid()}", protocol=paho.MQTTv5)
+    proto = paho.MQTTv5 if MQTT["version"] == "5" else paho.MQTTv311
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{name}-{os.getpid()}", protocol=proto)
     client.max_inflight_messages_set(1000)
     connected = threading.Event()
 
@@ -355,7 +358,10 @@ class RawEndsPath:
         return [arrived[c] - t for c, t in self._sent.items() if c in arrived]
 
     def sockets(self) -> dict[str, int | None]:
-        return {f"{self.name} device": nodelay_of(self.device.socket()), "centre": nodelay_of(self.centre.socket())}
+        return {
+            f"{self.name}: device": nodelay_of(self.device.socket()),
+            "centre": nodelay_of(self.centre.socket()),
+        }
 
     def threads(self) -> dict[str, int | None]:
         return {
@@ -402,7 +408,7 @@ class VtlabPath:
         self.costs = Costs()
         self._entry = 0
         self.tracker = TimedTracker(self.evidence, self.arrivals, lambda: self._entry, self.costs)
-        self.centre_t = MqttTransport(MqttSettings(url, version="5"), name=f"centre-{CENTRE_VT}")
+        self.centre_t = MqttTransport(MqttSettings(url, version=MQTT["version"]), name=f"centre-{CENTRE_VT}")
         self.centre_t.connect()
         vtlab_handler = self.centre_t._on_message  # what MqttClient gave paho as on_message
 
@@ -414,7 +420,7 @@ class VtlabPath:
         link = WireJsonCentreLink(self.centre_t, lab_topic, CENTRE_VT)
         self.probe = ResponseCentreProbe("centre", CENTRE_VT, link, self.tracker)
         self.probe.start()
-        self.device_t = MqttTransport(MqttSettings(url, version="5"), name=f"device-{DEV_VT}")
+        self.device_t = MqttTransport(MqttSettings(url, version=MQTT["version"]), name=f"device-{DEV_VT}")
         self.device_t.connect()
         self.device = SimulatedDevice(
             DEV_VT, SAFETY_ALARM, USER_VT, WireJsonDeviceLink(self.device_t, lab_topic, DEV_VT)
@@ -456,7 +462,7 @@ class VtlabPath:
 
     def sockets(self) -> dict[str, int | None]:
         return {
-            "vtlab device (MqttClient)": nodelay_of(self.device_t._client.socket()),
+            "vtlab: device link (MqttClient)": nodelay_of(self.device_t._client.socket()),
             "centre probe (MqttClient)": nodelay_of(self.centre_t._client.socket()),
         }
 
@@ -780,7 +786,8 @@ def main(argv: list[str] | None = None) -> int:
             out = subprocess.run([exe, "-h"], capture_output=True, text=True, check=False).stdout
             name = out.splitlines()[0] if out else "mosquitto"
         else:
-            name = f"amqtt {version('amqtt')} in its own process (mosquitto is not installed)"
+            name = f"amqtt {version('amqtt')} in its own process (mosquitto is not installed; MQTT 3.1.1)"
+            MQTT["version"] = "3.1.1"
         nodelay_conf = next((ln for ln in conf_lines if "nodelay" in ln), "(none)")
         print(f"broker:  {name} at {broker.url}, started by this run for all paths; its config: {nodelay_conf}")
         lab: LabProcess | None = None
@@ -796,7 +803,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             lab = LabProcess(
                 LabConfig(
-                    broker=BrokerSettings(external_url=broker.url, mqtt_version="5"),
+                    broker=BrokerSettings(external_url=broker.url, mqtt_version=MQTT["version"]),
                     site=LAB_SITE,
                     devices={DEV_VT: DeviceSettings(user=USER_VT), DEV_RAW: DeviceSettings(user=USER_RAW)},
                     routing={USER_VT: CENTRE_VT, USER_RAW: CENTRE_RAW},
@@ -810,8 +817,8 @@ def main(argv: list[str] | None = None) -> int:
             sockets = {k: v for p in paths.values() for k, v in p.sockets().items()}
             print(
                 "TCP_NODELAY (getsockopt): "
-                + ", ".join(f"{k} {v}" for k, v in sockets.items())
-                + f", raw relay {relay.ready.get('tcp_nodelay')}"
+                + "; ".join(f"{k} {v}" for k, v in sockets.items())
+                + f"; raw relay process {relay.ready.get('tcp_nodelay')}"
             )
             print(f"vtlab modules the raw relay imported: {len(relay.ready.get('vtlab_modules', []))}")
             fields = event_fields("a1b2c3d4-s1-00000-000001", 1)
@@ -820,7 +827,8 @@ def main(argv: list[str] | None = None) -> int:
                 RoutedAlarm(**{k: v for k, v in fields.items() if k != "v"}, centre=CENTRE_RAW, routed=fields["sent"])
             )
             print(
-                f"payload: device event {len(body)} B on every path; the raw relay forwards it unchanged, the lab"
+                f"MQTT {MQTT['version']}, QoS 1; payload: device event {len(body)} B on every path;"
+                f" the raw relay forwards it unchanged, the lab"
                 f" publishes a routed alarm of {len(routed)} B"
             )
             pids = {"broker": broker.process.pid}
