@@ -360,7 +360,7 @@ class RawEndsPath:
     def sockets(self) -> dict[str, int | None]:
         return {
             f"{self.name}: device": nodelay_of(self.device.socket()),
-            "centre": nodelay_of(self.centre.socket()),
+            f"{self.name}: centre": nodelay_of(self.centre.socket()),
         }
 
     def threads(self) -> dict[str, int | None]:
@@ -463,7 +463,7 @@ class VtlabPath:
     def sockets(self) -> dict[str, int | None]:
         return {
             "vtlab: device link (MqttClient)": nodelay_of(self.device_t._client.socket()),
-            "centre probe (MqttClient)": nodelay_of(self.centre_t._client.socket()),
+            "vtlab: centre probe (MqttClient)": nodelay_of(self.centre_t._client.socket()),
         }
 
     def threads(self) -> dict[str, int | None]:
