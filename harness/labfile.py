@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from harness.errors import InputError
+from harness.links.ble import BleDeviceSettings
+from harness.links.serial import SerialDeviceSettings
 from harness.units import parse_duration
 from harness.yamlfile import SourceFile, load_yaml
 
@@ -191,6 +193,7 @@ class Probe(_Model):
     via: str = Field("mqtt", description="Transport the probe receives on (`vtlab steps` lists them)")
     dc09: Dc09Link | None = Field(None, description="with via: dc09: where the centre listens, its accounts")
     scaip: ScaipLink | None = Field(None, description="with via: scaip: where the centre listens, its devices")
+    serial: SerialDeviceSettings | None = Field(None, description="with via: serial: a receiver's printer port")
 
 
 class Device(_Model):
@@ -200,6 +203,9 @@ class Device(_Model):
     via: str = Field("mqtt", description="Transport the device speaks (`vtlab steps` lists them)")
     dc09: Dc09Link | None = Field(None, description="with via: dc09: its account, key and the receiver address")
     scaip: ScaipLink | None = Field(None, description="with via: scaip: its cid, did and the receiver address")
+    serial: SerialDeviceSettings | None = Field(
+        None, description="with via: serial: profile, mode (simulate|observe), port")
+    ble: BleDeviceSettings | None = Field(None, description="with via: ble: radio, address, report, profile, hold")
 
     @field_validator("heartbeat")
     @classmethod

@@ -16,6 +16,9 @@ def plugin_manager() -> pluggy.PluginManager:
     pm = pluggy.PluginManager("vtlab")
     pm.add_hookspecs(hookspecs.VtlabSpec)
     from devices import builtin as builtin_devices
+    from devices import catalog as device_catalog
+    from harness.links import device_transports
+    from harness.scenario import device_steps
     from harness.scenario import security as security_steps
     from harness.scenario import steps as builtin_steps
     from harness.transports import builtin as builtin_transports
@@ -24,5 +27,8 @@ def plugin_manager() -> pluggy.PluginManager:
     pm.register(security_steps, name="vtlab.security")
     pm.register(builtin_devices, name="vtlab.devices")
     pm.register(builtin_transports, name="vtlab.transports")
+    pm.register(device_catalog, name="vtlab.device_catalog")
+    pm.register(device_transports, name="vtlab.device_links")
+    pm.register(device_steps, name="vtlab.device_steps")
     pm.load_setuptools_entrypoints("vtlab")
     return pm

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Protocol
 
 
@@ -32,6 +33,8 @@ class Outgoing:
     priority: int = 1
     seq: int = 0
     battery: int = 100
+    readings: Mapping[str, tuple[Decimal, str]] | None = None  # measured values with their units (meters)
+    measured: str | None = None  # the meter's own time stamp of the readings
 
 
 @dataclass(frozen=True, slots=True)

@@ -141,6 +141,10 @@ class TestBed:
             probe = f"device:{device_id}"
             dev.listen_for_acks(lambda got: self.tracker.on_incoming(probe, "device_ack", got),
                                 lambda bad: self.tracker.on_refused(probe, bad))
+            on_event = getattr(link, "on_event", None)  # a real device vtlab observes reports its own events
+            if on_event is not None:
+                on_event(lambda got: self.tracker.on_incoming(probe, "device_event", got),
+                         lambda bad: self.tracker.on_refused(probe, bad))
             self._devices[device_id] = dev
         return self._devices[device_id]
 

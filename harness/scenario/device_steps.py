@@ -321,8 +321,7 @@ async def observe_event(it: Iteration, step: StepPlan) -> None:
         it.record(step, "timeout", f"{device_id} reported no {spec.event} within {args.within}")
         it.stop(f"{device_id} reported no {spec.event}")
         return
-    it.bed.tracker.on_incoming(f"device:{device_id}", "device_event", got)
-    cid = it.run.new_cid(it.index)
+    cid = it.run.new_cid(it.index)  # the frame itself went to the evidence through the test bed (on_event)
     seq = it.bed.next_seq(device_id)
     evidence = got.evidence if isinstance(got.evidence, Mapping) else dict(got.fields)
     it.bed.evidence.stimulus(

@@ -42,12 +42,16 @@ def external_with_pki(folder: Path) -> dict[str, object]:
     tls = data["mqtt"]["tls"]  # type: ignore[index]
     tls.update(ca=str(pki.ca_cert), cert=str(pki.clients["vtlab"].cert), key=str(pki.clients["vtlab"].key))
     tls.pop("key_password_env")
+    pub = folder / "vkp-client.pub.pem"
+    pub.write_bytes(pki.clients["vtlab"].cert.read_bytes())
+    data["probes"]["journal"]["epj"]["clients"] = {"leverandor-vkp": str(pub)}  # type: ignore[index]
     return data
 
 
 def test_the_external_example_loads_once_its_certificates_and_password_exist(tmp_path: Path,
                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VTLAB_BROKER_PASSWORD", "secret")
+    monkeypatch.setenv("VTLAB_DC09_KEY", "0123456789abcdef")
     lab = load_lab(write(tmp_path, external_with_pki(tmp_path)))
     assert lab.spec.platform.kind == "external" and lab.spec.mqtt.url.startswith("mqtts://")
     assert lab.topic("centre_alarm", centre="rs-vest") == "alarm/kommune/centres/rs-vest/alarms"
