@@ -44,13 +44,14 @@ from locust.runners import MasterRunner, WorkerRunner
 from harness.clock import utc_text
 from harness.errors import TargetError
 from harness.load import hist
-from harness.load.client import FleetClient, GreenMqttClient
+from harness.load.client import FleetClient
 from harness.load.fleet import Job
 from harness.load.greenio import patch_paho_for_gevent
 from harness.load.shapes import heartbeat_times
 from harness.protocols.base import ProtocolError
 from harness.protocols.wire_json import CentreAck, DeviceAck, DeviceEvent, Heartbeat, RoutedAlarm, decode, encode
 from harness.transports.base import Message
+from harness.transports.mqtt import MqttClient
 
 patch_paho_for_gevent()  # thousands of paho connections per process (see harness.load.greenio)
 
@@ -127,8 +128,8 @@ class Node:
         self.counts: Counter[str] = Counter()
         self._arrival_no = 0
         self._slots: Iterator[int] | None = None
-        self.probes: list[GreenMqttClient] = []
-        self.probe_of: dict[str, GreenMqttClient] = {}  # centre -> its probe's connection (for acknowledgements)
+        self.probes: list[MqttClient] = []
+        self.probe_of: dict[str, MqttClient] = {}  # centre -> its probe's connection (for acknowledgements)
         self.cpu_samples: list[float] = []  # fraction of one core, per second, while sending
         self.loop_lag_max_ns = 0
         self.storm_last_ns: int | None = None
@@ -161,7 +162,7 @@ class Node:
     # --- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
         for centre, probe in self.job.centres.items():
-            client = GreenMqttClient(
+            client = MqttClient(
                 self.job.settings(f"centre-{centre}"),
                 f"probe-{probe}",
                 client_id=f"vtlab-load-{probe}-{os.getpid()}",

@@ -139,6 +139,15 @@ def is_load_scenario(data: Any) -> bool:
     return isinstance(data, dict) and "load" in data
 
 
+def is_load_scenario_file(path: Path) -> bool:
+    """For the functional collector: does this YAML file hold a load scenario (top-level `load:`)? A file
+    that cannot be read or parsed is not one (the functional loader then reports what is wrong with it)."""
+    try:
+        return is_load_scenario(load_yaml(path, "scenario").data)
+    except Exception:
+        return False
+
+
 @dataclass(slots=True)
 class LoadPlan:
     """A load scenario resolved against the contract: its schedule and criteria."""
