@@ -1,6 +1,9 @@
 """Alarm path latency: vtlab's path against a raw paho relay over the same two broker hops, one broker, one run.
 
-    .venv/bin/python benchmarks/alarm_path_latency.py [--rounds 5] [--max-seconds 110]
+    .venv/bin/python benchmarks/alarm_path_latency.py [--rounds 5] [--count-100 250] [--count-1000 1000]
+        [--count-serial 300] [--max-seconds 110]
+
+About 60 s with the defaults; loopback only; exits 0.
 
 Three paths, each device -> broker -> relay process -> broker -> centre, on one broker started by this run:
 
@@ -14,10 +17,11 @@ Three paths, each device -> broker -> relay process -> broker -> centre, on one 
   asyncio loop and every stimulus recorded, as a run does. Against "lab, raw ends", this isolates what
   vtlab's own ends cost (what it adds when it measures a supplier's platform).
 
-Every client on every path: MQTT 5, QoS 1, TCP_NODELAY on its socket (read back with getsockopt and
-printed), max_inflight 1000, paho's threaded loop. Raw latency: time.monotonic_ns() just before publish() ->
-the first line of the raw centre's on_message. vtlab latency: the stimulus's t_ns -> the arrival's t_ns,
-both read back from the evidence store (the stamps the judgement uses).
+Every client on every path: MQTT 5 (3.1.1 when mosquitto is absent and the broker is amqtt), QoS 1,
+TCP_NODELAY on its socket (read back with getsockopt and printed), max_inflight 1000, paho's threaded loop.
+Raw latency: time.monotonic_ns() just before publish() -> the first line of the raw centre's on_message.
+vtlab latency: the stimulus's t_ns -> the arrival's t_ns, both read back from the evidence store (the
+stamps the judgement uses).
 
 Loads: paced at 100/s and 1000/s on an absolute schedule, and one in flight (the next alarm is sent when
 the previous one arrived); rounds alternate the order of the paths. Percentiles are exact (sorted samples,
