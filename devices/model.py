@@ -36,12 +36,14 @@ class DeviceModel:
     heartbeat: bool = True
     scaip_dty: str = "0003"  # SCAIP device type: 0003 personal trigger, 0005 fall detector, 0011 pill dispenser ...
 
-    def event_for_code(self, code: str) -> EventSpec | None:
-        """The event this model reports with Contact ID `code` (what a receiving centre sees)."""
-        return next((e for e in self.events.values() if e.wire and e.code == code), None)
+    def event_for_code(self, code: str, qualifier: str = "1") -> EventSpec | None:
+        """The event this model reports with Contact ID `code` and qualifier (1 new, 3 restore): what a
+        receiving centre sees."""
+        return next((e for e in self.events.values() if e.wire and e.code == code and e.qualifier == qualifier),
+                    None)
 
-    def stc_for_code(self, code: str) -> str | None:
-        spec = self.event_for_code(code)
+    def stc_for_code(self, code: str, qualifier: str = "1") -> str | None:
+        spec = self.event_for_code(code, qualifier)
         return spec.scaip_stc if spec else None
 
     def code_for_stc(self, stc: str) -> str | None:

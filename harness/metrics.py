@@ -216,7 +216,7 @@ def compute(
     seen: dict[tuple[str, str], int] = defaultdict(int)
     for a in arrival_rows:
         cid = a["cid"]
-        if cid is None and by_key:
+        if cid not in stim and by_key:
             cid = by_key.get(_key_of(_payload(a)) or "")
         if cid in stim:
             seen[(a["kind"], cid)] += 1

@@ -37,7 +37,7 @@ class ScaipDeviceLink:
         self._refused: RefusedHandler | None = None
 
     def send(self, out: Outgoing) -> Sent:
-        stc = self.model.stc_for_code(out.code)
+        stc = self.model.stc_for_code(out.code, out.qualifier)
         zone = f"{self._zones.next(self.device_id):03d}"
         mrq = self._device.mrq(stc=stc, dty=self.model.scaip_dty, did=self.settings.did, dco=zone,
                                pri=min(out.priority, 9))

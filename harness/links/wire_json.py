@@ -21,7 +21,11 @@ def incoming(message: Message, kind: type[WireMessage]) -> Incoming | Refused:
     of that alarm (judged `altered` with the defect), never silently dropped."""
     try:
         fields = decode(message.payload, kind).to_json()
-        return Incoming(message.arrived_ns, fields, cid=str(fields["cid"]), evidence=fields, where=message.topic)
+        key = None
+        if fields.get("zone") and fields.get("device") and fields.get("code"):  # re-encoded from DC-09/SCAIP
+            key = f"{fields['device']}:{fields['code']}:{fields['zone']}"
+        return Incoming(message.arrived_ns, fields, cid=str(fields["cid"]), key=key,
+                        evidence={**fields, "_key": key} if key else fields, where=message.topic)
     except ProtocolError as exc:
         defect = exc.reason
     try:

@@ -149,9 +149,8 @@ async def expect_alarm(it: Iteration, step: StepPlan) -> None:
     probe, centre = _expected_probe(it, args, stim)
     wanted_event = args.event or stim.spec.expected_alarm
     if stim.spec.wire:
-        def predicate(a: Arrival) -> bool:  # by cid where the protocol carries it, else by the key (links)
-            return a.kind == "alarm" and (a.cid == stim.cid if a.cid is not None else
-                                          a.key is not None and a.key == stim.key)
+        def predicate(a: Arrival) -> bool:  # by cid where it survived the trip, else by the content key
+            return a.kind == "alarm" and (a.cid == stim.cid or (stim.key is not None and a.key == stim.key))
     else:
         def predicate(a: Arrival) -> bool:
             return (a.kind == "alarm" and a.field("device") == stim.device_id
@@ -166,7 +165,7 @@ async def expect_alarm(it: Iteration, step: StepPlan) -> None:
         it.stop(f"alarm {stim.cid} did not arrive within {args.within}")
         return
     outcome, detail = check(arrival)
-    if arrival.cid is None and stim.key is not None:
+    if arrival.cid != stim.cid and stim.key is not None:
         if it.run.keys_in_flight[stim.key] > 1:  # two alarms in flight look the same: never guess
             outcome = Outcome.AMBIGUOUS
             detail = f"arrival matches {it.run.keys_in_flight[stim.key]} alarms in flight (key {stim.key})"

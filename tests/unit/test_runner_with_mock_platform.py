@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from harness.contract import load_contract
 from harness.engine import run_and_judge
@@ -72,7 +73,12 @@ criteria:
 
 
 def centre_of(event: dict[str, object]) -> str:
-    return "rs-vest" if event["user"] in ("persona/ragnhild-87", "persona/odd-79") else "rs-ost"
+    """The centre the routing plan gives the event's user (fixtures/users/personas.yaml)."""
+    return str(_CENTRES[str(event["user"])])
+
+
+_CENTRES = {p["id"]: p["centre"] for p in yaml.safe_load(
+    (Path(__file__).parents[2] / "fixtures" / "users" / "personas.yaml").read_text(encoding="utf-8"))["personas"]}
 
 
 def test_a_well_behaved_platform_loses_nothing(suite: Suite, tmp_path: Path) -> None:
