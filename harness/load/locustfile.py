@@ -774,8 +774,9 @@ class Device(User):
         for t_rel, kind, k in heapq.merge(*streams):
             due = node.t0 + t_rel
             wait = due - time.monotonic_ns()
-            if wait > 0:
-                gevent.sleep(wait / NS)
+            # a device behind its schedule still yields: gevent is cooperative, and a backlog sent without
+            # yielding would starve every connection's network loop and the probe
+            gevent.sleep(wait / NS if wait > 0 else 0)
             if kind == 2:
                 hb_seq += 1
                 body = encode(Heartbeat(device=did, interval_s=hb_interval / NS, seq=hb_seq, sent=utc_text()))
