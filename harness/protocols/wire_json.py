@@ -9,10 +9,11 @@ decodes (the tracker then judges it misrouted); a payload that is not a JSON obj
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar, TypeVar
 
 from harness.protocols.base import ProtocolError
@@ -64,6 +65,11 @@ def _number(name: str, value: Any, *, required: bool) -> float | None:
     return float(value)
 
 
+@functools.cache
+def _field_names(kind: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(kind))
+
+
 @dataclass(frozen=True, slots=True)
 class WireMessage:
     """Base of the dialect's messages: `to_json` drops absent optional fields."""
@@ -72,7 +78,10 @@ class WireMessage:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"v": VERSION}
-        out.update({k: v for k, v in asdict(self).items() if v is not None})
+        for name in _field_names(type(self)):  # flat fields: no deep copy (dataclasses.asdict is 10x slower)
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
         return out
 
     def field(self, name: str) -> Any:
