@@ -217,6 +217,21 @@ class Device(_Model):
         return v
 
 
+class FhirApi(_Model):
+    """The platform's own FHIR API (for security checks, and for platforms that are read rather than push)."""
+
+    url: str = Field(description="FHIR base URL, e.g. https://platform.example/fhir")
+    ca: str | None = Field(None, description="CA file (PEM) of its server certificate, relative to the lab file")
+
+    @field_validator("url")
+    @classmethod
+    def _https(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise InputError(f"`{v}` is not an HTTP(S) URL", fix="write https://host[:port]/path")
+        return v
+
+
 class SystemUnderTest(_Model):
     """What is being accepted, as the report's cover names it."""
 
@@ -244,6 +259,7 @@ class LabFile(_Model):
     users: str = Field(description="YAML file of synthetic test users (personas), relative to the lab file")
     centres: dict[str, Centre]
     probes: dict[str, Probe]
+    fhir: FhirApi | None = Field(None, description="the platform's FHIR API, where it has one")
     devices: dict[str, Device]
 
     @field_validator("topics")

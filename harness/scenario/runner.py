@@ -130,6 +130,9 @@ class ScenarioRun:
         tracker.begin(self.plan.id, asyncio.get_running_loop())
         try:
             await self._iterations()
+            from harness.scenario.fuzz import stop_fuzzers
+
+            await stop_fuzzers(self)  # a background fuzzer ends with the steps, and records what it sent
             await self._drain()
         finally:
             tracker.end()
