@@ -78,8 +78,9 @@ class Dc09DeviceLink:
     async def _send(self, data: str, key: str) -> None:
         result: SendResult = await self._tx.send(ADM_CID, data)
         if result.reply is not None and result.replied_ns is not None and self._ack is not None:
+            path = "primary" if result.path is not None and result.path == self._tx.paths[0] else "backup"
             self._ack(Incoming(result.replied_ns, {"action": "received", "reply": result.reply.kind,
-                                                  "attempts": result.attempts, "naks": result.naks},
+                                                  "attempts": result.attempts, "naks": result.naks, "path": path},
                                key=key, evidence={"reply": result.reply.kind, "_key": key}, where="dc09"))
         elif result.reply is None and self._refused is not None:
             self._refused(Refused(now_ns(), data, f"no DC-09 reply: {result.error or 'timeout'}", "dc09"))

@@ -56,7 +56,8 @@ class ScaipDeviceLink:
             return
         if result.mrs is not None and result.mrs_ns is not None and self._ack is not None:
             mrs: Mrs = result.mrs
-            fields = {"action": "mrs", "ref": mrs.ref, "snu": int(mrs.snu), "sip_status": result.status}
+            fields = {"action": "mrs", "ref": mrs.ref, "snu": int(mrs.snu), "sip_status": result.status,
+                      "mre": int(mrs.mre) if mrs.mre is not None else None, "hbi": mrs.hbi}
             self._ack(Incoming(result.mrs_ns, fields, key=key, evidence={**fields, "_key": key}, where="scaip"))
 
     def heartbeat(self, seq: int, interval_s: float, sent_text: str) -> None:

@@ -344,6 +344,57 @@ def check_expect_ack(plan: ScenarioPlan, step: StepPlan) -> None:
                          fix="add `- acknowledge: {}` after the alarm is expected")
 
 
+# --- expect_receipt -------------------------------------------------------------------------------
+class ExpectReceiptArgs(_Args):
+    device: str = Field(description="Device name whose last alarm the platform must confirm receiving")
+    within: str = Field(description="How long to wait, counted from the stimulus, e.g. 10s")
+    snu: int | None = Field(None, ge=0, le=7, description="SCAIP: expected status number of the <mrs> (0 OK)")
+    mre: int | None = Field(None, ge=0, le=3, description="SCAIP: expected media reply (0 none, 1 duplex ...)")
+    path: Literal["primary", "backup"] | None = Field(
+        None, description="DC-09: the path that must have answered (backup: the device fell back to it)")
+    metric: str = Field("receipt_latency", pattern=METRIC_NAME, max_length=48,
+                        description="Name the latency is recorded under")
+
+    _within = field_validator("within")(_duration)
+
+
+async def expect_receipt(it: Iteration, step: StepPlan) -> None:
+    """Wait for the platform's receipt of the device's last alarm, in the device's protocol: the DC-09
+    receiver's ACK, the SCAIP <mrs>, or vtlab's JSON device ack with action `received`. Checks the SCAIP
+    status number and media reply, or the DC-09 path that answered, when the step names them."""
+    args: ExpectReceiptArgs = step.args
+    stim = it.stimuli[args.device]
+    probe = f"device:{stim.device_id}"
+    wanted = {k: v for k, v in (("snu", args.snu), ("mre", args.mre), ("path", args.path)) if v is not None}
+
+    def predicate(a: Arrival) -> bool:
+        return a.kind == "device_ack" and a.t_ns >= stim.t_ns and (
+            a.cid == stim.cid or (stim.key is not None and a.key == stim.key))
+
+    def check(a: Arrival) -> tuple[Outcome, str | None]:
+        wrong = [f"{k} {a.field(k)!r}, expected {v!r}" for k, v in wanted.items() if a.field(k) != v]
+        return (Outcome.ALTERED, "receipt with " + "; ".join(wrong)) if wrong else (Outcome.OK, None)
+
+    deadline = stim.t_ns + _ns(args.within)
+    arrival = await it.bed.tracker.expect(predicate, frozenset({probe}), (deadline - now_ns()) / 1e9)
+    if arrival is None:
+        it.run.pending.append(Pending(it.index, step.index, (args.metric,), (stim.t_ns,), stim, probe, predicate,
+                                      check))
+        it.record(step, "timeout", f"no receipt for {stim.cid} at {stim.device_id} within {args.within}")
+        return
+    outcome, detail = check(arrival)
+    it.match(step.index, args.metric, stim, outcome, arrival, arrival.t_ns - stim.t_ns, detail)
+    it.record(step, "ok" if outcome is Outcome.OK else "mismatch", detail)
+
+
+def check_expect_receipt(plan: ScenarioPlan, step: StepPlan) -> None:
+    args: ExpectReceiptArgs = step.args
+    plan.binding(args.device, step.place)
+    if not any(s.kind.name == "trigger" and s.args.device == args.device for s in plan.steps[: step.index]):
+        raise InputError(f"`expect_receipt` for `{args.device}` has no earlier `trigger` on that device",
+                         place=step.place, fix=f"add `- trigger: {{device: {args.device}, event: ...}}` before it")
+
+
 # --- heartbeats, waiting, notes --------------------------------------------------------------------
 class StartHeartbeatArgs(_Args):
     device: str = Field(description="Device name")
@@ -417,6 +468,8 @@ def vtlab_steps() -> list[StepKind]:
                  metrics=lambda a: [cast(ExpectAlarmArgs, a).metric]),
         StepKind("expect_record", ExpectRecordArgs, expect_record, check_expect_record,
                  metrics=lambda a: [cast(ExpectRecordArgs, a).metric]),
+        StepKind("expect_receipt", ExpectReceiptArgs, expect_receipt, check_expect_receipt,
+                 metrics=lambda a: [cast(ExpectReceiptArgs, a).metric]),
         StepKind("acknowledge", AcknowledgeArgs, acknowledge, check_acknowledge),
         StepKind("expect_ack", ExpectAckArgs, expect_ack, check_expect_ack,
                  metrics=lambda a: ["ack_latency", "ack_roundtrip"]),

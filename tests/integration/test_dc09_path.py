@@ -91,14 +91,17 @@ class MockPlatform:
 
 
 def run(tmp_path: Path, *, drop: set[str], dup: set[str], zones: int = 999, delay_s: float = 0.0,
-        scenario: str = SCENARIO) -> ScenarioMetrics:
+        scenario: str = SCENARIO, primary_dead: bool = False) -> ScenarioMetrics:
     centre_port = free_port()
     platform = MockPlatform(centre_port, drop=drop, dup=dup, delay_s=delay_s)
     try:
         path = memory_lab(tmp_path / "lab", kind="external")
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        data["devices"]["sa-ragnhild"].update(via="dc09", dc09={"account": "1234", "to": f"127.0.0.1:{platform.port}",
-                                                                "zones": zones})
+        to = f"127.0.0.1:{free_port()}" if primary_dead else f"127.0.0.1:{platform.port}"
+        dc09 = {"account": "1234", "to": to, "zones": zones, "timeout": "300ms"}
+        if primary_dead:
+            dc09["backup"] = f"127.0.0.1:{platform.port}"
+        data["devices"]["sa-ragnhild"].update(via="dc09", dc09=dc09)
         data["probes"]["response_centre"].update(via="dc09", dc09={"listen": f"127.0.0.1:{centre_port}",
                                                                    "accounts": {"9876": "sa-ragnhild"}})
         path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
@@ -142,3 +145,12 @@ def test_alarms_in_flight_that_look_the_same_are_ambiguous_not_guessed(tmp_path:
             scenario=SCENARIO.replace("repeat: 30", "repeat: 8").replace("pace: 20/s", "pace: 50/s"))
     assert m.counts["ambiguous"] >= 1
     assert m.counts["ambiguous"] + m.latencies["alarm_latency"].arrived <= 8
+
+
+def test_a_device_whose_primary_path_is_dead_falls_back_to_its_backup_path(tmp_path: Path) -> None:
+    text = SCENARIO.replace("repeat: 30", "repeat: 4").replace(
+        "  - expect_alarm: {from: knapp, within: 2s}",
+        "  - expect_alarm: {from: knapp, within: 5s}\n  - expect_receipt: {device: knapp, within: 5s, path: backup}")
+    m = run(tmp_path, drop=set(), dup=set(), scenario=text, primary_dead=True)
+    assert m.counts["lost"] == 0 and m.latencies["alarm_latency"].arrived == 4
+    assert m.latencies["receipt_latency"].arrived == 4 and m.counts["altered"] == 0, m.problem_details

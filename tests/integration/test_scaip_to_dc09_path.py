@@ -42,6 +42,7 @@ drain: 1s
 steps:
   - trigger: {device: knapp, event: button_press}
   - expect_alarm: {from: knapp, within: 3s}
+  - expect_receipt: {device: knapp, within: 3s, snu: 0}
 criteria:
   - {metric: alarm_latency, p99: "<= 30s", requirement: TA-1.1}
   - {metric: lost, count: "== 0", requirement: TA-1.4}
@@ -112,6 +113,7 @@ def test_scaip_alarms_re_encoded_as_dc09_arrive_correlated_and_the_device_gets_i
     assert m.counts["lost"] == 0 and m.counts["misrouted"] == 0 and m.counts["altered"] == 0, m.problem_details
     assert m.latencies["alarm_latency"].arrived == 25
     assert receipts == 25  # every <mrq> got its <mrs> back at the device
+    assert m.latencies["receipt_latency"].arrived == 25 and m.counts["altered"] == 0  # with snu 0
 
 
 def test_alarms_the_platform_drops_on_the_way_to_dc09_are_lost_by_content_correlation(tmp_path: Path) -> None:
