@@ -46,5 +46,17 @@ class DeviceModel:
         spec = self.event_for_code(code, qualifier)
         return spec.scaip_stc if spec else None
 
+    def event_name(self, code: str, qualifier: str = "1") -> str | None:
+        """vtlab's name for what a centre received with Contact ID `code`: the device's own event, or the
+        alarm the platform raises for it (356 loss of supervision -> supervision_failure, restore ->
+        supervision_restored)."""
+        spec = self.event_for_code(code, qualifier)
+        if spec is not None:
+            return spec.event
+        raised = next((e.raises for e in self.events.values() if not e.wire and e.code == code and e.raises), None)
+        if raised is not None and qualifier == "3":
+            return raised.replace("_failure", "_restored")
+        return raised
+
     def code_for_stc(self, stc: str) -> str | None:
         return next((e.code for e in self.events.values() if e.wire and e.scaip_stc == stc), None)

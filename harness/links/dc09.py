@@ -143,6 +143,11 @@ class Dc09CentreLink:
         if device is not None:
             fields["device"] = device
             fields["user"] = self._lab.spec.devices[device].user
+            from harness.scenario.registry import device_models
+
+            model = device_models().get(self._lab.spec.devices[device].model)
+            if model is not None:
+                fields["event"] = model.event_name(content.code, str(content.qualifier))
         key = key_of(device or f"account {account}", content.code, content.zone)
         self._handler(Incoming(arrived_ns, fields, key=key, evidence={**fields, "_key": key},
                                where=f"dc09 {peer[0]}:{peer[1]}", carries=CARRIED))
