@@ -490,8 +490,28 @@ def load_yaml(path: Path, what: str) -> SourceFile:
     return SourceFile(path=path, text=text, data=data, lines=builder.lines)
 
 
+def _misspelled(errors: list[Any]) -> Any | None:
+    """An unknown key beside a missing one it resembles (`titel:` for `title:`): report the typo, not the
+    absence, so the message points at the line the tester got wrong."""
+    import difflib
+
+    missing = {tuple(e["loc"][:-1]): str(e["loc"][-1]) for e in errors if e["type"] == "missing" and e["loc"]}
+    for e in errors:
+        if e["type"] == "extra_forbidden" and e["loc"]:
+            wanted = missing.get(tuple(e["loc"][:-1]))
+            if wanted and difflib.get_close_matches(str(e["loc"][-1]), [wanted], n=1, cutoff=0.6):
+                return {**e, "did_you_mean": wanted}
+    return None
+
+
 def validation_error(src: SourceFile, exc: ValidationError, prefix: Loc = ()) -> InputError:
-    err = exc.errors(include_url=False)[0]
+    errors = exc.errors(include_url=False)
+    typo = _misspelled(errors)
+    if typo is not None:
+        loc_t: Loc = (*prefix, *(part for part in typo["loc"] if not _is_union_tag(part)))
+        return InputError(f"unknown key `{visible(str(loc_t[-1]))}`", place=src.place(*loc_t),
+                          fix=f"did you mean `{typo['did_you_mean']}`?")
+    err = errors[0]
     loc: Loc = (*prefix, *(part for part in err["loc"] if not _is_union_tag(part)))
     where = visible(".".join(str(p) for p in loc)) or "(top level)"
     kind = err["type"]

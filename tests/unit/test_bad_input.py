@@ -168,3 +168,12 @@ def test_a_metric_name_that_could_become_a_path_is_refused_at_load(suite: Suite,
         "metric: alarm_latency", f"metric: {name!r}")
     err = error_for(suite, text)
     assert err.place is not None and err.place.line == 8, err
+
+
+@pytest.mark.parametrize("typo,right,line", [("titel", "title", 1), ("coverz", "covers", 2), ("stepps", "steps", 6),
+                                             ("criterias", "criteria", 9)])
+def test_a_misspelled_key_is_reported_as_a_typo_at_its_line_not_as_a_missing_key(
+        suite: Suite, typo: str, right: str, line: int) -> None:
+    err = error_for(suite, GOOD.replace(f"\n{right}:", f"\n{typo}:"))
+    assert err.problem == f"unknown key `{typo}`" and f"did you mean `{right}`" in (err.fix or "")
+    assert err.place is not None and err.place.line == line
