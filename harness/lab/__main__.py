@@ -1,7 +1,8 @@
 """`python -m harness.lab --config FILE.json`: run the reference lab until SIGTERM/SIGINT.
 
 Prints one JSON line when ready: {"ready": true, "broker": URL, "broker_kind": ..., "mqtt_version": ...,
-"access_control": ..., "pid": N, "broker_pid": M, "ingress": {"dc09": "HOST:PORT", "scaip": "HOST:PORT"}}
+"access_control": ..., "pid": N, "broker_pid": M,
+"client_ids_bound": true|false (another identity cannot take a session over), "ingress": {"dc09": "HOST:PORT", "scaip": "HOST:PORT"}}
 (ingress: where devices send over DC-09 and SCAIP, TCP and UDP on each port; only those that are on),
 or {"ready": false, "error": "..."} and exits 2. Later
 stdout lines are JSON events (e.g. {"event": "faults", "spec": ..., "id": ...}) for the process that
@@ -105,6 +106,9 @@ def _run(config_path: Path, stop: threading.Event, exit_on_stdin_eof: bool) -> i
                 access=access,
                 retain=False,
                 max_packet_bytes=config.limits.max_packet_bytes,
+                tls_version=None if config.broker.tls_min_version == "1.2" else config.broker.tls_min_version,
+                ciphers=config.broker.ciphers,
+                bind_client_ids=config.broker.bind_client_ids,
             )
             url, kind = broker.url, broker.kind
             if kind == "amqtt" and config.broker.mqtt_version == "5":
@@ -123,6 +127,7 @@ def _run(config_path: Path, stop: threading.Event, exit_on_stdin_eof: bool) -> i
                 "access_control": broker.access_control if broker is not None else "external",
                 "pid": os.getpid(),
                 "broker_pid": broker.process.pid if broker is not None else None,
+                "client_ids_bound": broker.client_ids_bound if broker is not None else None,
                 "ingress": router.ingress,
             }
         )

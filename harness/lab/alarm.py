@@ -11,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from harness.protocols.wire_json import RoutedAlarm
+import json
 
-Ingress = Literal["mqtt", "dc09", "scaip", "lab"]
+from harness.protocols.wire_json import RoutedAlarm, encode
+
+Ingress = Literal["mqtt", "dc09", "scaip", "lab", "gateway"]
 
 
 def alarm_key(device: str, code: str, zone: str) -> str:
@@ -48,6 +50,10 @@ class LabAlarm:
     sent: str | None = None
     ref: str | None = None
     """The SCAIP device's `ref` (SCAIP ingress only)."""
+    readings: dict[str, dict[str, str]] | None = None
+    """A meter's readings as the gateway read them: {name: {value, unit}} (exact decimal text)."""
+    measured: str | None = None
+    """The meter's own time stamp of the readings."""
 
     @property
     def key(self) -> str | None:
@@ -70,6 +76,19 @@ class LabAlarm:
         if self.ref is not None:
             out["ref"] = self.ref
         return out
+
+    def routed_bytes(self, routed_text: str) -> bytes:
+        """The routed alarm as JSON bytes, with `readings` and `measured` when a meter sent them
+        (harness/links/gateway.py: the fields a gateway adds and a platform keeps)."""
+        body = encode(self.routed(routed_text))
+        if self.readings is None and self.measured is None:
+            return body
+        data = json.loads(body)
+        if self.readings is not None:
+            data["readings"] = self.readings
+        if self.measured is not None:
+            data["measured"] = self.measured
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
     def routed(self, routed_text: str) -> RoutedAlarm:
         """The alarm as an MQTT centre receives it (wire_json)."""

@@ -201,6 +201,8 @@ class RunningBroker:
     started_in_s: float
     access_control: str = "none"
     """How access rules are enforced: `dynsec` (mosquitto plugin), `acl_file` (mosquitto), `amqtt-acl`, `none`."""
+    client_ids_bound: bool = False
+    """The client id is the certificate's CN (use_username_as_clientid): no session takeover by another identity."""
 
     @property
     def host(self) -> str:
@@ -294,6 +296,15 @@ def _mosquitto_conf(
         ]
         if tls.require_certificate:
             lines.append("use_identity_as_username true")
+            if opts.bind_client_ids:
+                lines.append("use_username_as_clientid true")  # the certificate's CN is the client id
+        if opts.tls_version is not None:
+            lines.append(f"tls_version tlsv{opts.tls_version}")
+        ciphers = opts.ciphers
+        if ciphers is None and opts.tls_version in ("1", "1.1"):
+            ciphers = "DEFAULT:@SECLEVEL=0"  # OpenSSL 3 refuses TLS < 1.2 above security level 0
+        if ciphers is not None:
+            lines.append(f"ciphers {ciphers}")
     if users:
         pw = workdir / "passwd"
         pw.write_text("")
@@ -340,6 +351,9 @@ class _Options:
     dynsec: str | None = None
     retain: bool = True
     max_packet_bytes: int | None = None
+    tls_version: str | None = None
+    ciphers: str | None = None
+    bind_client_ids: bool = False
 
 
 def start_broker(
@@ -353,6 +367,9 @@ def start_broker(
     access: Sequence[AccessRule] | None = None,
     retain: bool = True,
     max_packet_bytes: int | None = None,
+    tls_version: Literal["1.1", "1.2", "1.3"] | None = None,
+    ciphers: str | None = None,
+    bind_client_ids: bool = False,
 ) -> RunningBroker:
     """Start a broker on a free 127.0.0.1 port and return once it accepts connections.
 
@@ -365,6 +382,11 @@ def start_broker(
     PUBACK 0x87). retain=False: the broker keeps no retained messages (mosquitto refuses them with
     0x9A and disconnects; amqtt forgets them). max_packet_bytes: mosquitto refuses bigger packets.
     amqtt supports no users or acl text.
+    tls_version: the oldest TLS version accepted (mosquitto `tls_version`; 1.1 lowers OpenSSL's security
+    level to 0 unless `ciphers` says otherwise). ciphers: mosquitto's `ciphers` (TLS <= 1.2).
+    bind_client_ids: with client certificates, the client id is the certificate's CN
+    (`use_username_as_clientid`): another identity cannot take a session over (mosquitto only; amqtt
+    ignores it and RunningBroker.client_ids_bound says so).
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -396,11 +418,22 @@ def start_broker(
         )
     if access is not None and acl is not None:
         raise InputError("give either acl text or access rules, not both", place="broker")
+    if chosen == "amqtt" and (tls_version is not None or ciphers is not None):
+        raise InputError(
+            "the amqtt broker here takes no TLS version or cipher settings",
+            place="broker.kind",
+            fix="use kind mosquitto for tls_min_version and ciphers",
+        )
+    if any(c in (ciphers or "") for c in " \n\r\t\x00#"):
+        raise InputError("the cipher list holds a space, line break or #", place="broker.ciphers")
     opts = _Options(
         access=list(access) if access is not None else None,
         dynsec=find_dynsec() if access is not None and chosen == "mosquitto" else None,
         retain=retain,
         max_packet_bytes=max_packet_bytes,
+        tls_version=tls_version,
+        ciphers=ciphers,
+        bind_client_ids=bind_client_ids and tls is not None and tls.require_certificate,
     )
     last_error: TargetError | None = None
     for _attempt in range(3):  # a free port can be taken between probing and binding: retry
@@ -471,7 +504,8 @@ def _start_once(
         )
     with _LIVE_LOCK:
         _LIVE.add(proc)
-    broker = RunningBroker(chosen, port, tls is not None, proc, log_path, 0.0, access_control)
+    bound = chosen == "mosquitto" and opts.bind_client_ids
+    broker = RunningBroker(chosen, port, tls is not None, proc, log_path, 0.0, access_control, bound)
     marker = b" running" if chosen == "mosquitto" else b"amqtt broker listening"
     if not _wait_ready(proc, port, time.monotonic() + ready_timeout_s, log_path, marker):
         broker.stop()

@@ -25,6 +25,7 @@ __all__ = [
     "CentreDelivery",
     "DeviceSettings",
     "EpjTarget",
+    "GatewayDevice",
     "IngressSettings",
     "LabConfig",
     "Limits",
@@ -93,6 +94,27 @@ class BrokerSettings(_Model):
         default=True,
         description="with client certificates: give every identity only its own topics (broker ACL)",
     )
+    tls_min_version: Literal["1.1", "1.2", "1.3"] = Field(
+        default="1.2", description="oldest TLS version the lab's broker accepts (1.1: the insecure profile)"
+    )
+    ciphers: str | None = Field(
+        default=None,
+        description="OpenSSL cipher list for TLS <= 1.2 (None: mosquitto's default; the insecure profile "
+        "offers `ALL:eNULL:@SECLEVEL=0`)",
+    )
+    bind_client_ids: bool = Field(
+        default=True,
+        description="with client certificates: the client id is the certificate's CN (mosquitto "
+        "use_username_as_clientid), so no identity can take over another's session; each identity then "
+        "holds one connection at a time",
+    )
+
+    @field_validator("ciphers")
+    @classmethod
+    def _ciphers(cls, v: str | None) -> str | None:
+        if v is not None and (not v or any(c in v for c in " \n\r\t\x00#")):
+            raise ValueError("write an OpenSSL cipher list without spaces, e.g. ALL:eNULL:@SECLEVEL=0")
+        return v
 
     @field_validator("external_url")
     @classmethod
@@ -146,6 +168,33 @@ class ScaipIdentity(_Model):
     dty: str = Field(default="0003", pattern=r"^[0-9]{1,4}$", description="device type (0003 personal trigger)")
 
 
+class GatewayDevice(_Model):
+    """How the lab, in its gateway role (a home hub or tablet), reads a device: a serial line with a profile
+    (`serial`: the pty path of a simulated device, /dev/ttyUSB0, rfc2217://, socket://) or BLE (`ble_hci`:
+    a Bumble transport spec of the controller the lab's central uses, e.g. tcp-client:127.0.0.1:PORT
+    bridged onto vtlab's emulated air; `ble_address`: the peripheral; `ble_role`: a meter read over GATT
+    or an alarm button heard by its advertisements)."""
+
+    model: str = Field(min_length=1, max_length=64, description="device model (devices/catalog.py)")
+    serial: str | None = None
+    profile: str | None = Field(default=None, description="serial profile name or file")
+    baudrate: int = Field(default=9600, gt=0)
+    frame_timeout_s: float = Field(default=0.5, gt=0)
+    ble_hci: str | None = None
+    ble_address: str | None = Field(default=None, pattern=r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
+    ble_role: Literal["meter", "advertiser"] = "meter"
+
+    @model_validator(mode="after")
+    def _one_link(self) -> GatewayDevice:
+        if (self.serial is None) == (self.ble_hci is None):
+            raise ValueError("a gateway device has either `serial` (with `profile`) or `ble_hci` (with `ble_address`)")
+        if self.serial is not None and not self.profile:
+            raise ValueError("a serial gateway device needs `profile`")
+        if self.ble_hci is not None and not self.ble_address:
+            raise ValueError("a BLE gateway device needs `ble_address`")
+        return self
+
+
 class DeviceSettings(_Model):
     user: str | None = None
     centre: str | None = None
@@ -155,6 +204,12 @@ class DeviceSettings(_Model):
     )
     dc09_key_file: Path | None = Field(default=None, description="file holding the device's AES key (16/24/32 chars)")
     scaip: ScaipIdentity | None = None
+    dc09_require_encryption: bool | None = Field(
+        default=None, description="per account: refuse plaintext (None: ingress.dc09_require_encryption)"
+    )
+    gateway: GatewayDevice | None = Field(
+        default=None, description="the lab reads this device as its home gateway (serial line or BLE)"
+    )
 
 
 class StcRule(_Model):
@@ -283,16 +338,37 @@ class CentreDelivery(_Model):
 
 
 class IngressSettings(_Model):
-    """The lab's DC-09 and SCAIP receivers (TCP and UDP on one port each). `None`: on when a device uses it."""
+    """The lab's DC-09 and SCAIP receivers (TCP and UDP on one port each). `None`: on when a device uses it.
+
+    Security switches (the lab file's `platform.profile`): `dc09_require_encryption` (an account with a key
+    refuses plaintext with DUH), `dc09_window_s` (None: no timestamp window, a replay is ACKed),
+    `scaip_tls` (a SIP-over-TLS listener with the lab's server certificate) and `scaip_plain` (the plain
+    UDP/TCP listeners; secure with TLS: off)."""
 
     host: str = "127.0.0.1"
     dc09: bool | None = None
     dc09_port: int = Field(default=0, ge=0, lt=65536)
     scaip: bool | None = None
     scaip_port: int = Field(default=0, ge=0, lt=65536)
-    dc09_window_s: tuple[float, float] = Field(
-        default=(40.0, 20.0), description="DC-09 timestamp window: seconds behind, ahead of the lab's clock"
+    dc09_window_s: tuple[float, float] | None = Field(
+        default=(40.0, 20.0),
+        description="DC-09 timestamp window: seconds behind, ahead of the lab's clock (None: any timestamp)",
     )
+    dc09_require_encryption: bool = Field(
+        default=True, description="an account with a key refuses unencrypted messages (DUH)"
+    )
+    scaip_plain: bool = Field(default=True, description="SCAIP over plain UDP and TCP")
+    scaip_tls: bool = Field(default=False, description="SCAIP over SIP/TLS (needs tls_cert and tls_key)")
+    scaip_tls_port: int = Field(default=0, ge=0, lt=65536)
+    tls_cert: Path | None = Field(default=None, description="server certificate (PEM) of the SCAIP TLS listener")
+    tls_key: Path | None = None
+    tls_ca: Path | None = Field(default=None, description="CA of device certificates (given: devices must present one)")
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> IngressSettings:
+        if self.scaip_tls and (self.tls_cert is None or self.tls_key is None):
+            raise ValueError("scaip_tls needs tls_cert and tls_key")
+        return self
 
 
 class EpjTarget(_Model):
@@ -330,6 +406,11 @@ class EpjTarget(_Model):
     push_low_battery: bool = True
     push_supervision: bool = True
     push_doses: bool = True
+    send_token: bool = Field(
+        default=True,
+        description="the lab (the platform side) pushes with a HelseID token; off, it pushes without one and "
+        "the patient-record probe, which always requires one, refuses every push (401)",
+    )
 
     @field_validator("base_url", "token_url")
     @classmethod
@@ -403,6 +484,11 @@ class LabConfig(_Model):
     epj: EpjTarget | None = None
     supervision: SupervisionSettings = SupervisionSettings()
     limits: Limits = Limits()
+    validate_messages: bool = Field(
+        default=True,
+        description="refuse an event whose payload device is not its topic's device and an ack from a centre "
+        "for an alarm routed to another (off: pass them through, as a careless platform does)",
+    )
     faults: str = ""
     ledger: Path | None = None
     log: Path | None = None

@@ -111,7 +111,11 @@ class EpjPusher:
         started = time.monotonic_ns()
         try:
             result = push_bundle(
-                self.target.fhir_url, bundle, self._tokens, self.target.ca, timeout_s=self.target.timeout_s
+                self.target.fhir_url,
+                bundle,
+                self._tokens if self.target.send_token else None,
+                self.target.ca,
+                timeout_s=self.target.timeout_s,
             )
         except TokenError as exc:
             self._write("epj_failed", **line, status=exc.status, reason=f"token refused: {exc.error}")

@@ -28,11 +28,14 @@ from harness.protocols.contact_id import ContactIdEvent
 from harness.protocols.dc09 import NULL, Account, Decision, ReceiverPolicy
 from harness.protocols.scaip import MessageType, Mrq, Mrs, StatusNumber
 from harness.transports.dc09 import DC09Receiver
-from harness.transports.sip import Arrival, ScaipReceiver
+from harness.transports.sip import Arrival, ScaipReceiver, client_ssl_context, server_ssl_context
 
 __all__ = ["AlarmDraft", "Dc09Ingress", "IngressSink", "ScaipIngress"]
 
 log = logging.getLogger("harness.lab.ingress")
+
+NO_WINDOW_S = 100 * 365 * 86_400.0
+"""`dc09_window_s: None` (the insecure profile): any timestamp within a century is accepted."""
 
 RAW_IN_LEDGER = 120
 """Bytes of refused peer input copied into a ledger line (escaped)."""
@@ -73,12 +76,14 @@ class Dc09Ingress:
     def __init__(self, config: LabConfig, sink: IngressSink) -> None:
         self.config = config
         self.sink = sink
-        accounts = [
-            Account(d.dc09_account.upper(), read_key(d.dc09_key_file))
-            for d in config.devices.values()
-            if d.dc09_account
-        ]
-        behind, ahead = config.ingress.dc09_window_s
+        strict = config.ingress.dc09_require_encryption
+        accounts = []
+        for d in config.devices.values():
+            if d.dc09_account:
+                key = read_key(d.dc09_key_file)
+                required = strict if d.dc09_require_encryption is None else d.dc09_require_encryption
+                accounts.append(Account(d.dc09_account.upper(), key, require_encryption=required and key is not None))
+        behind, ahead = config.ingress.dc09_window_s or (NO_WINDOW_S, NO_WINDOW_S)
         policy = ReceiverPolicy(window_behind=timedelta(seconds=behind), window_ahead=timedelta(seconds=ahead))
         self.receiver = DC09Receiver(
             accounts,
@@ -159,17 +164,32 @@ class Dc09Ingress:
 
 
 class ScaipIngress:
-    """The lab's SCAIP receivers: UDP and TCP on one port."""
+    """The lab's SCAIP receivers: UDP and TCP on one port (`scaip_plain`), SIP over TLS on another
+    (`scaip_tls`, the lab's server certificate; a device must present a certificate when `tls_ca` is set)."""
 
     def __init__(self, config: LabConfig, sink: IngressSink) -> None:
         self.config = config
         self.sink = sink
         self.receivers: list[ScaipReceiver] = []
         self.port = config.ingress.scaip_port
+        self.tls_port = config.ingress.scaip_tls_port
 
     @property
     def address(self) -> str:
-        return f"{self.config.ingress.host}:{self.port}"
+        """Where a SCAIP device sends: the plain port, or the TLS port when the lab listens on TLS only."""
+        plain = self.config.ingress.scaip_plain
+        return f"{self.config.ingress.host}:{self.port if plain else self.tls_port}"
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        """{"scaip_plain": HOST:PORT (UDP and TCP), "scaip_tls": HOST:PORT}, for those that are on."""
+        host, ing = self.config.ingress.host, self.config.ingress
+        out = {}
+        if ing.scaip_plain:
+            out["scaip_plain"] = f"{host}:{self.port}"
+        if ing.scaip_tls:
+            out["scaip_tls"] = f"{host}:{self.tls_port}"
+        return out
 
     def _receiver(self, transport: str, port: int) -> ScaipReceiver:
         r: ScaipReceiver
@@ -182,17 +202,36 @@ class ScaipIngress:
             r.refused.clear()
             self.sink.refuse("scaip", reason, transport=transport, raw=_raw(raw))
 
+        ing = self.config.ingress
+        server_ctx = client_ctx = None
+        if transport == "tls":
+            assert ing.tls_cert is not None and ing.tls_key is not None
+            server_ctx = server_ssl_context(
+                ing.tls_cert, ing.tls_key, ca=ing.tls_ca, require_client_cert=ing.tls_ca is not None
+            )
+            client_ctx = client_ssl_context(ca=ing.tls_ca, verify=ing.tls_ca is not None)
         r = ScaipReceiver(
-            host=self.config.ingress.host,
+            host=ing.host,
             port=port,
             transport=transport,
             on_message=self._on_message,
             on_refused=refused,
             on_arrival=trim,
+            ssl_context=server_ctx,
+            client_ssl_context=client_ctx,
         )
         return r
 
     async def start(self) -> None:
+        if self.config.ingress.scaip_tls:
+            tls = self._receiver("tls", self.tls_port)
+            await tls.start()
+            self.tls_port = tls.port
+            self.receivers.append(tls)
+        if self.config.ingress.scaip_plain:
+            await self._start_plain()
+
+    async def _start_plain(self) -> None:
         for _ in range(20):
             tcp = self._receiver("tcp", self.port)
             await tcp.start()
@@ -206,7 +245,7 @@ class ScaipIngress:
                     raise
                 continue  # the kernel's free TCP port is taken for UDP: try another
             self.port = tcp.port
-            self.receivers = [udp, tcp]
+            self.receivers += [udp, tcp]
             return
         raise OSError("no port free for both TCP and UDP")
 

@@ -10,7 +10,9 @@ outages.
 
 Every payload is decoded with its codec (wire_json, DC-09, SCAIP) and refused with a ledger line `rejected`
 and a reason when it is not valid; nothing from an unknown device is routed; every per-device table is
-bounded (LabConfig.limits), so hostile input cannot grow the lab's memory.
+bounded (LabConfig.limits), so hostile input cannot grow the lab's memory. With `validate_messages` off (the
+insecure profile) an event whose payload names another device than its topic, and an ack from a centre for
+an alarm routed to another, pass through (ledger line `unvalidated`), as on a careless platform.
 
 Ledger lines about an alarm carry `device`, `centre`, and how the harness finds the alarm again: `cid`
 (the device's, MQTT) or `lab_cid` (the lab's id for an alarm that came without one), and `key`
@@ -41,7 +43,9 @@ from harness.lab.alarm import LabAlarm
 from harness.lab.config import LabConfig
 from harness.lab.egress import DeliveryResult, Egress, make_egress
 from harness.lab.epj_push import EpjPusher, Record, utc
+from harness.lab.gateway import LabGateway
 from harness.lab.ingress import AlarmDraft, Dc09Ingress, ScaipIngress
+from harness.links.gateway import GatewayEvent, readings_json
 from harness.protocols import vkp
 from harness.protocols.base import ProtocolError
 from harness.protocols.wire_json import (
@@ -212,8 +216,10 @@ class Router:
         self._dc09_in: Dc09Ingress | None = None
         self._scaip_in: ScaipIngress | None = None
         self._epj: EpjPusher | None = None
+        self._gateway: LabGateway | None = None
         self.ingress: dict[str, str] = {}
-        """Where devices send over other protocols: {"dc09": "HOST:PORT", "scaip": "HOST:PORT"} (TCP and UDP)."""
+        """Where devices send over other protocols: {"dc09": "HOST:PORT", "scaip": "HOST:PORT"} (TCP and UDP;
+        "scaip" is the TLS port when the lab takes SCAIP over TLS only), and "scaip_plain" / "scaip_tls"."""
         site = config.site
         t = config.topics
         self._routes: list[tuple[re.Pattern[str], Callable[[re.Match[str], Message], None]]] = [
@@ -267,6 +273,16 @@ class Router:
             self._plan.start(self._clock())
             self._push_plan.start(self._clock())
             self._announce_outage(self._plan)
+        if any(d.gateway is not None for d in self.config.devices.values()):
+            try:
+                self._gateway = LabGateway(self.config, self)
+                self._gateway.start()
+            except Exception as e:  # a BLE transport or serial profile that cannot be opened, said plainly
+                self.stop()
+                raise TargetError(
+                    f"the lab's gateway could not open its devices: {e}",
+                    fix="check the serial paths, profiles and BLE transports of the lab config",
+                ) from None
 
     def _start_protocols(self) -> None:
         cfg = self.config
@@ -283,6 +299,7 @@ class Router:
             self._scaip_in = ScaipIngress(cfg, self)
             self._io.run(self._scaip_in.start(), timeout_s=10)
             self.ingress["scaip"] = self._scaip_in.address
+            self.ingress.update(self._scaip_in.addresses)
         for centre, settings in deliveries.items():
             egress = make_egress(centre, settings, cfg, self._io, self._on_delivery)
             if egress is not None:
@@ -305,6 +322,8 @@ class Router:
             self._scheduler.at(at, mark)
 
     def stop(self) -> None:
+        if self._gateway is not None:
+            self._gateway.close()
         if self._scheduler is not None:
             self._scheduler.stop()
         try:
@@ -360,6 +379,14 @@ class Router:
             return False
         return True
 
+    def _publish_bytes(self, topic: str, payload: bytes, cid: str) -> bool:
+        try:
+            self._client.publish(topic, payload)
+        except TargetError as e:
+            self.ledger.write("publish_failed", topic=topic, cid=cid, reason=e.problem)
+            return False
+        return True
+
     def _remember(self, alarm: LabAlarm) -> None:
         table = self._routed.setdefault(alarm.device, OrderedDict())
         table[alarm.id] = _Route(alarm)
@@ -380,8 +407,13 @@ class Router:
         """The topic's device when it is this lab's and the payload names the same one; else a ledger line."""
         device = m.group("device")
         if payload_device != device:
-            self._reject(msg.topic, f"payload device `{_short(payload_device, 64)}` is not the topic's device")
-            return None
+            if self.config.validate_messages:
+                self._reject(msg.topic, f"payload device `{_short(payload_device, 64)}` is not the topic's device")
+                return None
+            # insecure profile: trust the payload, as a careless platform does (a device may speak for another)
+            self.ledger.write("unvalidated", topic=_short(msg.topic), reason="payload device is not the topic's device",
+                              device=_short(payload_device, 64))
+            device = payload_device
         if device not in self.config.devices:
             self._reject(msg.topic, f"unknown device `{_short(device, 64)}`: not in the lab's devices")
             return None
@@ -413,6 +445,39 @@ class Router:
         except Exception as e:  # never let one alarm stop a receiver
             log.exception("routing a %s alarm failed", draft.ingress)
             self.ledger.write("rejected", via=draft.ingress, device=draft.device, reason=f"internal error: {e!r}")
+
+    def take_gateway(self, event: GatewayEvent) -> None:
+        """An event or reading the lab's gateway read from a serial or BLE device (on the gateway's thread):
+        routed as an MQTT device's would be, keyed `<device>:<code>:<zone>` (no vtlab cid survives a gateway)."""
+        try:
+            settings = self.config.devices[event.device]
+            readings = readings_json(event.readings) if event.readings is not None else None
+            alarm = LabAlarm(
+                id=f"gw-{next(self._ids)}",
+                ingress="gateway",
+                device=event.device,
+                centre="",
+                code=event.code,
+                qualifier=event.qualifier,
+                event=event.event,
+                priority=event.priority,
+                received_epoch_s=time.time(),
+                zone=event.zone,
+                user=settings.user,
+                battery=event.battery,
+                sent=utc_text(),
+                readings=readings,
+                measured=event.measured,
+            )
+            detail: dict[str, Any] = {"raw": _short(event.raw, 120)}
+            if readings is not None:
+                detail["readings"] = readings
+            if event.measured is not None:
+                detail["measured"] = event.measured
+            self._take(alarm, where=f"gateway {event.device}", detail=detail)
+        except Exception as e:  # one bad event must never stop the gateway
+            log.exception("routing a gateway event failed")
+            self.ledger.write("rejected", via="gateway", device=event.device, reason=f"internal error: {e!r}")
 
     def take_heartbeat(self, device: str, via: str) -> None:
         """A DC-09 message or SCAIP heartbeat: the device's configured interval applies."""
@@ -547,6 +612,8 @@ class Router:
         egress = self._egress.get(alarm.centre)
         if egress is None:
             topic = self.config.topic("centre_alarm", centre=alarm.centre, device=alarm.device)
+            if alarm.readings is not None or alarm.measured is not None:
+                return "mqtt" if self._publish_bytes(topic, alarm.routed_bytes(utc_text()), alarm.id) else None
             return "mqtt" if self._publish(topic, alarm.routed(utc_text())) else None
         reason = egress.deliver(alarm)
         if reason is not None:
@@ -605,7 +672,8 @@ class Router:
             self._reject(msg.topic, f"centre ack: {e.reason}")
             return
         centre = m.group("centre")
-        if ack.centre != centre:
+        strict = self.config.validate_messages
+        if ack.centre != centre and strict:
             self._reject(msg.topic, f"payload centre `{ack.centre}` is not the topic's centre", cid=ack.cid)
             return
         route = self._route_of(ack.cid, ack.device)
@@ -614,8 +682,13 @@ class Router:
             return
         alarm = route.alarm
         if alarm.centre != centre:
-            self._reject(msg.topic, f"ack from centre `{centre}` for an alarm routed to another centre", cid=ack.cid)
-            return
+            if strict:
+                self._reject(
+                    msg.topic, f"ack from centre `{centre}` for an alarm routed to another centre", cid=ack.cid
+                )
+                return
+            self.ledger.write("unvalidated", topic=_short(msg.topic), cid=ack.cid,
+                              reason=f"ack from centre `{centre}` for an alarm routed to `{alarm.centre}`")
         with self._lock:
             first = not route.answered
             route.answered = True
