@@ -341,7 +341,7 @@ class IngressSettings(_Model):
     """The lab's DC-09 and SCAIP receivers (TCP and UDP on one port each). `None`: on when a device uses it.
 
     Security switches (the lab file's `platform.profile`): `dc09_require_encryption` (an account with a key
-    refuses plaintext with DUH), `dc09_window_s` (None: no timestamp window, a replay is ACKed),
+    refuses plaintext with DUH), `dc09_window` (off: no timestamp window, a replay is ACKed),
     `scaip_tls` (a SIP-over-TLS listener with the lab's server certificate) and `scaip_plain` (the plain
     UDP/TCP listeners; secure with TLS: off)."""
 
@@ -350,10 +350,10 @@ class IngressSettings(_Model):
     dc09_port: int = Field(default=0, ge=0, lt=65536)
     scaip: bool | None = None
     scaip_port: int = Field(default=0, ge=0, lt=65536)
-    dc09_window_s: tuple[float, float] | None = Field(
-        default=(40.0, 20.0),
-        description="DC-09 timestamp window: seconds behind, ahead of the lab's clock (None: any timestamp)",
+    dc09_window_s: tuple[float, float] = Field(
+        default=(40.0, 20.0), description="DC-09 timestamp window: seconds behind, ahead of the lab's clock"
     )
+    dc09_window: bool = Field(default=True, description="refuse (NAK) a timestamp outside dc09_window_s (off: replay)")
     dc09_require_encryption: bool = Field(
         default=True, description="an account with a key refuses unencrypted messages (DUH)"
     )

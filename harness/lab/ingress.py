@@ -35,7 +35,7 @@ __all__ = ["AlarmDraft", "Dc09Ingress", "IngressSink", "ScaipIngress"]
 log = logging.getLogger("harness.lab.ingress")
 
 NO_WINDOW_S = 100 * 365 * 86_400.0
-"""`dc09_window_s: None` (the insecure profile): any timestamp within a century is accepted."""
+"""`dc09_window: false` (the insecure profile): any timestamp within a century is accepted."""
 
 RAW_IN_LEDGER = 120
 """Bytes of refused peer input copied into a ledger line (escaped)."""
@@ -83,7 +83,7 @@ class Dc09Ingress:
                 key = read_key(d.dc09_key_file)
                 required = strict if d.dc09_require_encryption is None else d.dc09_require_encryption
                 accounts.append(Account(d.dc09_account.upper(), key, require_encryption=required and key is not None))
-        behind, ahead = config.ingress.dc09_window_s or (NO_WINDOW_S, NO_WINDOW_S)
+        behind, ahead = config.ingress.dc09_window_s if config.ingress.dc09_window else (NO_WINDOW_S, NO_WINDOW_S)
         policy = ReceiverPolicy(window_behind=timedelta(seconds=behind), window_ahead=timedelta(seconds=ahead))
         self.receiver = DC09Receiver(
             accounts,
