@@ -92,6 +92,11 @@ class Platform(_Model):
     )
     faults: str = Field("", description="embedded only: faults to inject, e.g. drop=0.03,delay=400ms@0.1")
     supervision_misses: int = Field(2, ge=1, description="embedded only: heartbeats missed before loss of supervision")
+    profile: Literal["secure", "insecure"] = Field(
+        "secure", description="embedded only: secure (every protection on) or insecure (those in `insecure:` off, "
+        "all of them when the list is empty); see harness/reference_lab.py PROTECTIONS")
+    insecure: list[str] = Field(default_factory=list, description="embedded only, with profile insecure: the "
+                                "protections switched off, e.g. [tls_version, weak_ciphers, bind_client_ids]")
 
     @model_validator(mode="before")
     @classmethod
@@ -100,7 +105,7 @@ class Platform(_Model):
             raise InputError("`platform.tls` is gone: TLS follows the scheme of mqtt.url",
                              fix="remove `tls:` here and write mqtt.url as mqtts://... (or mqtt:// without TLS)")
         if isinstance(data, dict) and data.get("kind") == "external":
-            embedded_only = [k for k in ("broker", "faults", "supervision_misses") if k in data]
+            embedded_only = [k for k in ("broker", "faults", "supervision_misses", "profile", "insecure") if k in data]
             if embedded_only:
                 raise InputError(
                     f"`{', '.join(embedded_only)}` only apply to the embedded reference lab, not to an external "

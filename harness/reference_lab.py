@@ -5,6 +5,17 @@ Identities (certificate CN = broker user): `device-<device id>` for each device,
 each response centre (probe), `lab` for the lab's router and `harness` for the control client. The broker
 lets each identity use only its own topics (LabConfig.access_rules). TLS is on when the lab file's
 `mqtt.url` is `mqtts://` (the one switch).
+
+Security profile (`platform: {profile: secure|insecure, insecure: [...]}`): `secure` (the default) keeps every
+protection in PROTECTIONS on; `insecure` switches off those listed in `insecure:` (all when the list is
+empty), so that each security check is shown to pass on the one and fail, for its own reason, on the other.
+TLS itself still follows mqtt.url (`mqtt://` is the insecure broker); listing `tls` with an mqtts:// URL is
+refused as contradictory.
+
+Gateway role: a lab-file device `via: serial` (simulate mode) or `via: ble` is read by the lab itself, as a
+home hub would: the serial device's pty path is handed over; for BLE, an AirBridge (harness.lab.ble_bridge)
+puts a controller on vtlab's emulated air and the lab's central opens it over TCP. The bridges live in this
+process and are closed by EmbeddedTarget.cleanup().
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ from harness.lab.config import (
     ROUTER_IDENTITY,
     BrokerSettings,
     DeviceSettings,
+    IngressSettings,
     LabConfig,
     SupervisionSettings,
     TlsSettings,
@@ -41,14 +53,65 @@ __all__ = [
     "EmbeddedTarget",
     "centre_identity",
     "device_identity",
+    "PROTECTIONS",
     "embedded_target",
+    "switched_off",
 ]
+
+
+PROTECTIONS: dict[str, str] = {
+    "tls": "the broker speaks TLS (follows mqtt.url: write mqtt:// to switch it off)",
+    "tls_version": "the broker refuses TLS older than 1.2 (off: 1.1 accepted)",
+    "weak_ciphers": "the broker refuses NULL/anonymous/export suites (off: ALL:eNULL:@SECLEVEL=0)",
+    "client_cert": "the broker requires a client certificate (off: anonymous clients; no per-identity ACL)",
+    "access_rules": "each identity may use only its own topics (broker ACL)",
+    "bind_client_ids": "the client id is the certificate's CN: no session takeover by another identity",
+    "dc09_encryption": "a DC-09 account with a key refuses plaintext (DUH)",
+    "dc09_window": "a DC-09 timestamp outside -40 s/+20 s is refused (NAK): no replay",
+    "scaip_tls": "SCAIP devices that the lab file gives transport tls reach the lab over SIP/TLS only",
+    "epj_token": "the lab pushes to the patient record with a HelseID token",
+    "validate_messages": "an event naming another device than its topic, a foreign centre's ack: refused",
+}
+"""The protections of the secure profile, by the name `platform.insecure` switches them off with."""
+
+
+def switched_off(lab: Lab) -> frozenset[str]:
+    """The protections the lab file's platform block switches off (empty for the secure profile)."""
+    platform = lab.spec.platform
+    place = str(lab.src.place("platform")) if hasattr(lab, "src") else "platform"
+    unknown = sorted(set(platform.insecure) - set(PROTECTIONS))
+    if unknown:
+        raise InputError(
+            f"platform.insecure names unknown protection(s) {unknown}",
+            place=place,
+            fix=f"use some of {', '.join(PROTECTIONS)}",
+        )
+    if platform.profile == "secure":
+        if platform.insecure:
+            raise InputError(
+                "platform.insecure lists protections to switch off, but the profile is secure",
+                place=place,
+                fix="write profile: insecure, or remove insecure:",
+            )
+        return frozenset()
+    off = frozenset(platform.insecure or PROTECTIONS)
+    if "tls" in platform.insecure and lab.spec.mqtt.url.startswith("mqtts://"):
+        raise InputError(
+            "platform.insecure switches TLS off, but mqtt.url is mqtts://",
+            place=place,
+            fix="write mqtt.url as mqtt://... (TLS follows the URL's scheme)",
+        )
+    return off
 
 
 @dataclass(slots=True)
 class EmbeddedTarget:
     config: LabConfig
     pki: TestPki | None  # None without TLS; its CA key is never written (nothing more can be issued)
+    bridges: list[Any] = dataclasses.field(default_factory=list)
+    """AirBridges (harness.lab.ble_bridge) of the lab's BLE gateway devices, open while the lab runs."""
+    insecure: frozenset[str] = frozenset()
+    """The protections switched off (PROTECTIONS), for the report."""
 
     @property
     def identities(self) -> list[str]:
@@ -69,7 +132,11 @@ class EmbeddedTarget:
         return dataclasses.replace(base, ca=self.pki.ca_cert, cert=cert.cert, key=cert.key, key_password=None)
 
     def cleanup(self) -> None:
-        """Delete the certificates (the lab does it too when it exits; this covers a lab that was killed)."""
+        """Close the BLE bridges and delete the certificates (the lab does it too when it exits; this covers
+        a lab that was killed)."""
+        for bridge in self.bridges:
+            bridge.close()
+        self.bridges.clear()
         if self.pki is not None:
             shutil.rmtree(self.pki.ca_cert.parent, ignore_errors=True)
 
@@ -132,43 +199,126 @@ def _epj_target(lab: Lab, listeners: Mapping[str, Any]) -> Any:
                      supervision_code=settings.supervision_code)
 
 
+def _gateway_device(lab: Lab, device_id: str, bridges: list[Any]) -> Any:
+    """How the lab's gateway reads a serial or BLE device of the lab file (None: the device speaks IP)."""
+    from devices.catalog import CATALOG
+    from harness.lab.config import GatewayDevice
+
+    dev = lab.spec.devices[device_id]
+    if dev.via == "serial":
+        serial = dev.serial
+        if serial is None or serial.mode != "simulate":
+            return None  # an observed real device is read by vtlab itself, not by the lab
+        port = serial.port or str(Path(tempfile.gettempdir()) / f"vtlab-serial-{device_id}")
+        profile = serial.profile
+        local = lab.path.parent / profile
+        return GatewayDevice(model=dev.model, serial=port, profile=str(local) if local.is_file() else profile,
+                             baudrate=serial.baudrate,
+                             frame_timeout_s=parse_duration(serial.frame_timeout) / 1e9)
+    if dev.via == "ble":
+        from harness.lab.ble_bridge import AirBridge
+        from harness.links.ble import BleDeviceSettings, air
+
+        ble = dev.ble or BleDeviceSettings()
+        if ble.address is None:
+            raise InputError(
+                f"device `{device_id}` speaks BLE but has no address: the lab's gateway cannot find it",
+                place=str(lab.src.place("devices", device_id)),
+                fix='add ble: {address: "C0:00:00:00:AA:01"} (a random static address)',
+            )
+        traits = CATALOG.get(dev.model)
+        meter = bool(ble.profile or (traits.ble_profile if traits else None))
+        bridge = AirBridge(air(ble.radio), f"lab-gw-{device_id}")
+        bridges.append(bridge)
+        return GatewayDevice(model=dev.model, ble_hci=bridge.spec, ble_address=ble.address,
+                             ble_role="meter" if meter else "advertiser")
+    return None
+
+
 def embedded_target(lab: Lab, faults: str, listeners: Mapping[str, Any] | None = None) -> EmbeddedTarget:
     """`listeners`: where vtlab's listening probes are (harness.run.testbed.TestBed.prepare), for routes to them."""
+    bridges: list[Any] = []
+    try:
+        return _embedded_target(lab, faults, listeners, bridges)
+    except BaseException:
+        for bridge in bridges:
+            bridge.close()
+        raise
+
+
+def _embedded_target(
+    lab: Lab, faults: str, listeners: Mapping[str, Any] | None, bridges: list[Any]
+) -> EmbeddedTarget:
     spec = lab.spec
+    off = switched_off(lab)
     tls_on = spec.mqtt.url.startswith("mqtts://")
     version = "3.1.1" if spec.platform.broker == "amqtt" else spec.mqtt.version  # amqtt speaks 3.1.1 only
     centres = list(dict.fromkeys([*spec.centres, *(p.centre for p in spec.probes.values() if p.centre)]))
+    devices = {d: _device_settings(lab, d) for d in spec.devices}
+    for d in spec.devices:
+        gw = _gateway_device(lab, d, bridges)
+        if gw is not None:
+            devices[d] = devices[d].model_copy(update={"gateway": gw})
+    scaip_tls_devices = [d for d, dev in spec.devices.items() if dev.scaip is not None and dev.scaip.transport == "tls"]
+    scaip_plain_devices = [d for d, dev in spec.devices.items()
+                           if dev.scaip is not None and dev.scaip.transport != "tls"]
+    scaip_tls = bool(scaip_tls_devices)
+    ingress = IngressSettings(
+        dc09_require_encryption="dc09_encryption" not in off,
+        dc09_window="dc09_window" not in off,
+        scaip_tls=False,  # switched on below, with the lab's server certificate
+        scaip_plain=bool(scaip_plain_devices) or not scaip_tls or "scaip_tls" in off,
+    )
+    epj = _epj_target(lab, listeners or {})
+    if epj is not None and "epj_token" in off:
+        epj = epj.model_copy(update={"send_token": False})
     config = LabConfig(
-        broker=BrokerSettings(kind=spec.platform.broker, mqtt_version=version),
+        broker=BrokerSettings(
+            kind=spec.platform.broker,
+            mqtt_version=version,
+            access_rules="access_rules" not in off and "client_cert" not in off,
+            bind_client_ids="bind_client_ids" not in off and "client_cert" not in off,
+            tls_min_version="1.1" if "tls_version" in off else "1.2",
+            ciphers="ALL:eNULL:@SECLEVEL=0" if "weak_ciphers" in off else None,
+        ),
         site=spec.site,
         topics=Topics(**spec.topics),
-        devices={d: _device_settings(lab, d) for d in spec.devices},
+        devices=devices,
+        ingress=ingress,
+        validate_messages="validate_messages" not in off,
         delivery=_deliveries(lab, listeners or {}),
-        epj=_epj_target(lab, listeners or {}),
+        epj=epj,
         centres=centres,
         routing={p.id: p.centre for p in lab.personas.values()},
         default_centre=None,
         supervision=SupervisionSettings(misses=spec.platform.supervision_misses),
         faults=faults,
     )
-    if not tls_on:
-        return EmbeddedTarget(config, None)
+    if not tls_on and not scaip_tls:
+        return EmbeddedTarget(config, None, bridges, off)
     pki_dir = Path(tempfile.mkdtemp(prefix="vtlab-pki-"))
     try:
         pki = make_pki(pki_dir, clients=tuple(config.identities()), keep_ca_key=False)
     except BaseException:
         shutil.rmtree(pki_dir, ignore_errors=True)
         raise
-    router, control = pki.clients[ROUTER_IDENTITY], pki.clients[CONTROL_IDENTITY]
-    tls = TlsSettings(
-        ca=pki.ca_cert,
-        server_cert=pki.server_cert,
-        server_key=pki.server_key,
-        require_client_cert=True,
-        client_cert=router.cert,
-        client_key=router.key,
-        control_cert=control.cert,
-        control_key=control.key,
-    )
-    config = config.model_copy(update={"broker": config.broker.model_copy(update={"tls": tls}), "pki_dir": pki_dir})
-    return EmbeddedTarget(config, pki)
+    updates: dict[str, Any] = {"pki_dir": pki_dir}
+    if scaip_tls:
+        updates["ingress"] = ingress.model_copy(
+            update={"scaip_tls": True, "tls_cert": pki.server_cert, "tls_key": pki.server_key}
+        )
+    if tls_on:
+        router, control = pki.clients[ROUTER_IDENTITY], pki.clients[CONTROL_IDENTITY]
+        tls = TlsSettings(
+            ca=pki.ca_cert,
+            server_cert=pki.server_cert,
+            server_key=pki.server_key,
+            require_client_cert="client_cert" not in off,
+            client_cert=router.cert,
+            client_key=router.key,
+            control_cert=control.cert,
+            control_key=control.key,
+        )
+        updates["broker"] = config.broker.model_copy(update={"tls": tls})
+    config = config.model_copy(update=updates)
+    return EmbeddedTarget(config, pki, bridges, off)
