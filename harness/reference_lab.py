@@ -49,11 +49,11 @@ from harness.units import parse_duration
 
 __all__ = [
     "CONTROL_IDENTITY",
+    "PROTECTIONS",
     "ROUTER_IDENTITY",
     "EmbeddedTarget",
     "centre_identity",
     "device_identity",
-    "PROTECTIONS",
     "embedded_target",
     "switched_off",
 ]
@@ -178,8 +178,12 @@ def _deliveries(lab: Lab, listeners: Mapping[str, Any]) -> dict[str, Any]:
             known = probe.scaip.devices if probe.scaip else {}
             accounts = {device: cid_did.split("/", 1)[0] for cid_did, device in known.items()}
             transport = probe.scaip.transport if probe.scaip else "udp"
-            out[centre] = CentreDelivery(via="scaip", address=where["address"],
-                                         protocol="tcp" if transport == "tcp" else "udp", accounts=accounts)
+            out[centre] = CentreDelivery(
+                via="scaip",
+                address=where["address"],
+                protocol="tcp" if transport == "tcp" else "udp",
+                accounts=accounts,
+            )
     return out
 
 
@@ -193,10 +197,17 @@ def _epj_target(lab: Lab, listeners: Mapping[str, Any]) -> Any:
     probe = next(iter(records.values()))
     endpoint = probe.endpoint(generate_client=True)
     settings = endpoint.settings
-    return EpjTarget(base_url=endpoint.base_url.rsplit("/", 1)[0], orgnr=endpoint.orgnr, token_url=endpoint.token_url,
-                     client_id=endpoint.client.client_id, client_key=endpoint.client.private_key, ca=endpoint.ca,
-                     alert_codes=dict(settings.alert_codes), alarm_codes=dict(settings.alarm_codes),
-                     supervision_code=settings.supervision_code)
+    return EpjTarget(
+        base_url=endpoint.base_url.rsplit("/", 1)[0],
+        orgnr=endpoint.orgnr,
+        token_url=endpoint.token_url,
+        client_id=endpoint.client.client_id,
+        client_key=endpoint.client.private_key,
+        ca=endpoint.ca,
+        alert_codes=dict(settings.alert_codes),
+        alarm_codes=dict(settings.alarm_codes),
+        supervision_code=settings.supervision_code,
+    )
 
 
 def _gateway_device(lab: Lab, device_id: str, bridges: list[Any]) -> Any:
@@ -212,9 +223,13 @@ def _gateway_device(lab: Lab, device_id: str, bridges: list[Any]) -> Any:
         port = serial.port or str(Path(tempfile.gettempdir()) / f"vtlab-serial-{device_id}")
         profile = serial.profile
         local = lab.path.parent / profile
-        return GatewayDevice(model=dev.model, serial=port, profile=str(local) if local.is_file() else profile,
-                             baudrate=serial.baudrate,
-                             frame_timeout_s=parse_duration(serial.frame_timeout) / 1e9)
+        return GatewayDevice(
+            model=dev.model,
+            serial=port,
+            profile=str(local) if local.is_file() else profile,
+            baudrate=serial.baudrate,
+            frame_timeout_s=parse_duration(serial.frame_timeout) / 1e9,
+        )
     if dev.via == "ble":
         from harness.lab.ble_bridge import AirBridge
         from harness.links.ble import BleDeviceSettings, air
@@ -230,8 +245,9 @@ def _gateway_device(lab: Lab, device_id: str, bridges: list[Any]) -> Any:
         meter = bool(ble.profile or (traits.ble_profile if traits else None))
         bridge = AirBridge(air(ble.radio), f"lab-gw-{device_id}")
         bridges.append(bridge)
-        return GatewayDevice(model=dev.model, ble_hci=bridge.spec, ble_address=ble.address,
-                             ble_role="meter" if meter else "advertiser")
+        return GatewayDevice(
+            model=dev.model, ble_hci=bridge.spec, ble_address=ble.address, ble_role="meter" if meter else "advertiser"
+        )
     return None
 
 
@@ -246,9 +262,7 @@ def embedded_target(lab: Lab, faults: str, listeners: Mapping[str, Any] | None =
         raise
 
 
-def _embedded_target(
-    lab: Lab, faults: str, listeners: Mapping[str, Any] | None, bridges: list[Any]
-) -> EmbeddedTarget:
+def _embedded_target(lab: Lab, faults: str, listeners: Mapping[str, Any] | None, bridges: list[Any]) -> EmbeddedTarget:
     spec = lab.spec
     off = switched_off(lab)
     tls_on = spec.mqtt.url.startswith("mqtts://")
@@ -260,8 +274,9 @@ def _embedded_target(
         if gw is not None:
             devices[d] = devices[d].model_copy(update={"gateway": gw})
     scaip_tls_devices = [d for d, dev in spec.devices.items() if dev.scaip is not None and dev.scaip.transport == "tls"]
-    scaip_plain_devices = [d for d, dev in spec.devices.items()
-                           if dev.scaip is not None and dev.scaip.transport != "tls"]
+    scaip_plain_devices = [
+        d for d, dev in spec.devices.items() if dev.scaip is not None and dev.scaip.transport != "tls"
+    ]
     scaip_tls = bool(scaip_tls_devices)
     ingress = IngressSettings(
         dc09_require_encryption="dc09_encryption" not in off,

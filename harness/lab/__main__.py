@@ -2,7 +2,8 @@
 
 Prints one JSON line when ready: {"ready": true, "broker": URL, "broker_kind": ..., "mqtt_version": ...,
 "access_control": ..., "pid": N, "broker_pid": M,
-"client_ids_bound": true|false (another identity cannot take a session over), "ingress": {"dc09": "HOST:PORT", "scaip": "HOST:PORT"}}
+"client_ids_bound": true|false (another identity cannot take a session over),
+"ingress": {"dc09": "HOST:PORT", "scaip": "HOST:PORT", "scaip_plain": ..., "scaip_tls": ...}}
 (ingress: where devices send over DC-09 and SCAIP, TCP and UDP on each port; only those that are on),
 or {"ready": false, "error": "..."} and exits 2. Later
 stdout lines are JSON events (e.g. {"event": "faults", "spec": ..., "id": ...}) for the process that

@@ -8,10 +8,9 @@ the string the harness counts loss and duplicates by on routes without a `cid`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
-
-import json
 
 from harness.protocols.wire_json import RoutedAlarm, encode
 

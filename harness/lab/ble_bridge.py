@@ -13,6 +13,7 @@ LocalLink requires. The socket binds 127.0.0.1 on a free port chosen by the kern
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from typing import Any
 
@@ -58,10 +59,8 @@ class AirBridge:
         if self._transport is None:
             return
         transport, controller, self._transport = self._transport, self._controller, None
-        try:
+        with contextlib.suppress(Exception):  # the air may be gone already; the socket dies with its loop
             self.link.loop.run(self._close(transport, controller), 5.0, f"{self.name}: close the HCI bridge")
-        except Exception:  # the air may be gone already; the socket dies with the loop
-            pass
 
     async def _close(self, transport: Any, controller: Any) -> None:
         self.link._link.remove_controller(controller)

@@ -100,7 +100,9 @@ class LabGateway:
         model = device_model(g.model)
         part: Any
         if g.ble_role == "meter":
-            part = BleGateway(central, device_id, g.ble_address, model, self.sink.take_gateway, self._finding(device_id))
+            part = BleGateway(
+                central, device_id, g.ble_address, model, self.sink.take_gateway, self._finding(device_id)
+            )
         else:
             part = AdvertisementGateway(
                 central, {g.ble_address: (device_id, model)}, self.sink.take_gateway, self._finding(device_id)

@@ -411,8 +411,12 @@ class Router:
                 self._reject(msg.topic, f"payload device `{_short(payload_device, 64)}` is not the topic's device")
                 return None
             # insecure profile: trust the payload, as a careless platform does (a device may speak for another)
-            self.ledger.write("unvalidated", topic=_short(msg.topic), reason="payload device is not the topic's device",
-                              device=_short(payload_device, 64))
+            self.ledger.write(
+                "unvalidated",
+                topic=_short(msg.topic),
+                reason="payload device is not the topic's device",
+                device=_short(payload_device, 64),
+            )
             device = payload_device
         if device not in self.config.devices:
             self._reject(msg.topic, f"unknown device `{_short(device, 64)}`: not in the lab's devices")
@@ -687,8 +691,12 @@ class Router:
                     msg.topic, f"ack from centre `{centre}` for an alarm routed to another centre", cid=ack.cid
                 )
                 return
-            self.ledger.write("unvalidated", topic=_short(msg.topic), cid=ack.cid,
-                              reason=f"ack from centre `{centre}` for an alarm routed to `{alarm.centre}`")
+            self.ledger.write(
+                "unvalidated",
+                topic=_short(msg.topic),
+                cid=ack.cid,
+                reason=f"ack from centre `{centre}` for an alarm routed to `{alarm.centre}`",
+            )
         with self._lock:
             first = not route.answered
             route.answered = True

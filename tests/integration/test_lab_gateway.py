@@ -51,11 +51,18 @@ def rig(tmp_path: Path) -> Iterator[dict[str, Any]]:
             "centres": ["rc-a"],
             "routing": {"persona/solveig": "rc-a"},
             "devices": {
-                "dsp1": {"user": "persona/solveig",
-                         "gateway": {"model": "medicine_dispenser", "serial": dispenser.path,
-                                     "profile": "medicine_dispenser"}},
-                "bp1": {"user": "persona/solveig",
-                        "gateway": {"model": "blood_pressure_meter", "ble_hci": bridge.spec, "ble_address": METER}},
+                "dsp1": {
+                    "user": "persona/solveig",
+                    "gateway": {
+                        "model": "medicine_dispenser",
+                        "serial": dispenser.path,
+                        "profile": "medicine_dispenser",
+                    },
+                },
+                "bp1": {
+                    "user": "persona/solveig",
+                    "gateway": {"model": "blood_pressure_meter", "ble_hci": bridge.spec, "ble_address": METER},
+                },
             },
         }
     )
@@ -83,8 +90,10 @@ def test_a_dispensers_missed_dose_and_a_meters_reading_reach_the_centre_through_
 ) -> None:
     lab: LabProcess = rig["lab"]
     centre: Peer = rig["centre"]
-    wait_until(lambda: len([x for x in lab.ledger() if x["action"] == "gateway_device"]) == 2,
-               what="the lab opened both gateway devices")
+    wait_until(
+        lambda: len([x for x in lab.ledger() if x["action"] == "gateway_device"]) == 2,
+        what="the lab opened both gateway devices",
+    )
 
     # serial: the dispenser prints dose_missed with its own sequence number
     rig["dispenser"].send("dose_missed", {"battery": "080"})
@@ -96,11 +105,15 @@ def test_a_dispensers_missed_dose_and_a_meters_reading_reach_the_centre_through_
     assert dose.fields["event"] == "dose_missed" and dose.fields["battery"] == 80
 
     # BLE: the meter indicates a reading once the lab's central subscribed
-    readings = {"systolic": (Decimal("182"), "mmHg"), "diastolic": (Decimal("95"), "mmHg"),
-                "pulse": (Decimal("71"), "bpm")}
+    readings = {
+        "systolic": (Decimal("182"), "mmHg"),
+        "diastolic": (Decimal("95"), "mmHg"),
+        "pulse": (Decimal("71"), "bpm"),
+    }
     stamp = measured_now()
-    sent = rig["meter"].send(Outgoing("m-1", "bp1", "persona/solveig", "measurement", "995",
-                                      readings=readings, measured=stamp))
+    sent = rig["meter"].send(
+        Outgoing("m-1", "bp1", "persona/solveig", "measurement", "995", readings=readings, measured=stamp)
+    )
     assert "fault" not in sent.fields
     centre.wait_count(2)
     reading = arrivals(centre)[1]
@@ -126,8 +139,10 @@ def test_garbage_on_the_serial_line_is_a_gateway_finding_and_the_next_frame_stil
     rig: dict[str, Any],
 ) -> None:
     lab: LabProcess = rig["lab"]
-    wait_until(lambda: any(x["action"] == "gateway_device" and x["device"] == "dsp1" for x in lab.ledger()),
-               what="the lab opened the dispenser")
+    wait_until(
+        lambda: any(x["action"] == "gateway_device" and x["device"] == "dsp1" for x in lab.ledger()),
+        what="the lab opened the dispenser",
+    )
     rig["dispenser"].send_garbage()
     rig["dispenser"].send("dose_missed", {"battery": "080"})
     got = rig["centre"].wait_count(1)

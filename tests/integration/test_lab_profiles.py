@@ -42,8 +42,12 @@ BASE: dict[str, Any] = {
 }
 
 INSECURE = {
-    "broker": {"tls_min_version": "1.1", "ciphers": "ALL:eNULL:@SECLEVEL=0", "access_rules": False,
-               "bind_client_ids": False},
+    "broker": {
+        "tls_min_version": "1.1",
+        "ciphers": "ALL:eNULL:@SECLEVEL=0",
+        "access_rules": False,
+        "bind_client_ids": False,
+    },
     "require_client_cert": False,
     "ingress": {"dc09_require_encryption": False, "dc09_window": False, "scaip_plain": True, "scaip_tls": False},
     "validate_messages": False,
@@ -60,8 +64,9 @@ class ProfileLab:
 
     def peer(self, identity: str, subscribe: list[str] | None = None) -> Peer:
         c = self.pki.clients[identity]
-        return Peer(self.lab.broker_url, subscribe=subscribe or [], ca=self.pki.ca_cert, cert=c.cert, key=c.key,
-                    v5=True)
+        return Peer(
+            self.lab.broker_url, subscribe=subscribe or [], ca=self.pki.ca_cert, cert=c.cert, key=c.key, v5=True
+        )
 
     @property
     def port(self) -> int:
@@ -84,9 +89,13 @@ def _start(folder: Path, profile: str) -> Iterator[ProfileLab]:
     data["devices"]["d3"]["dc09_key_file"] = str(key_file)
     pki = make_pki(folder / "pki", LabConfig.model_validate(data).identities(), keep_ca_key=False)
     data["broker"]["tls"] = {
-        "ca": pki.ca_cert, "server_cert": pki.server_cert, "server_key": pki.server_key,
-        "client_cert": pki.clients["lab"].cert, "client_key": pki.clients["lab"].key,
-        "control_cert": pki.clients["harness"].cert, "control_key": pki.clients["harness"].key,
+        "ca": pki.ca_cert,
+        "server_cert": pki.server_cert,
+        "server_key": pki.server_key,
+        "client_cert": pki.clients["lab"].cert,
+        "client_key": pki.clients["lab"].key,
+        "control_cert": pki.clients["harness"].cert,
+        "control_key": pki.clients["harness"].key,
     }
     data["ingress"] = {"scaip_tls": True, "scaip_plain": False, "tls_cert": pki.server_cert, "tls_key": pki.server_key}
     if profile == "insecure":
@@ -155,8 +164,13 @@ def test_publishing_as_another_device_is_refused_by_the_secure_lab_only(
 ) -> None:
     def attempt(lab: ProfileLab) -> mqtt_checks.CheckResult:
         return mqtt_checks.publish_as_other_device(
-            lab.who("device-d1"), "vtlab/s/device/d2/event", "d2", "persona/b", lab.who("centre-rc-b"),
-            "vtlab/s/centre/rc-b/alarm", within_s=3,
+            lab.who("device-d1"),
+            "vtlab/s/device/d2/event",
+            "d2",
+            "persona/b",
+            lab.who("centre-rc-b"),
+            "vtlab/s/centre/rc-b/alarm",
+            within_s=3,
         )
 
     good = attempt(secure)
@@ -177,14 +191,17 @@ def test_an_event_naming_another_device_is_refused_by_the_validating_lab_and_rou
         with lab.peer("centre-rc-b", ["vtlab/s/centre/rc-b/alarm"]) as rc_b, lab.peer("device-d1") as d1:
             d1.publish_rc("vtlab/s/device/d1/event", _event(f"imp-{lab.profile}", "d2", "persona/b"))
             if lab.profile == "secure":
-                wait_until(lambda: any(r.get("reason", "").startswith("payload device") for r in secure.actions(
-                    "rejected")), what="the lab refuses the impostor")
+                wait_until(
+                    lambda: any(r.get("reason", "").startswith("payload device") for r in secure.actions("rejected")),
+                    what="the lab refuses the impostor",
+                )
                 assert rc_b.arrivals == []
             else:
                 got = rc_b.wait_count(1)[0].json()
                 assert got["cid"] == "imp-insecure" and got["device"] == "d2"
-    assert [r["reason"] for r in secure.actions("rejected") if "imp" in json.dumps(r) or "payload" in r["reason"]] \
-        == ["payload device `d2` is not the topic's device"]
+    assert [r["reason"] for r in secure.actions("rejected") if "imp" in json.dumps(r) or "payload" in r["reason"]] == [
+        "payload device `d2` is not the topic's device"
+    ]
     assert [r["reason"] for r in insecure.actions("unvalidated")] == ["payload device is not the topic's device"]
 
 
@@ -204,8 +221,10 @@ def test_an_ack_from_a_foreign_centre_is_refused_by_the_validating_lab_and_relay
             if lab.profile == "insecure":
                 assert d2.wait_count(1)[0].json()["cid"] == cid  # the forged ack reached the device
             else:
-                wait_until(lambda: any(r.get("cid") == cid for r in secure.actions("rejected")),
-                           what="the lab refuses the foreign ack")
+                wait_until(
+                    lambda cid=cid: any(r.get("cid") == cid for r in secure.actions("rejected")),
+                    what="the lab refuses the foreign ack",
+                )
                 assert d2.arrivals == []
     (refusal,) = [r for r in secure.actions("rejected") if r.get("cid") == "fa-secure"]
     assert refusal["reason"] == "ack from centre `rc-a` for an alarm routed to another centre"
@@ -249,8 +268,12 @@ def test_a_scaip_device_over_tls_reaches_its_centre_through_the_secure_lab(secur
     from harness.transports.sip import ScaipDevice, client_ssl_context
 
     async def send() -> int:
-        dev = ScaipDevice(secure.lab.ingress["scaip_tls"], transport="tls", cid="4711",
-                          ssl_context=client_ssl_context(ca=secure.pki.ca_cert))
+        dev = ScaipDevice(
+            secure.lab.ingress["scaip_tls"],
+            transport="tls",
+            cid="4711",
+            ssl_context=client_ssl_context(ca=secure.pki.ca_cert),
+        )
         await dev.start()
         try:
             result = await dev.send(dev.mrq(stc="0010", did="1", dco="7"), timeout=5, mrs_timeout=5)

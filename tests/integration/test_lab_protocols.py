@@ -177,7 +177,8 @@ def adm(account: str, code: str, zone: str, qualifier: int = 1) -> str:
 
 
 def test_ready_line_reports_the_ingress_ports(bed: Bed) -> None:
-    assert set(bed.lab.ingress) == {"dc09", "scaip"}
+    assert set(bed.lab.ingress) == {"dc09", "scaip", "scaip_plain"}  # no SCAIP over TLS configured here
+    assert bed.lab.ingress["scaip"] == bed.lab.ingress["scaip_plain"]
     for address in bed.lab.ingress.values():
         host, port = address.rsplit(":", 1)
         assert host == "127.0.0.1" and int(port) > 0
