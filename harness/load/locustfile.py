@@ -61,6 +61,7 @@ CONNACK_WAIT_S = 30.0
 reason for the generator to hang up and reconnect (which would feed a reconnect storm)."""
 CONCURRENT_HANDSHAKES = 32
 FINAL_MESSAGE = "vtlab_final"
+ARRIVALS_MESSAGE = "vtlab_arrivals"
 NS = 1_000_000_000
 
 
@@ -80,6 +81,7 @@ class _Sent:
         "arrived",
         "centre",
         "device",
+        "early_ack",
         "event",
         "it",
         "overdue",
@@ -104,6 +106,7 @@ class _Sent:
         self.overdue = False
         self.ack_t: int | None = None  # when the probe acknowledged it (start of ack_latency)
         self.acked = False  # the platform's acknowledgement reached the device
+        self.early_ack: Message | None = None
 
 
 class Node:
@@ -142,6 +145,7 @@ class Node:
         self._window_lat: list[int] = []  # this second's latencies and send lags, for the live line only
         self._window_lag: list[int] = []
         self.connecting = gevent.lock.BoundedSemaphore(CONCURRENT_HANDSHAKES)
+        self._forward: list[list[Any]] = []
 
     def mono(self, wall_s: float) -> int:
         return round(wall_s * NS) + self.offset
@@ -160,7 +164,20 @@ class Node:
         self.line(k="obs", kind=kind, text=text)
 
     # --- lifecycle --------------------------------------------------------------------------------
+    @property
+    def probing(self) -> bool:
+        """The one node that subscribes as the response centres: a broker may allow one connection per
+        identity (the embedded lab does), so in a distributed run worker 0 probes for every worker and
+        forwards other workers' arrivals, stamped, through the master to the worker that sent the alarm."""
+        runner = self.env.runner
+        return not isinstance(runner, WorkerRunner) or int(getattr(runner, "worker_index", 0) or 0) == 0
+
     def start(self) -> None:
+        self._greenlets += [gevent.spawn(self._flusher), gevent.spawn(self._monitor)]
+        gevent.spawn(self._finisher)
+        if not self.probing:
+            return
+        self._greenlets.append(gevent.spawn(self._forwarder))
         for centre, probe in self.job.centres.items():
             client = MqttClient(
                 self.job.settings(f"centre-{centre}"),
@@ -183,8 +200,20 @@ class Node:
             self.probe_of[centre] = client
             if self.job.direct:
                 break  # one subscriber sees every device's events
-        self._greenlets += [gevent.spawn(self._flusher), gevent.spawn(self._monitor)]
-        gevent.spawn(self._finisher)
+
+    def _forwarder(self) -> None:
+        """Other workers' arrivals, in batches, to the master (which hands them to every worker)."""
+        while True:
+            gevent.sleep(0.02)
+            if self._forward and isinstance(self.env.runner, WorkerRunner):
+                batch, self._forward = self._forward, []
+                self.env.runner.send_message(ARRIVALS_MESSAGE, {"arrivals": batch})
+
+    def on_forwarded(self, data: dict[str, Any]) -> None:
+        """Arrivals another worker's probe received for this worker's alarms (stamped there, same machine)."""
+        for probe, centre, topic, payload, arrived_ns, ack_t in data.get("arrivals", []):
+            if payload and json.loads(payload).get("cid") in self.sent:
+                self.on_arrival(probe, centre, Message(topic, payload.encode("utf-8"), int(arrived_ns)), ack_t)
 
     def _finisher(self) -> None:
         """At the end of the drain, judge what is still out and report, while locust is still running (a
@@ -257,7 +286,7 @@ class Node:
         self.line(k="stim", cid=cid, device=s.device, event=s.event, seq=s.seq, it=s.it, t=s.t, sent=sent_ns, p=payload)
 
     # --- probes ---------------------------------------------------------------------------------
-    def on_arrival(self, probe: str, centre: str, msg: Message) -> None:
+    def on_arrival(self, probe: str, centre: str, msg: Message, forwarded_ack_t: int | None = None) -> None:
         try:
             alarm = decode(msg.payload, RoutedAlarm)
         except ProtocolError as exc:
@@ -268,7 +297,11 @@ class Node:
         s = self.sent.get(alarm.cid)
         if s is None:
             if alarm.cid.startswith(self.job.tag):
-                self.counts["foreign"] += 1  # another worker's alarm: that worker correlates it
+                self.counts["foreign"] += 1  # another worker's alarm: acknowledge it, and hand it over
+                ack_t = self.acknowledge_foreign(alarm, centre) if self.job.acknowledge else None
+                self._forward.append(
+                    [probe, centre, msg.topic, msg.payload.decode("utf-8", "replace"), msg.arrived_ns, ack_t]
+                )
             elif alarm.raised_by_platform:
                 self.counts["platform_raised"] += 1
                 if self.counts["platform_raised"] <= 5:
@@ -333,7 +366,13 @@ class Node:
             lat=latency,
             d=detail,
         )
-        if self.job.acknowledge and outcome in ("ok", "late", "altered"):
+        if forwarded_ack_t is not None:
+            s.ack_t = forwarded_ack_t
+            self.line(k="ack", cid=alarm.cid, probe=probe, t=forwarded_ack_t)
+            if s.early_ack is not None:  # the platform's acknowledgement came back before the hand-over
+                early, s.early_ack = s.early_ack, None
+                self.on_device_ack(s.device, early)
+        elif self.job.acknowledge and outcome in ("ok", "late", "altered") and self.probing:
             self.acknowledge(alarm.cid, s, probe, centre)
         self.env.events.request.fire(
             request_type="ALARM",
@@ -359,6 +398,20 @@ class Node:
             return
         self.line(k="ack", cid=cid, probe=probe, t=s.ack_t)
 
+    def acknowledge_foreign(self, alarm: RoutedAlarm, centre: str) -> int | None:
+        client = self.probe_of.get(centre)
+        if client is None:
+            return None
+        body = encode(
+            CentreAck(cid=alarm.cid, centre=centre, device=alarm.device, operator="vtlab-load", sent=utc_text())
+        )
+        t = time.monotonic_ns()
+        try:
+            client.publish(self.job.topic("centre_ack", centre=centre), body)
+        except TargetError:
+            return None
+        return t
+
     def on_device_ack(self, device: str, msg: Message) -> None:
         try:
             ack = decode(msg.payload, DeviceAck)
@@ -370,6 +423,9 @@ class Node:
         s = self.sent.get(ack.cid)
         if s is None:
             self.counts["other_acks"] += 1
+            return
+        if s.ack_t is None and not s.acked and not s.arrived and s.early_ack is None:
+            s.early_ack = msg  # acknowledged by another worker's probe, whose hand-over is still on its way
             return
         self._arrival_no += 1
         n = self._arrival_no
@@ -606,7 +662,11 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
                 _REPORTS[client_id] = data["vtlab"]
                 write_progress(out, list(_REPORTS.values()))
 
+        def on_arrivals(environment: Environment, msg: Any, **_k: Any) -> None:
+            runner.send_message(ARRIVALS_MESSAGE, msg.data)  # to every worker; the owner takes its own
+
         runner.register_message(FINAL_MESSAGE, on_final)
+        runner.register_message(ARRIVALS_MESSAGE, on_arrivals)
         environment.events.worker_report.add_listener(on_report)
         return
     NODE = Node(environment, job())
@@ -617,6 +677,12 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
                 data["vtlab"] = NODE.snapshot()
 
         environment.events.report_to_master.add_listener(report)
+
+        def on_arrivals(environment: Environment, msg: Any, **_k: Any) -> None:
+            if NODE is not None and not NODE.finished:
+                NODE.on_forwarded(msg.data)
+
+        runner.register_message(ARRIVALS_MESSAGE, on_arrivals)
 
 
 @events.test_start.add_listener

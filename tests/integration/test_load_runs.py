@@ -172,6 +172,10 @@ def test_a_master_and_two_workers_merge_counts_exactly(tmp_path: Path) -> None:
     assert merged["alarm"]["p99"] == round(lat.histogram.get_value_at_percentile(99.0) / 1e6, 3)
     assert merged["alarm"]["max"] == round(lat.histogram.get_max_value() / 1e6, 3)
     assert criteria(result)["lost"]["verdict"] == "pass"
+    # one probe (a broker may allow one connection per identity) serves both workers: every alarm and its
+    # acknowledgement was still correlated by the worker that sent it
+    acks = evidence(result.run_dir, "SELECT count(*) FROM matches WHERE metric = 'ack_latency' AND outcome = 'ok'")
+    assert acks[0][0] == 60
 
 
 # --- a broker restart during a run ---------------------------------------------------------------
