@@ -33,45 +33,84 @@ def _steps(reader: EvidenceReader, s: Any) -> list[dict[str, Any]]:
     out = []
     for i, step in enumerate(s.definition.get("steps", [])):
         kind, args = next(iter(step.items())) if isinstance(step, dict) and step else (str(step), {})
-        out.append({"n": i + 1, "kind": kind,
-                    "args": ", ".join(f"{k}: {v}" for k, v in (args or {}).items()),
-                    "outcomes": dict(counts.get(i, {})), "detail": details.get(i, "")})
+        out.append(
+            {
+                "n": i + 1,
+                "kind": kind,
+                "args": ", ".join(f"{k}: {v}" for k, v in (args or {}).items()),
+                "outcomes": dict(counts.get(i, {})),
+                "detail": details.get(i, ""),
+            }
+        )
     return out
 
 
-def build_context(run_dir: Path, summary: dict[str, Any], manifest: dict[str, Any], lang: Lang,
-                  plots: dict[str, list[Plot]]) -> dict[str, Any]:
+def build_context(
+    run_dir: Path, summary: dict[str, Any], manifest: dict[str, Any], lang: Lang, plots: dict[str, list[Plot]]
+) -> dict[str, Any]:
+    from harness.report import sections
+    from harness.report.plots import capacity_plot_names, is_capacity
+
     reader = EvidenceReader(run_dir)
     try:
         run = reader.run()
         info = run["info"]
         lab_file = (info.get("lab") or {}).get("file") or {}
         scen_records = {s.id: s for s in reader.scenarios()}
+        definitions = {sid: {**r.definition, "covers": r.covers} for sid, r in scen_records.items()}
+        titles = {s["id"]: s.get("title", s["id"]) for s in summary["scenarios"]}
+        capacity_names = capacity_plot_names()
         scenarios = []
         for s in summary["scenarios"]:
             rec = scen_records.get(s["id"])
-            scenarios.append({
-                **s, "anchor": "sc-" + slug(s["id"]),
-                "steps": _steps(reader, rec) if rec else [],
-                "plots": plots.get(s["id"], []),
-                "repeat": rec.definition.get("repeat") if rec else None,
-                "pace": rec.definition.get("pace") if rec else None,
-            })
-        observations = [dict(o) for o in reader.observations()]
+            cap = is_capacity(definitions.get(s["id"], {}))
+            scenarios.append(
+                {
+                    **s,
+                    "anchor": "sc-" + slug(s["id"]),
+                    "steps": _steps(reader, rec) if rec else [],
+                    "plots": [p for p in plots.get(s["id"], []) if not (cap and p.name in capacity_names)],
+                    "latencies": sections.scenario_latencies(lang, s),
+                    "repeat": rec.definition.get("repeat") if rec else None,
+                    "pace": rec.definition.get("pace") if rec else None,
+                }
+            )
+        anchors = {s["id"]: s["anchor"] for s in scenarios}
+        shown_elsewhere = {"security", "fuzz", "harness_fault"}  # each has its own section
+        observations = [dict(o) for o in reader.observations() if o["kind"] not in shown_elsewhere]
         files = [{"role": f["role"], "path": f["path"], "sha256": f["sha256"]} for f in reader.files()]
+        security = sections.security_section(reader, definitions, summary, lang, titles)
+        integration = sections.integration_section(reader, lab_file, definitions, summary, lang, titles)
+        capacity = sections.capacity_section(reader, run_dir, definitions, summary, info, lang, plots, anchors)
     finally:
         reader.close()
     incomplete = summary["verdict"] == "incomplete"
     team = lab_file.get("test_team") or []
     sut = lab_file.get("system_under_test") or {}
     return {
-        "L": lang, "t": lang.t, "s": summary, "run": run, "info": info, "lab_file": lab_file,
-        "lab_yaml": _yaml(lab_file), "sut": sut, "team": team, "scenarios": scenarios,
-        "observations": observations, "files": files, "manifest": manifest, "incomplete": incomplete,
+        "L": lang,
+        "t": lang.t,
+        "s": summary,
+        "run": run,
+        "info": info,
+        "lab_file": lab_file,
+        "lab_yaml": _yaml(lab_file),
+        "sut": sut,
+        "team": team,
+        "scenarios": scenarios,
+        "observations": observations,
+        "files": files,
+        "manifest": manifest,
+        "incomplete": incomplete,
         "generated": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "verdict_sentence": lang.t(summary["verdict"]),
-        "scenario_anchor": {s["id"]: s["anchor"] for s in scenarios},
+        "scenario_anchor": anchors,
         "tls_off": (info.get("lab") or {}).get("tls_verify") is False,
+        "harness_faults": sections.harness_faults(summary),
+        "verified_otherwise": sections.verified_otherwise(lang, summary),
+        "security": security,
+        "integration": integration,
+        "capacity": capacity,
     }
 
 
@@ -84,7 +123,12 @@ def _yaml(data: Any) -> str:
 def render_html(context: dict[str, Any]) -> str:
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                             trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
     env.filters["tojson_pretty"] = lambda v: json.dumps(v, ensure_ascii=False, indent=1)
     return env.get_template("report.html.j2").render(**context)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import math
 import os
 import re
@@ -128,9 +129,33 @@ def matplotlib_missing() -> str | None:
     return None
 
 
+def is_capacity(definition: Mapping[str, Any]) -> bool:
+    """A scenario the report's capacity section shows: a load run (`load:`) or one with a throughput criterion."""
+    crits = definition.get("resolved_criteria") or definition.get("criteria") or []
+    return bool(definition.get("load")) or any(
+        isinstance(c, Mapping) and c.get("metric") == "throughput" for c in crits
+    )
+
+
+CAPACITY_METRIC = "alarm_latency"  # the latency the capacity section plots over time
+
+
+def capacity_plot_names() -> frozenset[str]:
+    """The plots of a capacity scenario that the capacity section shows (the scenario's section does not repeat
+    them)."""
+    return frozenset({"throughput", f"{CAPACITY_METRIC}-over-time", "generator"})
+
+
 def scenario_plots(reader: EvidenceReader, scenario: str, criteria: list[dict[str, Any]], lang: Lang) -> list[Plot]:
-    """All plots worth drawing for one scenario (may be empty); one note instead when matplotlib is missing."""
-    metrics = compute(reader.stimuli(scenario), reader.arrivals(scenario), reader.matches(scenario))
+    """All plots worth drawing for one scenario (may be empty); one note instead when matplotlib is missing.
+
+    A capacity scenario (a load run, or a throughput criterion) always gets throughput and latency over time,
+    a load run also the asked shape and the generator's health."""
+    rec = next((r for r in reader.scenarios() if r.id == scenario), None)
+    definition: dict[str, Any] = rec.definition if rec else {}
+    capacity = is_capacity({**definition, "resolved_criteria": criteria or definition.get("resolved_criteria", [])})
+    matches = reader.matches(scenario)
+    metrics = compute(reader.stimuli(scenario), reader.arrivals(scenario), matches)
     stim = reader.rows("SELECT MIN(t_ns) AS t0, COUNT(*) AS n FROM stimuli WHERE scenario = ?", (scenario,))
     t0: int | None = stim[0]["t0"] if stim and stim[0]["t0"] is not None else None
     jobs: list[Any] = []
@@ -144,16 +169,37 @@ def scenario_plots(reader: EvidenceReader, scenario: str, criteria: list[dict[st
                     m, [ns / 1e6 for _, ns in _arrived(la)], _time_limits(criteria, m), lang, latency=la
                 )
             )
-        if len(arrived) >= 5 and t0 is not None:
-            jobs.append(lambda m=metric, la=lat, start=t0: _latency_over_time(m, _arrived(la), start, lang))
-    if stim and stim[0]["n"] >= 50 and t0 is not None:
-        jobs.append(lambda start=t0: _throughput(reader, scenario, start, lang))
+        enough = 1 if capacity and metric == CAPACITY_METRIC else 5
+        if t0 is not None and len([1 for t, _ in arrived if t >= t0]) >= enough:
+            jobs.append(
+                lambda m=metric, la=lat, start=t0: _latency_over_time(
+                    m, _arrived(la), start, lang, _not_arrived(reader, scenario, m, matches), _time_limits(criteria, m)
+                )
+            )
+    if stim and t0 is not None and (stim[0]["n"] >= 50 or (capacity and stim[0]["n"] >= 2)):
+        asked = (definition.get("resolved_load") or {}).get("asked_per_second") if definition.get("load") else None
+        jobs.append(lambda start=t0, a=asked: _throughput(reader, scenario, start, lang, a))
+    if definition.get("load") and t0 is not None:
+        jobs.append(lambda start=t0: _generator(reader, scenario, start, definition, lang))
     if not jobs:
         return []
     missing = matplotlib_missing()
     if missing:
         return [_unavailable(lang, missing)]
     return [p for p in (job() for job in jobs) if p is not None]
+
+
+def _not_arrived(reader: EvidenceReader, scenario: str, metric: str, matches: list[Any]) -> list[int]:
+    """Stimulus times (t_ns) of the expectations of `metric` that never arrived in place (lost, misrouted,
+    ambiguous, not reached): they have no latency to draw, so they are marked above the samples."""
+    stim = {r["cid"]: r["t_ns"] for r in reader.rows("SELECT cid, t_ns FROM stimuli WHERE scenario = ?", (scenario,))}
+    out = []
+    for m in matches:
+        if m["metric"] == metric and m["latency_ns"] is None and m["outcome"] not in ("ok", "altered", "refused"):
+            t = stim.get(m["stimulus_cid"])
+            if t is not None:
+                out.append(int(t))
+    return sorted(out)
 
 
 def _arrived(latency: Latency) -> list[tuple[int, int]]:
@@ -235,45 +281,171 @@ def _latency_distribution(
     return Plot(f"{safe_stem(metric)}-distribution", title, _svg(fig), " ".join(notes), marks)
 
 
-def _latency_over_time(metric: str, samples: list[tuple[int, int]], t0: int, lang: Lang) -> Plot:
-    """`samples`: (stimulus t_ns, latency ns), as harness.metrics.Latency keeps them."""
+def _latency_over_time(
+    metric: str,
+    samples: list[tuple[int, int]],
+    t0: int,
+    lang: Lang,
+    lost: Sequence[int] = (),
+    limits: Sequence[tuple[str, float]] = (),
+) -> Plot:
+    """`samples`: (stimulus t_ns, latency ns), as harness.metrics.Latency keeps them (late ones included);
+    `lost`: stimulus times of expectations that never arrived, drawn as marks along the top."""
     plt = _plt()
-    pts = [((t - t0) / 1e9, ns / 1e6) for t, ns in samples]
-    fig, ax = plt.subplots(figsize=(7.2, 2.2))
-    ax.plot([p[0] for p in pts], [p[1] for p in pts], ".", markersize=3, color="#4C78A8")
+    pts = [((t - t0) / 1e9, ns / 1e6) for t, ns in samples if t >= t0]
+    fig, ax = plt.subplots(figsize=(7.2, 2.4))
+    ax.plot(
+        [p[0] for p in pts],
+        [p[1] for p in pts],
+        ".",
+        markersize=3,
+        color="#4C78A8",
+        label=("ankommet" if lang.code == "nb" else "arrived") + f" ({lang.number(len(pts))})",
+    )
+    top = max([p[1] for p in pts], default=1.0)
+    drawn = [(text, ms) for text, ms in limits if ms <= max(top, 1e-9) * _LIMIT_FITS]
+    for text, ms in drawn:
+        ax.axhline(ms, color="black", linewidth=1.2)
+        ax.text(0, ms, f" {text}", fontsize=7, va="bottom")
+        top = max(top, ms)
+    if lost:
+        y = top * 1.08 if top > 0 else 1.0
+        ax.plot(
+            [(t - t0) / 1e9 for t in lost],
+            [y] * len(lost),
+            "x",
+            color="#E45756",
+            markersize=5,
+            label=lang.t("not_arrived_value") + f" ({lang.number(len(lost))})",
+        )
     ax.set_xlabel("s" + (" (fra første stimulus)" if lang.code == "nb" else " (from first stimulus)"))
     ax.set_ylabel("ms")
     ax.set_ylim(bottom=0)
+    ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     return Plot(f"{safe_stem(metric)}-over-time", lang.t("latency_time", metric=metric), _svg(fig))
 
 
-def _throughput(reader: EvidenceReader, scenario: str, t0: int, lang: Lang) -> Plot | None:
+def _throughput(
+    reader: EvidenceReader, scenario: str, t0: int, lang: Lang, asked: Sequence[float] | None = None
+) -> Plot | None:
+    """Sent and received alarms per second over the scenario; for a load run also the rate its shape asked for
+    (the schedule's alarms per second, from the scenario definition in the store)."""
     arr = reader.rows("SELECT t_ns FROM arrivals WHERE scenario = ? AND kind = 'alarm' ORDER BY t_ns", (scenario,))
     sent = reader.rows("SELECT t_ns FROM stimuli WHERE scenario = ? ORDER BY t_ns", (scenario,))
-    if not arr:
+    if not arr and not asked:
         return None
     plt = _plt()
-    end = max(arr[-1]["t_ns"], sent[-1]["t_ns"])
-    span = max(1.0, (end - t0) / 1e9)
-    width = 0.5 if span <= 30 else 1.0
+    end = max([r["t_ns"] for r in arr[-1:]] + [sent[-1]["t_ns"]])
+    span = max(1.0, (end - t0) / 1e9, float(len(asked or [])))
+    width = 1.0 if asked or span > 30 else 0.5
     nbins = int(span / width) + 1
 
     def rate(rows: list[Any]) -> list[float]:
         bins = [0] * nbins
         for r in rows:
-            bins[min(nbins - 1, int((r["t_ns"] - t0) / 1e9 / width))] += 1
+            bins[min(nbins - 1, max(0, int((r["t_ns"] - t0) / 1e9 / width)))] += 1
         return [b / width for b in bins]
 
     xs = [i * width for i in range(nbins)]
-    fig, ax = plt.subplots(figsize=(7.2, 2.2))
+    fig, ax = plt.subplots(figsize=(7.2, 2.4))
+    if asked:
+        ax.step(
+            range(len(asked)),
+            asked,
+            where="post",
+            color="black",
+            linewidth=1.2,
+            linestyle="--",
+            label="bestilt" if lang.code == "nb" else "asked",
+        )
     ax.step(xs, rate(sent), where="post", label="sendt" if lang.code == "nb" else "sent", color="#F58518")
     ax.step(xs, rate(arr), where="post", label="mottatt" if lang.code == "nb" else "received", color="#4C78A8")
     ax.set_xlabel("s")
     ax.set_ylabel("/s")
+    ax.set_ylim(bottom=0)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return Plot("throughput", lang.t("throughput"), _svg(fig))
+    return Plot("throughput", lang.t("shape_asked") if asked else lang.t("throughput"), _svg(fig))
+
+
+def send_lags(reader: EvidenceReader, scenario: str) -> list[tuple[int, int]]:
+    """(intended t_ns, send lag ns) of a load run's alarms: the lag the generator recorded with each stimulus."""
+    out = []
+    for r in reader.rows("SELECT t_ns, payload FROM stimuli WHERE scenario = ? ORDER BY t_ns", (scenario,)):
+        if '"_send_lag_ns"' not in r["payload"]:
+            continue
+        try:
+            lag = json.loads(r["payload"]).get("_send_lag_ns")
+        except ValueError:
+            continue
+        if isinstance(lag, int | float):
+            out.append((int(r["t_ns"]), int(lag)))
+    return out
+
+
+def generator_samples(run_dir: Path) -> list[dict[str, Any]]:
+    """The load generator's own samples (CPU, loop lag, connected devices) from the run folder's
+    load/capacity.json, which `vtlab load` writes and the manifest covers; [] when there is none."""
+    try:
+        data = json.loads((run_dir / "load" / "capacity.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    gen = data.get("generator") if isinstance(data, dict) else None
+    return [g for g in gen if isinstance(g, dict)] if isinstance(gen, list) else []
+
+
+def _generator(
+    reader: EvidenceReader, scenario: str, t0: int, definition: Mapping[str, Any], lang: Lang
+) -> Plot | None:
+    """Send lag over the schedule (from the stimuli) and CPU per generator process over time (its samples)."""
+    from datetime import datetime
+
+    lags = send_lags(reader, scenario)
+    samples = [g for g in generator_samples(reader.path.parent) if g.get("cpu") is not None and g.get("wall")]
+    if not lags and not samples:
+        return None
+    plt = _plt()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(7.2, 2.4))
+    ax1.plot([(t - t0) / 1e9 for t, _ in lags], [v / 1e6 for _, v in lags], ".", markersize=2, color="#4C78A8")
+    load = definition.get("load") or {}
+    try:
+        from harness.units import parse_duration
+
+        max_lag_ms = parse_duration(str(load.get("max_lag", "100ms"))) / 1e6
+        ax1.axhline(max_lag_ms, color="black", linewidth=1.2)
+        ax1.text(0, max_lag_ms, f" max_lag {load.get('max_lag', '100ms')}", fontsize=7, va="bottom")
+    except Exception:
+        pass
+    ax1.set_xlabel("s")
+    ax1.set_ylabel("ms")
+    ax1.set_title("forsinkelse i sendeplanen" if lang.code == "nb" else "schedule lag", fontsize=8)
+    ax1.set_ylim(bottom=0)
+
+    def seconds(wall: str) -> float:
+        return datetime.fromisoformat(wall.replace("Z", "+00:00")).timestamp()
+
+    try:
+        start = min(seconds(str(g["wall"])) for g in samples) if samples else 0.0
+        for node in sorted({str(g.get("node")) for g in samples}):
+            mine = [g for g in samples if str(g.get("node")) == node]
+            ax2.plot(
+                [seconds(str(g["wall"])) - start for g in mine],
+                [float(g["cpu"]) * 100 for g in mine],
+                "-",
+                linewidth=1,
+                label=node,
+            )
+    except (ValueError, TypeError):
+        pass
+    ax2.set_xlabel("s")
+    ax2.set_ylabel("% CPU")
+    ax2.set_title("CPU per generatorprosess" if lang.code == "nb" else "CPU per generator process", fontsize=8)
+    ax2.set_ylim(bottom=0)
+    if samples:
+        ax2.legend(fontsize=6)
+    fig.tight_layout()
+    return Plot("generator", lang.t("lag_time"), _svg(fig))
 
 
 def write_plots(run_dir: Path, plots: Mapping[str, Sequence[Plot]]) -> list[Path]:
