@@ -49,6 +49,15 @@ ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
 
 
+TWIN_SUFFIX = ".twin"
+"""A second identity with the same rights as a device's or a centre's: security checks connect as the twin,
+so that, with client ids bound to identities, they never knock the test bed's own connection off."""
+
+
+def twin_identity(identity: str) -> str:
+    return identity + TWIN_SUFFIX
+
+
 def device_identity(device_id: str) -> str:
     """The certificate CN of a simulated device."""
     return f"device-{device_id}"
@@ -604,6 +613,8 @@ class LabConfig(_Model):
             CONTROL_IDENTITY,
             *(device_identity(d) for d in self.devices),
             *(centre_identity(c) for c in self.all_centres()),
+            *(twin_identity(device_identity(d)) for d in self.devices),
+            *(twin_identity(centre_identity(c)) for c in self.all_centres()),
         ]
 
     def access_rules(self) -> list[AccessRule]:
@@ -621,14 +632,14 @@ class LabConfig(_Model):
             allow(ROUTER_IDENTITY, "publish", self.topic_filter(name))
         allow(CONTROL_IDENTITY, "publish", self.topic("lab_control"))
         for d in self.devices:
-            who = device_identity(d)
-            allow(who, "publish", self.topic("device_event", device=d))
-            allow(who, "publish", self.topic("device_heartbeat", device=d))
-            allow(who, "subscribe", self.topic("device_ack", device=d))
+            for who in (device_identity(d), twin_identity(device_identity(d))):
+                allow(who, "publish", self.topic("device_event", device=d))
+                allow(who, "publish", self.topic("device_heartbeat", device=d))
+                allow(who, "subscribe", self.topic("device_ack", device=d))
         for c in self.all_centres():
-            who = centre_identity(c)
-            allow(who, "subscribe", self.topic("centre_alarm", centre=c))
-            allow(who, "publish", self.topic("centre_ack", centre=c))
+            for who in (centre_identity(c), twin_identity(centre_identity(c))):
+                allow(who, "subscribe", self.topic("centre_alarm", centre=c))
+                allow(who, "publish", self.topic("centre_ack", centre=c))
         return rules
 
     def to_json(self) -> str:

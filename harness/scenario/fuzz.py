@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from harness.clock import now_ns
 from harness.errors import InputError, TargetError, UnreachableError
-from harness.lab.config import device_identity
+from harness.lab.config import device_identity, twin_identity
 from harness.scenario.plan import ScenarioPlan, StepPlan
 from harness.scenario.registry import StepKind
 from harness.scenario.runner import Iteration, ScenarioRun
@@ -298,7 +298,7 @@ def cases_for(
 def _sender(it: Iteration, args: FuzzArgs, device: str, fz: FuzzRun) -> tuple[_Sender, str]:
     bed, lab = it.bed, it.bed.lab
     if args.via == "mqtt":
-        settings = cast(Any, bed).mqtt_settings(device_identity(device))
+        settings = cast(Any, bed).mqtt_settings(twin_identity(device_identity(device)))  # never the bed's own
         topics = {n: lab.topic(n, device=device) for n in ("device_event", "device_heartbeat")}
         return _MqttSender(settings, topics, fz), settings.url
     spec = lab.spec.devices[device]

@@ -29,7 +29,7 @@ from harness.clock import now_ns
 from harness.errors import InputError, TargetError, UnreachableError
 from harness.evidence import Match
 from harness.hookspecs import hookimpl
-from harness.lab.config import centre_identity, device_identity
+from harness.lab.config import centre_identity, device_identity, twin_identity
 from harness.outcomes import Outcome
 from harness.scenario.plan import ScenarioPlan, StepPlan
 from harness.scenario.registry import StepKind
@@ -273,7 +273,13 @@ def attempt_runner(it: Iteration, step: StepPlan) -> Callable[[], CheckResult]:
     args: ExpectRefusedArgs = step.args
     bed, lab, plan = it.bed, it.bed.lab, it.plan
     within = parse_duration(args.within) / 1e9
-    settings_for = cast(Any, bed).mqtt_settings
+    own = cast(Any, bed).mqtt_settings
+
+    def settings_for(identity: str = "harness") -> MqttSettings:
+        """A device's or centre's rights on a connection of the check's own (its twin identity), never the
+        test bed's: with client ids bound to identities a second connection would take the first's place."""
+        return cast(MqttSettings, own(identity if identity == "harness" else twin_identity(identity)))
+
     harness_settings: MqttSettings = settings_for()
     attempt = args.attempt
     if attempt in CONNECT_ATTEMPTS:
