@@ -338,7 +338,7 @@ def _throughput(
     plt = _plt()
     end = max([r["t_ns"] for r in arr[-1:]] + [sent[-1]["t_ns"]])
     span = max(1.0, (end - t0) / 1e9, float(len(asked or [])))
-    width = 1.0 if asked or span > 30 else 0.5
+    width = 1.0 if asked or span > 30 else (0.5 if span > 5 else 0.1)
     nbins = int(span / width) + 1
 
     def rate(rows: list[Any]) -> list[float]:

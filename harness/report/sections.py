@@ -18,7 +18,7 @@ from typing import Any
 
 from harness.evidence import EvidenceReader
 from harness.metrics import Latency
-from harness.report.i18n import Lang
+from harness.report.i18n import CERT_FIELDS, Lang
 from harness.report.plots import Plot, capacity_plot_names, generator_samples, is_capacity, send_lags
 
 LATENCY_STATS = ("p50", "p95", "p99", "max")
@@ -165,7 +165,7 @@ def security_section(
         if isinstance(cert, Mapping):
             ident = str(cert.get("sha256") or json.dumps(cert, sort_keys=True, default=str))
             entry = certs.setdefault(
-                ident, {"fields": [(lang.cert_field(k), scrub(k, v)) for k, v in cert.items()], "seen_in": []}
+                ident, {"fields": [(lang.cert_field(k), scrub(k, cert[k])) for k in _cert_order(cert)], "seen_in": []}
             )
             entry["seen_in"].append(number)
         checks.append(
@@ -179,7 +179,7 @@ def security_section(
                 "attempt": label,
                 "what": lang.attempt(label),
                 "expected": lang.expected(label),
-                "request": flat(rec.get("request") or {}),
+                "request": [kv for kv in flat(rec.get("request") or {}) if kv[0] != "attempt"],
                 "seen": flat(rec.get("refusal") or {}),
                 "detail": scrub("detail", rec.get("detail") or ""),
                 "outcome": rec.get("outcome"),
@@ -415,7 +415,8 @@ def capacity_section(
             asked = resolved.get("planned_alarms")
         else:
             shape = lang.t("cap_pace", pace=d.get("pace") or "–", repeat=lang.number(d.get("repeat") or 1))
-            asked = None
+            triggers = [st for st in d.get("steps") or [] if isinstance(st, Mapping) and "trigger" in st]
+            asked = int(d.get("repeat") or 1) * len(triggers) if triggers else None
         entry: dict[str, Any] = {
             "id": sc["id"],
             "title": sc.get("title", sc["id"]),
@@ -543,6 +544,12 @@ def _generator_health(
         "faults": [f["text"] for f in faults],
         "capacity_file": (run_dir / "load" / "capacity.json").is_file(),
     }
+
+
+def _cert_order(cert: Mapping[str, Any]) -> list[str]:
+    """Subject, issuer, serial, validity, names, key, hash, fingerprint; then anything else recorded."""
+    known = list(CERT_FIELDS["en"])
+    return [k for k in known if k in cert] + sorted(k for k in cert if k not in known)
 
 
 def _ended(lang: Lang, ended: Any) -> str:
