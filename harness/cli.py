@@ -184,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.labtools import register as register_labtools
 
     register_labtools(sub)
+    from harness.load.commands import register as register_load
+
+    register_load(sub)
     try:
         from harness.report.commands import register
     except ImportError:

@@ -334,7 +334,7 @@ async def _run(it: Iteration, step: StepPlan, args: FuzzArgs, device: str, fz: F
         fz.ended, fz.ended_ns = "not started", now_ns()
         text = getattr(exc, "problem", None) or str(exc) or type(exc).__name__
         fz.last_error = text
-        it.bed.evidence.harness_fault(it.plan.id, f"fuzz ({args.via}): could not reach {fz.target}: {text}")
+        it.bed.harness_fault(f"fuzz ({args.via}): could not reach {fz.target}: {text}")
         it.bed.evidence.observation(it.plan.id, "fuzz", json.dumps(fz.to_json(), sort_keys=True))
         return
     local = sender.local if isinstance(sender, _UdpSender) else ""

@@ -9,7 +9,7 @@ import itertools
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from harness.clock import now_ns
 from harness.evidence import EvidenceStore, Match
@@ -39,7 +39,13 @@ class Testbed(Protocol):
 
     def next_seq(self, device_id: str) -> int: ...
 
-    def mqtt_settings(self) -> MqttSettings: ...
+    def mqtt_settings(self, identity: str = "harness") -> MqttSettings: ...
+
+    def endpoint(self, role: str, name: str) -> Any: ...
+
+    def harness_fault(self, text: str) -> None:
+        """Record a failure of vtlab's own part: the scenario becomes a harness fault, charged to no one."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

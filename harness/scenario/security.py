@@ -256,7 +256,7 @@ def _dc09_target(it: Iteration, device: str) -> tuple[str, Any, bytes | None]:
     lab = it.bed.lab
     settings = lab.spec.devices[device].dc09
     assert settings is not None
-    address = settings.to or it.bed.endpoint("device", "dc09")  # type: ignore[attr-defined]
+    address = settings.to or it.bed.endpoint("device", "dc09")
     if not address:
         raise InputError(
             f"device `{device}`: no DC-09 receiver address",
@@ -330,7 +330,7 @@ def attempt_runner(it: Iteration, step: StepPlan) -> Callable[[], CheckResult]:
     if attempt == "scaip_without_tls":
         s = lab.spec.devices[device].scaip
         assert s is not None
-        to = s.to or bed.endpoint("device", "scaip")  # type: ignore[attr-defined]
+        to = s.to or bed.endpoint("device", "scaip")
         return lambda: asyncio.run(alarm_checks.scaip_plain_check(to, str(s.cid), s.did, timeout_s=within))
     mine = settings_for(device_identity(device))
     if attempt == "control_topic":
@@ -362,7 +362,7 @@ def record_check(
     cid = it.run.new_cid(it.index)
     if result is None:
         outcome, detail = Outcome.NOT_REACHED, f"could not make the attempt: {problem}"
-        it.bed.evidence.harness_fault(it.plan.id, f"{step.kind.name} ({label}): {detail}")
+        it.bed.harness_fault(f"{step.kind.name} ({label}): {detail}")
         record: dict[str, Any] = {"check": label, "outcome": outcome.value, "detail": detail}
     else:
         outcome, detail = result.outcome, result.detail
