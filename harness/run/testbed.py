@@ -25,6 +25,8 @@ from harness.transports.mqtt import MqttSettings
 from harness.transports.registry import transport_kinds
 
 LISTENING = ("dc09", "scaip")
+GATEWAY_DEVICES = ("serial", "ble")
+"""Devices a home gateway connects to (a pty, a BLE peripheral): they exist before the target starts."""
 """Centre transports where vtlab listens and the platform connects: bound before the target starts."""
 
 
@@ -103,6 +105,9 @@ class TestBed:
         """Open what listens before the target starts (patient-record probes; centres on DC-09 and SCAIP)
         and return where each listens, for the target's configuration."""
         listeners: dict[str, Any] = {"centres": {}, "records": {}}
+        for device_id, spec in self.lab.spec.devices.items():
+            if spec.via in GATEWAY_DEVICES:  # the platform's gateway must find them when it starts
+                self.device(device_id)
         for name, probe in self.lab.spec.probes.items():
             if probe.kind == "epj":
                 rec = PatientRecordProbe(name, probe.epj, self.lab.path.parent, self.tracker)
