@@ -83,7 +83,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dev", action="store_true", help="also install the tools for vtlab's own tests")
     args = parser.parse_args()
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - bootstrap runs under whatever python3 the machine has
         say(f"vtlab needs Python 3.11 or newer; this is {sys.version.split()[0]}")
         return 2
     install_system_packages([])

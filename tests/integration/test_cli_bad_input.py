@@ -109,7 +109,8 @@ def test_a_run_id_that_is_not_a_plain_folder_name_is_refused(suite: Suite, tmp_p
     path = suite.scenario("s", button_presses(repeat=1))
     result = run_vtlab(str(path), report_dir=tmp_path / "r", run_id=run_id)
     assert_clean_refusal(result.output, result.rc, "--run-id", "plain folder name")
-    assert not (tmp_path / "escape").exists() and sorted(p.name for p in tmp_path.iterdir()) in ([], ["r"], ["scenarios"], ["r", "scenarios"])
+    assert not (tmp_path / "escape").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["r"], ["scenarios"], ["r", "scenarios"])
 
 
 def test_a_report_dir_that_is_a_file_is_refused(suite: Suite, tmp_path: Path) -> None:

@@ -23,7 +23,8 @@ from harness.protocols.contact_id import decode_adm_cid, encode_adm_cid
 from harness.protocols.dc09 import ADM_CID, Account, Decision, TransmitterState
 from harness.scenario.loader import load_scenario
 from harness.session import RunSession
-from harness.transports.dc09 import DC09Receiver, DC09Transmitter, Path as Dc09Path
+from harness.transports.dc09 import DC09Receiver, DC09Transmitter
+from harness.transports.dc09 import Path as Dc09Path
 from harness.transports.loop import LoopThread
 from tests.helpers import Suite, memory_lab, partial_suite_contract
 

@@ -80,9 +80,10 @@ def test_identities_and_access_rules() -> None:
     cfg = LabConfig.model_validate(
         {"site": "s", "devices": {"d1": {"user": "u"}}, "centres": ["rc-a"], "routing": {"u": "rc-a"}}
     )
-    assert cfg.identities() == ["lab", "harness", "device-d1", "centre-rc-a"]
+    assert cfg.identities() == ["lab", "harness", "device-d1", "centre-rc-a", "device-d1.twin", "centre-rc-a.twin"]
     rules = {(r.identity, r.access, r.topic_filter) for r in cfg.access_rules()}
-    assert rules == {
+    twins = {r for r in rules if r[0].endswith(".twin")}
+    assert twins and rules - twins == {
         ("lab", "subscribe", "vtlab/s/device/+/event"),
         ("lab", "subscribe", "vtlab/s/device/+/heartbeat"),
         ("lab", "subscribe", "vtlab/s/centre/+/ack"),
@@ -96,6 +97,8 @@ def test_identities_and_access_rules() -> None:
         ("centre-rc-a", "subscribe", "vtlab/s/centre/rc-a/alarm"),
         ("centre-rc-a", "publish", "vtlab/s/centre/rc-a/ack"),
     }
+    assert {(i.removesuffix(".twin"), a, t) for i, a, t in twins} == {r for r in rules - twins if r[0] != "lab"
+                                                                     and r[0] != "harness"}  # same rights
     assert all(isinstance(r, AccessRule) for r in cfg.access_rules())
 
 

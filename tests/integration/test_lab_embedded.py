@@ -48,7 +48,8 @@ def target() -> Iterator[EmbeddedTarget]:
 
 def test_identities_come_from_the_lab_file(target: EmbeddedTarget) -> None:
     lab = load_lab(LAB)
-    expected = {"lab", "harness"} | {f"device-{d}" for d in lab.spec.devices} | {f"centre-{c}" for c in lab.spec.centres}
+    own = {f"device-{d}" for d in lab.spec.devices} | {f"centre-{c}" for c in lab.spec.centres}
+    expected = {"lab", "harness"} | own | {f"{i}.twin" for i in own}  # twins: for security checks
     assert set(target.identities) == expected
     assert target.pki is not None and set(target.pki.clients) == expected
     assert target.pki.ca_key is None and not (target.pki.ca_cert.parent / "ca.key").exists()

@@ -23,7 +23,8 @@ from harness.protocols.dc09 import ADM_CID, TransmitterState
 from harness.protocols.scaip import Mrq, reply_for
 from harness.scenario.loader import load_scenario
 from harness.session import RunSession
-from harness.transports.dc09 import DC09Transmitter, Path as Dc09Path
+from harness.transports.dc09 import DC09Transmitter
+from harness.transports.dc09 import Path as Dc09Path
 from harness.transports.loop import LoopThread
 from harness.transports.sip import ScaipReceiver
 from tests.helpers import Suite, memory_lab, partial_suite_contract

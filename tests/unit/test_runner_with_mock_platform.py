@@ -126,7 +126,8 @@ def test_an_alarm_without_user_is_judged_misrouted_with_what_arrived(suite: Suit
 
 
 @pytest.mark.parametrize("junk", [{"priority": "x"}, {"seq": -1}, {"battery": 1000}, {"code": 101}])
-def test_an_alarm_with_malformed_fields_is_altered_not_lost(suite: Suite, tmp_path: Path, junk: dict[str, object]) -> None:
+def test_an_alarm_with_malformed_fields_is_altered_not_lost(suite: Suite, tmp_path: Path,
+                                                            junk: dict[str, object]) -> None:
     m = run(suite, tmp_path, SCENARIO, lambda e: [(centre_of(e), {**e, "centre": centre_of(e), **junk})])
     assert m.counts["altered"] == 8 and m.counts["lost"] == 0
     assert all("malformed" in d for d in m.problem_details)
