@@ -57,12 +57,20 @@ def scenario_schema() -> dict[str, Any]:
     return schema
 
 
+def _load_schema() -> dict[str, Any]:
+    """A capacity scenario (top-level `load:`, run by `vtlab load`): its own file model."""
+    from harness.load.scenario import LoadScenarioFile
+
+    return _schema(LoadScenarioFile, "vtlab load scenario (capacity run)")
+
+
 def write_schemas(out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "scenario.schema.json": scenario_schema(),
         "contract.schema.json": _schema(Contract, "vtlab contract (kravspesifikasjon)"),
         "lab.schema.json": _schema(LabFile, "vtlab lab file"),
+        "load-scenario.schema.json": _load_schema(),
     }
     written = []
     for name, schema in files.items():

@@ -31,7 +31,7 @@ from harness.links.gateway import MeasuredOutgoing, compare_readings, measured_n
 from harness.outcomes import Outcome
 from harness.scenario.plan import ScenarioPlan, StepPlan
 from harness.scenario.registry import StepKind
-from harness.scenario.runner import Iteration, Pending, Stimulus
+from harness.scenario.runner import Iteration, Stimulus
 from harness.tracking import Arrival
 from harness.units import parse_bounded_duration, parse_duration
 
@@ -189,18 +189,10 @@ async def expect_reading(it: Iteration, step: StepPlan) -> None:
             wrong.append(f"malformed: {a.defect}")
         return (Outcome.ALTERED, "arrived with " + "; ".join(wrong)) if wrong else (Outcome.OK, None)
 
-    deadline = stim.t_ns + parse_duration(args.within)
-    arrival = await it.bed.tracker.expect(predicate, frozenset({probe}), (deadline - now_ns()) / 1e9)
-    if arrival is None:
-        it.run.pending.append(
-            Pending(it.index, step.index, (args.metric,), (stim.t_ns,), stim, probe, predicate, check)
-        )
-        it.record(step, "timeout", f"no reading for {stim.cid} at {probe} within {args.within}")
-        it.stop(f"reading {stim.cid} did not arrive within {args.within}")
-        return
-    outcome, detail = check(arrival)
-    it.match(step.index, args.metric, stim, outcome, arrival, arrival.t_ns - stim.t_ns, detail)
-    it.record(step, "ok" if outcome is Outcome.OK else "mismatch", detail)
+    arrival = await it.await_arrival(step, stim, probe, predicate, check, stim.t_ns + parse_duration(args.within),
+                                     (args.metric,), (stim.t_ns,), what="reading", within=args.within)
+    if arrival is not None:
+        it.settle(step, args.metric, stim, arrival, check)
 
 
 def check_expect_reading(plan: ScenarioPlan, step: StepPlan) -> None:

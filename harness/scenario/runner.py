@@ -104,6 +104,30 @@ class Iteration:
         self.bed.evidence.match(Match(self.plan.id, self.index, step, metric, stim.cid, stim.device_id, stim.seq,
                                       outcome, arrival.id if arrival else None, latency_ns, detail))
 
+    async def await_arrival(
+        self, step: StepPlan, stim: Stimulus, probe: str, predicate: Predicate,
+        check: Callable[[Arrival], tuple[Outcome, str | None]], deadline_ns: int,
+        metrics: tuple[str, ...], origins: tuple[int, ...], *, what: str, within: str, stop: bool = True,
+    ) -> Arrival | None:
+        """Wait for the arrival an expectation step names until its deadline. On timeout the expectation is
+        left to the drain (late, misrouted or lost), the step is recorded `timeout`, and, with `stop`, the
+        repetition's later steps are not tried (censored samples of their metrics)."""
+        arrival = await self.bed.tracker.expect(predicate, frozenset({probe}), (deadline_ns - now_ns()) / 1e9)
+        if arrival is None:
+            self.run.pending.append(Pending(self.index, step.index, metrics, origins, stim, probe, predicate, check))
+            self.record(step, "timeout", f"no {what} for {stim.cid} at {probe} within {within}")
+            if stop:
+                self.stop(f"{what} {stim.cid} did not arrive within {within}")
+        return arrival
+
+    def settle(self, step: StepPlan, metric: str, stim: Stimulus, arrival: Arrival,
+               check: Callable[[Arrival], tuple[Outcome, str | None]]) -> tuple[Outcome, str | None]:
+        """Judge an arrival that came in time, record the match and the step; returns the outcome."""
+        outcome, detail = check(arrival)
+        self.match(step.index, metric, stim, outcome, arrival, arrival.t_ns - stim.t_ns, detail)
+        self.record(step, "ok" if outcome is Outcome.OK else "mismatch", detail)
+        return outcome, detail
+
     def not_reached(self, step: StepPlan) -> None:
         """An expectation not tried because an earlier step failed: a censored sample of its metrics
         (latency percentiles are over every stimulus sent), never a count of `lost`."""

@@ -9,13 +9,12 @@ from typing import Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from harness.clock import now_ns
 from harness.errors import InputError
 from harness.hookspecs import hookimpl
 from harness.outcomes import Outcome
 from harness.scenario.plan import ScenarioPlan, StepPlan
 from harness.scenario.registry import StepKind
-from harness.scenario.runner import Iteration, Pending, Stimulus
+from harness.scenario.runner import Iteration, Stimulus
 from harness.tracking import Arrival
 from harness.units import parse_bounded_duration, parse_duration
 
@@ -156,13 +155,9 @@ async def expect_alarm(it: Iteration, step: StepPlan) -> None:
             return (a.kind == "alarm" and a.field("device") == stim.device_id
                     and a.field("event") == wanted_event and a.t_ns >= stim.t_ns)
     check = _alarm_check(it, args, stim, centre)
-    deadline = stim.t_ns + _ns(args.within)
-    arrival = await it.bed.tracker.expect(predicate, frozenset({probe}), (deadline - now_ns()) / 1e9)
+    arrival = await it.await_arrival(step, stim, probe, predicate, check, stim.t_ns + _ns(args.within),
+                                     (args.metric,), (stim.t_ns,), what="alarm", within=args.within)
     if arrival is None:
-        pending = Pending(it.index, step.index, (args.metric,), (stim.t_ns,), stim, probe, predicate, check)
-        it.run.pending.append(pending)
-        it.record(step, "timeout", f"no alarm for {stim.cid} at {probe} within {args.within}")
-        it.stop(f"alarm {stim.cid} did not arrive within {args.within}")
         return
     outcome, detail = check(arrival)
     if arrival.cid != stim.cid and stim.key is not None:
@@ -239,16 +234,11 @@ async def expect_record(it: Iteration, step: StepPlan) -> None:
             return Outcome.ALTERED, f"record arrived with findings: {a.defect}"
         return Outcome.OK, None
 
-    deadline = stim.t_ns + _ns(args.within)
-    arrival = await it.bed.tracker.expect(predicate, frozenset({probe}), (deadline - now_ns()) / 1e9)
-    if arrival is None:
-        it.run.pending.append(Pending(it.index, step.index, (args.metric,), (stim.t_ns,), stim, probe, predicate,
-                                      check))
-        it.record(step, "timeout", f"no {args.kind} record for {stim.cid} at {probe} within {args.within}")
-        return
-    outcome, detail = check(arrival)
-    it.match(step.index, args.metric, stim, outcome, arrival, arrival.t_ns - stim.t_ns, detail)
-    it.record(step, "ok" if outcome is Outcome.OK else "mismatch", detail)
+    arrival = await it.await_arrival(step, stim, probe, predicate, check, stim.t_ns + _ns(args.within),
+                                     (args.metric,), (stim.t_ns,), what=f"{args.kind} record", within=args.within,
+                                     stop=False)
+    if arrival is not None:
+        it.settle(step, args.metric, stim, arrival, check)
 
 
 def check_expect_record(plan: ScenarioPlan, step: StepPlan) -> None:
@@ -324,12 +314,9 @@ async def expect_ack(it: Iteration, step: StepPlan) -> None:
         return (Outcome.ALTERED, f"malformed: {a.defect}") if a.defect else (Outcome.OK, None)
 
     metrics, origins = ("ack_latency", "ack_roundtrip"), (t_ack, stim.t_ns)
-    deadline = t_ack + _ns(args.within)
-    arrival = await it.bed.tracker.expect(predicate, frozenset({probe}), (deadline - now_ns()) / 1e9)
+    arrival = await it.await_arrival(step, stim, probe, predicate, check, t_ack + _ns(args.within), metrics, origins,
+                                     what="acknowledgement", within=args.within)
     if arrival is None:
-        it.run.pending.append(Pending(it.index, step.index, metrics, origins, stim, probe, predicate, check))
-        it.record(step, "timeout", f"no acknowledgement for {cid} at {stim.device_id} within {args.within}")
-        it.stop(f"acknowledgement for {cid} did not arrive within {args.within}")
         return
     outcome, detail = check(arrival)
     for metric, origin in zip(metrics, origins, strict=True):
@@ -375,16 +362,10 @@ async def expect_receipt(it: Iteration, step: StepPlan) -> None:
         wrong = [f"{k} {a.field(k)!r}, expected {v!r}" for k, v in wanted.items() if a.field(k) != v]
         return (Outcome.ALTERED, "receipt with " + "; ".join(wrong)) if wrong else (Outcome.OK, None)
 
-    deadline = stim.t_ns + _ns(args.within)
-    arrival = await it.bed.tracker.expect(predicate, frozenset({probe}), (deadline - now_ns()) / 1e9)
-    if arrival is None:
-        it.run.pending.append(Pending(it.index, step.index, (args.metric,), (stim.t_ns,), stim, probe, predicate,
-                                      check))
-        it.record(step, "timeout", f"no receipt for {stim.cid} at {stim.device_id} within {args.within}")
-        return
-    outcome, detail = check(arrival)
-    it.match(step.index, args.metric, stim, outcome, arrival, arrival.t_ns - stim.t_ns, detail)
-    it.record(step, "ok" if outcome is Outcome.OK else "mismatch", detail)
+    arrival = await it.await_arrival(step, stim, probe, predicate, check, stim.t_ns + _ns(args.within),
+                                     (args.metric,), (stim.t_ns,), what="receipt", within=args.within, stop=False)
+    if arrival is not None:
+        it.settle(step, args.metric, stim, arrival, check)
 
 
 def check_expect_receipt(plan: ScenarioPlan, step: StepPlan) -> None:

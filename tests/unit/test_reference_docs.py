@@ -27,8 +27,14 @@ def test_step_reference_lists_every_registered_step(capsys: pytest.CaptureFixtur
 def test_schemas_accept_the_example_files_and_refuse_an_unknown_step(tmp_path: Path) -> None:
     assert main(["schema", "--out", str(tmp_path)]) == 0
     scenario = json.loads((tmp_path / "scenario.schema.json").read_text())
+    load = json.loads((tmp_path / "load-scenario.schema.json").read_text())
+    kinds = {"functional": 0, "load": 0}
     for path in sorted((ROOT / "scenarios").rglob("*.yaml")):
-        jsonschema.validate(yaml.safe_load(path.read_text()), scenario)
+        data = yaml.safe_load(path.read_text())
+        kind = "load" if "load" in data else "functional"  # `vtlab load` runs the ones with `load:`
+        jsonschema.validate(data, load if kind == "load" else scenario)
+        kinds[kind] += 1
+    assert kinds["functional"] >= 10 and kinds["load"] >= 4
     contract_schema = json.loads((tmp_path / "contract.schema.json").read_text())
     jsonschema.validate(yaml.safe_load(CONTRACT.read_text()), contract_schema)
     jsonschema.validate(yaml.safe_load(LAB.read_text()), json.loads((tmp_path / "lab.schema.json").read_text()))
