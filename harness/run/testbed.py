@@ -105,9 +105,10 @@ class TestBed:
         """Open what listens before the target starts (patient-record probes; centres on DC-09 and SCAIP)
         and return where each listens, for the target's configuration."""
         listeners: dict[str, Any] = {"centres": {}, "records": {}}
-        for device_id, spec in self.lab.spec.devices.items():
-            if spec.via in GATEWAY_DEVICES:  # the platform's gateway must find them when it starts
-                self.device(device_id)
+        if self.target.kind == "embedded":  # the reference lab's gateway must find them when it starts
+            for device_id, spec in self.lab.spec.devices.items():
+                if spec.via in GATEWAY_DEVICES:
+                    self.device(device_id)
         for name, probe in self.lab.spec.probes.items():
             if probe.kind == "epj":
                 rec = PatientRecordProbe(name, probe.epj, self.lab.path.parent, self.tracker)
