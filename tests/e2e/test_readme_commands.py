@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -54,7 +55,20 @@ def test_the_example_suite_under_5_percent_drops_is_not_approved_and_names_the_l
     summary = result.summary
     assert summary["verdict"] == "not_approved"
     ledger = [json.loads(x) for x in (result.run_dir / "lab" / "ledger.jsonl").read_text().splitlines() if x]
-    dropped = {x["cid"] for x in ledger if x.get("action") == "drop"}
+    drops = [x for x in ledger if x.get("action") == "drop"]
+    assert drops, "the lab dropped nothing: the test proves nothing"
+    # what the scenarios expected at a centre, by cid (vtlab's JSON) and by content key (DC-09, SCAIP,
+    # gateway devices); an alarm nobody expects at a centre (a low-battery report the journal scenario
+    # only expects in the patient record) may be dropped without being an expected one
+    db = sqlite3.connect(result.run_dir / "evidence.sqlite")
+    key_of = {cid: json.loads(p).get("_key") for cid, p in db.execute("SELECT cid, payload FROM stimuli")}
+    expected = {r[0] for r in db.execute("SELECT DISTINCT stimulus_cid FROM matches WHERE metric = 'alarm_latency'")}
+    lost = {r[0] for r in db.execute("SELECT stimulus_cid FROM matches WHERE outcome = 'lost' "
+                                     "AND metric = 'alarm_latency'")}
+    db.close()
+    by_key = {key: cid for cid, key in key_of.items() if key}
+    dropped = {x["cid"] if "cid" in x else by_key.get(x.get("key", ""), x.get("key")) for x in drops}
+    assert lost == dropped & expected, (sorted(lost ^ (dropped & expected)))[:10]
     named = {cid for d in summary["deviations"] for cid in d["evidence"].get("lost_alarms", [])}
-    assert dropped and named == dropped
+    assert lost <= named  # the deviations name every lost alarm by its stimulus
     assert any(d["severity"] == "A" for d in summary["deviations"])

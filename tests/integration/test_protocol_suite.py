@@ -21,8 +21,8 @@ def test_scaip_and_dc09_paths_pass_on_a_fault_free_lab(tmp_path: Path) -> None:
     result = run_vtlab(*SUITE, report_dir=tmp_path)
     assert result.rc == 0, result.output[-3000:]
     assert result.summary["verdict"] == "approved"
-    assert {s["id"].split("/")[-1] for s in result.summary["scenarios"]} == {"scaip_til_dc09.yaml",
-                                                                             "dc09_til_scaip.yaml"}
+    assert {s["id"].split("/")[-1] for s in result.summary["scenarios"]} == {
+        "scaip_til_dc09.yaml", "dc09_til_scaip.yaml", "scaip_hjerteslag_dc09.yaml", "dc09_avvisning.yaml"}
 
 
 def test_alarms_the_lab_drops_on_re_encoded_paths_are_the_ones_counted_lost(tmp_path: Path) -> None:
