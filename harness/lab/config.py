@@ -16,6 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harness.errors import InputError
 from harness.faults import parse_faults
+from harness.identities import (  # re-exported: the lab's names for its identities
+    CONTROL_IDENTITY,
+    ROUTER_IDENTITY,
+    centre_identity,
+    device_identity,
+    twin_identity,
+)
 
 __all__ = [
     "CONTROL_IDENTITY",
@@ -40,32 +47,8 @@ __all__ = [
     "load_config",
 ]
 
-ROUTER_IDENTITY = "lab"
-"""Certificate CN (and broker user) of the lab's router."""
-CONTROL_IDENTITY = "harness"
-"""Certificate CN of the harness's control client: the only one that may change the lab's faults."""
-
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
-
-
-TWIN_SUFFIX = ".twin"
-"""A second identity with the same rights as a device's or a centre's: security checks connect as the twin,
-so that, with client ids bound to identities, they never knock the test bed's own connection off."""
-
-
-def twin_identity(identity: str) -> str:
-    return identity + TWIN_SUFFIX
-
-
-def device_identity(device_id: str) -> str:
-    """The certificate CN of a simulated device."""
-    return f"device-{device_id}"
-
-
-def centre_identity(centre_id: str) -> str:
-    """The certificate CN of a response-centre probe."""
-    return f"centre-{centre_id}"
 
 
 def _check_id(what: str, value: str) -> str:

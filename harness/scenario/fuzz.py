@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from harness.clock import now_ns
 from harness.errors import InputError, TargetError, UnreachableError
-from harness.lab.config import device_identity, twin_identity
+from harness.identities import device_identity, twin_identity
 from harness.scenario.plan import ScenarioPlan, StepPlan
 from harness.scenario.registry import StepKind
 from harness.scenario.runner import Iteration, ScenarioRun

@@ -29,7 +29,7 @@ from harness.clock import now_ns
 from harness.errors import InputError, TargetError, UnreachableError
 from harness.evidence import Match
 from harness.hookspecs import hookimpl
-from harness.lab.config import centre_identity, device_identity, twin_identity
+from harness.identities import centre_identity, device_identity, twin_identity
 from harness.outcomes import Outcome
 from harness.scenario.plan import ScenarioPlan, StepPlan
 from harness.scenario.registry import StepKind
