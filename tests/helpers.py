@@ -105,6 +105,34 @@ def memory_lab(folder: Path, *, kind: str = "external") -> Path:
     return path
 
 
+def free_port() -> int:
+    """A loopback TCP port nothing listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_mosquitto(binary: str, port: int, folder: Path, extra: str = "") -> subprocess.Popen[bytes]:
+    """A plain mosquitto of the test's own on `port` (no persistence: a restart forgets every session),
+    returned once it accepts connections; the same port can be used again after killing it."""
+    import socket
+    import time
+
+    conf = folder / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}")
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc
+        time.sleep(0.02)
+    proc.kill()
+    raise AssertionError("mosquitto did not start")
+
+
 class Suite:
     """A temporary acceptance suite: scenario files under `<tmp>/scenarios/`."""
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -24,7 +22,7 @@ from harness.scenario.loader import load_scenario
 from harness.session import RunSession
 from harness.transports.base import Message
 from harness.transports.mqtt import MqttClient, MqttSettings
-from tests.helpers import CONTRACT, LAB, Suite
+from tests.helpers import CONTRACT, LAB, Suite, free_port, start_mosquitto
 
 pytestmark = pytest.mark.slow
 
@@ -36,26 +34,6 @@ def mosquitto_or_skip() -> str:
             pytest.fail("mosquitto is required in CI (tools/system-packages.txt)")
         pytest.skip("mosquitto is not installed")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_mosquitto(binary: str, port: int, folder: Path) -> subprocess.Popen[bytes]:
-    conf = folder / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc
-        time.sleep(0.02)
-    proc.kill()
-    raise AssertionError("mosquitto did not start")
 
 
 def test_after_a_broker_restart_the_probe_subscribes_again_and_receives(tmp_path: Path) -> None:

@@ -11,9 +11,7 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import sqlite3
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -29,6 +27,7 @@ from harness.load.fleet import Job
 from harness.load.report import capacity_section
 from harness.load.runner import LoadOptions, LoadResult, run_load
 from harness.metrics import Latency
+from tests.helpers import free_port, start_mosquitto
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = next((ROOT / "fixtures" / "contract").glob("*.yaml"))
@@ -179,29 +178,9 @@ def test_a_master_and_two_workers_merge_counts_exactly(tmp_path: Path) -> None:
 
 
 # --- a broker restart during a run ---------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _mosquitto(binary: str, port: int, folder: Path) -> subprocess.Popen[bytes]:
-    conf = folder / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc
-        time.sleep(0.02)
-    proc.kill()
-    raise AssertionError("mosquitto did not start")
-
-
 def test_a_broker_restart_during_a_load_run_is_survived_and_counted(tmp_path: Path) -> None:
     binary = need_mosquitto()
-    port = _free_port()
+    port = free_port()
     devices = {f"ld-{i:05d}": ("persona/ragnhild-87" if i % 2 else "persona/kari-92") for i in range(16)}
     users = yaml.safe_load((ROOT / "fixtures" / "users" / "personas.yaml").read_text(encoding="utf-8"))
     centres = sorted({p["centre"] for p in users["personas"]})  # a lab file lists every user's centre
@@ -216,7 +195,7 @@ def test_a_broker_restart_during_a_load_run_is_survived_and_counted(tmp_path: Pa
         + "".join(f"  {d}: {{model: safety_alarm, user: {u}, heartbeat: 2s}}\n" for d, u in devices.items()),
         encoding="utf-8",
     )
-    broker = {"proc": _mosquitto(binary, port, tmp_path)}
+    broker = {"proc": start_mosquitto(binary, port, tmp_path, "max_queued_messages 0\n")}
     routing = {"persona/ragnhild-87": "rs-vest", "persona/kari-92": "rs-ost"}
     config = LabConfig(
         broker=BrokerSettings(external_url=f"mqtt://127.0.0.1:{port}"),
@@ -234,7 +213,7 @@ def test_a_broker_restart_during_a_load_run_is_survived_and_counted(tmp_path: Pa
             broker["proc"].send_signal(signal.SIGKILL)
             broker["proc"].wait(10)
             time.sleep(0.5)
-            broker["proc"] = _mosquitto(binary, port, tmp_path)
+            broker["proc"] = start_mosquitto(binary, port, tmp_path, "max_queued_messages 0\n")
             restarted.set()
 
         threading.Thread(target=go, daemon=True).start()
