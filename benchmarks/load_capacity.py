@@ -9,9 +9,10 @@ Part A (same broker: a plain mosquitto this script starts; no TLS, no ACL, no ro
   schedule, from the *intended* send time to the arrival (the same definition as the load path).
 - load: `run_load` in direct mode (devices publish alarms, the probe subscribes to the devices' event
   topic: no reference-lab router in between), i.e. locust device users with the wire codec -> broker ->
-  the probe with per-alarm correlation, evidence ingestion running. Throughput: an open-model schedule far
-  above what it can do ("blast"), delivered / (last arrival - first intended send). Latency: paced, p99
-  from the merged HdrHistogram.
+  the probe with per-alarm correlation, evidence ingestion running (the probe's operator acknowledgement
+  per alarm only with `--acknowledge`: with no platform in between nothing brings it back). Throughput:
+  an open-model schedule far above what it can do ("blast"), delivered / (last arrival - first intended
+  send). Latency: paced, p99 from the merged HdrHistogram.
 Ratios: load/raw throughput, and p99 at half the raw throughput (and at half the load path's own).
 
 Part B (the embedded lab, mqtts with per-device certificates and broker access rules): `--fleet`
@@ -175,9 +176,11 @@ def load_run(
     connect: str | None = None,
     drain: str = "3s",
     max_lag: str = "100ms",
+    acknowledge: bool = True,
 ) -> dict[str, Any]:
     scenario = folder / f"bench-{time.monotonic_ns()}.yaml"
     extra = f", connect: {connect}" if connect else ""
+    extra += "" if acknowledge else ", acknowledge: false"
     scenario.write_text(
         "title: Benchmark\ncovers: [TA-4.1]\n"
         f"load: {{shape: steady, devices: {devices}, rate: {rate:.3f}/s, duration: {seconds:g}s, "
@@ -237,6 +240,7 @@ def part_a(args: argparse.Namespace, folder: Path) -> None:
                 workers=args.workers,
                 direct=True,
                 max_lag="1h",
+                acknowledge=args.acknowledge,
             )
             load_tp.append(blast["throughput"])
             print(
@@ -268,6 +272,7 @@ def part_a(args: argparse.Namespace, folder: Path) -> None:
                     seconds=args.paced_seconds,
                     workers=args.workers,
                     direct=True,
+                    acknowledge=args.acknowledge,
                 )
                 raw_p99.append(p99)
                 load_p99.append(float(res["p99"] or "nan"))
@@ -341,12 +346,20 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=0, help="locust workers in part A (0: one process)")
     ap.add_argument("--blast-seconds", type=float, default=5.0)
     ap.add_argument("--paced-seconds", type=float, default=5.0)
+    ap.add_argument(
+        "--acknowledge",
+        action="store_true",
+        help="part A: the probe also acknowledges each alarm as an operator would (with no platform in "
+        "between nothing brings the acknowledgement back, so each is recorded lost; off by default: the target "
+        "is publish -> subscribe with correlation)",
+    )
     ap.add_argument("--fleet", type=int, default=10000, help="devices in part B (0: skip)")
     ap.add_argument("--fleet-workers", type=int, default=2)
     ap.add_argument("--fleet-seconds", type=float, default=60.0)
     ap.add_argument("--skip-paths", action="store_true", help="skip part A")
     args = ap.parse_args()
     print(f"machine: {os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}", flush=True)
+    print(f"part A: the probe {'acknowledges' if args.acknowledge else 'does not acknowledge'} each alarm", flush=True)
     with tempfile.TemporaryDirectory(prefix="vtlab-bench-load-") as tmp:
         folder = Path(tmp)
         if not args.skip_paths:

@@ -26,7 +26,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Literal
 
 from devices.model import DeviceModel, EventSpec
-from devices.safety_alarm import HEARTBEAT_STOPPED, LOW_BATTERY
+from devices.safety_alarm import HEARTBEAT_RESUMED, HEARTBEAT_STOPPED, LOW_BATTERY
 from harness.errors import InputError
 from harness.hookspecs import hookimpl
 
@@ -95,6 +95,7 @@ MEDICINE_DISPENSER = DeviceModel(
             description="mains power back (Contact ID 301 restore)",
         ),
         "heartbeat_stop": HEARTBEAT_STOPPED,
+        "heartbeat_resume": HEARTBEAT_RESUMED,
     },
 )
 
@@ -119,6 +120,7 @@ DOOR_SENSOR = DeviceModel(
         "tamper": TAMPER,
         "low_battery": RF_LOW_BATTERY,
         "heartbeat_stop": HEARTBEAT_STOPPED,
+        "heartbeat_resume": HEARTBEAT_RESUMED,
     },
 )
 
@@ -138,6 +140,7 @@ BED_SENSOR = DeviceModel(
         "low_battery": RF_LOW_BATTERY,
         "sensor_fault": SENSOR_FAULT,
         "heartbeat_stop": HEARTBEAT_STOPPED,
+        "heartbeat_resume": HEARTBEAT_RESUMED,
     },
 )
 
@@ -156,6 +159,7 @@ EPILEPSY_SENSOR = DeviceModel(
         "low_battery": RF_LOW_BATTERY,
         "sensor_fault": SENSOR_FAULT,
         "heartbeat_stop": HEARTBEAT_STOPPED,
+        "heartbeat_resume": HEARTBEAT_RESUMED,
     },
 )
 
@@ -175,6 +179,7 @@ MOTION_SENSOR = DeviceModel(
         "low_battery": RF_LOW_BATTERY,
         "tamper": TAMPER,
         "heartbeat_stop": HEARTBEAT_STOPPED,
+        "heartbeat_resume": HEARTBEAT_RESUMED,
     },
 )
 
@@ -189,21 +194,30 @@ FALL_SENSOR = DeviceModel(
         "low_battery": RF_LOW_BATTERY,
         "sensor_fault": SENSOR_FAULT,
         "heartbeat_stop": HEARTBEAT_STOPPED,
+        "heartbeat_resume": HEARTBEAT_RESUMED,
     },
 )
 
 ALARM_BUTTON = DeviceModel(
     name="alarm_button",
     scaip_dty="0003",
-    description="Wearable BLE alarm button and fall detector reporting to a home gateway by advertisement",
+    description="Wearable BLE alarm button and fall detector reporting to a home gateway by advertisement or by "
+    "GATT notification",
     events={
         "button_press": EventSpec(
             "personal_emergency", "101", priority=1, scaip_stc="0010", description="the user presses the button"
         ),
         "fall": EventSpec("fall_detected", "100", priority=1, scaip_stc="0009", description="a fall is detected"),
+        "cancel": EventSpec(
+            "alarm_cancelled",
+            "406",
+            priority=3,
+            description="the wearer cancels the alarm just raised (Contact ID 406 cancel; GATT report only)",
+        ),
         "low_battery": RF_LOW_BATTERY,
         "tamper": TAMPER,
         "heartbeat_stop": HEARTBEAT_STOPPED,
+        "heartbeat_resume": HEARTBEAT_RESUMED,
     },
 )
 
@@ -232,6 +246,7 @@ GPS_TRACKER = DeviceModel(
         "position": EventSpec("position", "994", priority=5, description="periodic position report"),
         "low_battery": LOW_BATTERY,
         "heartbeat_stop": HEARTBEAT_STOPPED,
+        "heartbeat_resume": HEARTBEAT_RESUMED,
     },
 )
 
@@ -305,7 +320,9 @@ class DeviceTraits:
     readings: dict[str, ReadingSpec] = field(default_factory=dict)
     ble_profile: str | None = None  # harness.transports.ble.PROFILES name a simulated one serves
     serial_profile: str | None = None  # fixtures/profiles/<name>.yaml a simulated one speaks
-    report: Literal["gatt", "manufacturer", "bthome", "serial", "ip"] = "ip"
+    report: Literal["gatt", "notification", "manufacturer", "bthome", "serial", "ip"] = "ip"
+    # gatt: readings on a standard profile; notification: alarms on vtlab's vendor alarm service
+    # (harness.protocols.ble_alarm); manufacturer / bthome: connectionless advertisements
 
 
 BP_READINGS = {
@@ -330,7 +347,13 @@ CATALOG: dict[str, DeviceTraits] = {
             serial_profile="medicine_dispenser",
             report="serial",
         ),
-        DeviceTraits(DOOR_SENSOR, ("mqtt", "scaip", "dc09", "memory"), heartbeat_s=600, battery_drain_per_day=0.05),
+        DeviceTraits(
+            DOOR_SENSOR,
+            ("mqtt", "scaip", "dc09", "ble", "memory"),
+            heartbeat_s=600,
+            battery_drain_per_day=0.05,
+            report="bthome",  # over BLE: the BTHome v2 `door` object, as common door/window sensors send it
+        ),
         DeviceTraits(BED_SENSOR, ("mqtt", "scaip", "dc09", "memory"), heartbeat_s=600, battery_drain_per_day=0.05),
         DeviceTraits(EPILEPSY_SENSOR, ("mqtt", "scaip", "dc09", "memory"), heartbeat_s=300, battery_drain_per_day=0.1),
         DeviceTraits(MOTION_SENSOR, ("mqtt", "scaip", "dc09", "memory"), heartbeat_s=600, battery_drain_per_day=0.05),

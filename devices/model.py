@@ -22,6 +22,7 @@ class EventSpec:
     description: str = ""
     raises: str | None = None  # for a non-wire event: the alarm the platform must raise
     scaip_stc: str | None = None  # SCAIP status code (SS 91100), e.g. 0010 manual alarm, 0009 automatic alarm
+    heartbeat: str | None = None  # for a non-wire event: "stop" (the device falls silent) or "resume" (it beats again)
 
     @property
     def expected_alarm(self) -> str:
@@ -53,7 +54,11 @@ class DeviceModel:
         spec = self.event_for_code(code, qualifier)
         if spec is not None:
             return spec.event
-        raised = next((e.raises for e in self.events.values() if not e.wire and e.code == code and e.raises), None)
+        raising = [e for e in self.events.values() if not e.wire and e.code == code and e.raises]
+        exact = next((e.raises for e in raising if e.qualifier == qualifier), None)
+        if exact is not None:
+            return exact
+        raised = next((e.raises for e in raising), None)
         if raised is not None and qualifier == "3":
             return raised.replace("_failure", "_restored")
         return raised

@@ -8,8 +8,13 @@ from __future__ import annotations
 from devices.model import DeviceModel, EventSpec
 
 HEARTBEAT_STOPPED = EventSpec(
-    "heartbeat_stopped", "356", priority=3, wire=False, raises="supervision_failure",
+    "heartbeat_stopped", "356", priority=3, wire=False, raises="supervision_failure", heartbeat="stop",
     description="the device falls silent (power or network lost); the platform must raise loss of supervision",
+)
+HEARTBEAT_RESUMED = EventSpec(
+    "heartbeat_resumed", "356", qualifier="3", priority=5, wire=False, raises="supervision_restored",
+    heartbeat="resume",
+    description="the device beats again at its last interval; the platform must restore supervision",
 )
 LOW_BATTERY = EventSpec(
     "low_battery", "302", priority=4, scaip_stc="0016", description="battery below the warning level (technical alarm)"
@@ -27,6 +32,7 @@ SAFETY_ALARM = DeviceModel(
         "low_battery": LOW_BATTERY,
         "test": TEST_TRANSMISSION,
         "heartbeat_stop": HEARTBEAT_STOPPED,
+        "heartbeat_resume": HEARTBEAT_RESUMED,
     },
 )
 
@@ -41,5 +47,6 @@ FALL_DETECTOR = DeviceModel(
                                   description="the user presses the button"),
         "low_battery": LOW_BATTERY,
         "heartbeat_stop": HEARTBEAT_STOPPED,
+        "heartbeat_resume": HEARTBEAT_RESUMED,
     },
 )

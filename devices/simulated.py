@@ -9,6 +9,7 @@ on its thread), not the platform's failure.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 from devices.model import DeviceModel, EventSpec
@@ -36,6 +37,7 @@ class SimulatedDevice:
         self._hb_thread: threading.Thread | None = None
         self._hb_seq = 0
         self._last_beat_ns: int | None = None
+        self._hb_interval_s: float | None = None
 
     def send(self, spec: EventSpec, cid: str, seq: int) -> Sent:
         """Send one event; returns the send stamp (ns), the fields as sent and the correlation key."""
@@ -51,6 +53,7 @@ class SimulatedDevice:
         if not interval_s > 0:
             raise ValueError(f"heartbeat interval must be positive, got {interval_s}")
         self.stop_heartbeat()
+        self._hb_interval_s = interval_s
         self._hb_stop = threading.Event()
         stop = self._hb_stop
 
@@ -71,6 +74,18 @@ class SimulatedDevice:
 
         self._hb_thread = threading.Thread(target=beat, name=f"heartbeat-{self.id}", daemon=True)
         self._hb_thread.start()
+
+    def resume_heartbeat(self) -> int:
+        """Beat again at the last interval (the device is back); returns the stamp of the first heartbeat."""
+        interval_s = self._hb_interval_s
+        if interval_s is None:
+            raise ValueError(f"device {self.id} never started heartbeats, so it cannot resume them")
+        before = now_ns()
+        self.start_heartbeat(interval_s)
+        deadline = before + 2_000_000_000
+        while now_ns() < deadline and (self._last_beat_ns is None or self._last_beat_ns < before):
+            time.sleep(0.001)
+        return self._last_beat_ns if self._last_beat_ns is not None and self._last_beat_ns >= before else before
 
     def stop_heartbeat(self) -> int:
         """Stop beating; returns the stamp of the last heartbeat sent (when the device fell silent)."""

@@ -195,7 +195,7 @@ def _evidence_for(result: CriterionResult, m: ScenarioMetrics | None) -> dict[st
         ev["duplicated_alarms"] = m.duplicate_cids
     elif result.metric == "out_of_order":
         ev["out_of_order_alarms"] = m.out_of_order_cids
-    elif result.metric in ("misrouted", "altered", "insecure_accepted", "ambiguous"):
+    elif result.metric in ("misrouted", "altered", "insecure_accepted", "ambiguous", "unexpected"):
         ev["details"] = m.problem_details[:50]
     else:
         ev.update(n=result.n, arrived=result.arrived, not_arrived=result.not_arrived)

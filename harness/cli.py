@@ -52,6 +52,8 @@ def _run(args: argparse.Namespace) -> int:
         pytest_args += ["--fault", own["--fault"]]
     if "--contract" in own:
         pytest_args += ["--contract", str(Path(own["--contract"]).resolve())]
+    if "--interactive" in pytest_args and "-s" not in pytest_args:
+        pytest_args.append("-s")  # the tester answers on this terminal: pytest must not capture it
     if (report_dir / run_id).exists():
         raise InputError(f"run folder {report_dir / run_id} exists already", place="--run-id",
                          fix="a run folder is never overwritten: choose another run id")
@@ -180,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     steps = sub.add_parser("steps", help="print the reference of all scenario steps")
     steps.set_defaults(func=_steps)
+
+    scan = sub.add_parser("scan", help="list the BLE devices in radio range with their decoded advertisements")
+    from harness.ble_scan import add_arguments as scan_arguments
+    from harness.ble_scan import run as scan_run
+
+    scan_arguments(scan)
+    scan.set_defaults(func=scan_run)
 
     from harness.labtools import register as register_labtools
 

@@ -31,6 +31,12 @@ class ScenarioOutcome:
     detail: str | None = None
 
 
+def time_scale_text(scale: float) -> str:
+    return (f"Time compressed 1:{scale:g} on the reference lab (platform.time_scale): this scenario's heartbeat "
+            f"intervals, waits and deadlines ran {scale:g} times faster than written, and every duration measured "
+            f"in it is reported multiplied by {scale:g} (with the lab's and vtlab's own delays)")
+
+
 def run_and_judge(plan: ScenarioPlan, session: RunSession) -> ScenarioOutcome:
     """Run `plan` (the session must be started), write everything to the evidence, judge it."""
     ev, bed = session.evidence, session.bed
@@ -38,6 +44,8 @@ def run_and_judge(plan: ScenarioPlan, session: RunSession) -> ScenarioOutcome:
     definition["resolved_criteria"] = [CriterionDef.of(c).to_json() for c in plan.criteria]
     session.record_scenario_file(plan.source)
     ev.scenario_started(plan.id, str(plan.path), plan.title, plan.covers, definition)
+    if plan.time_scale != 1:
+        ev.observation(plan.id, "time_scale", time_scale_text(plan.time_scale))
     started = now_ns()
     try:
         asyncio.run(ScenarioRun(plan, bed, session.next_run_tag()).execute())
@@ -67,7 +75,7 @@ def run_and_judge(plan: ScenarioPlan, session: RunSession) -> ScenarioOutcome:
     ev.flush()
     reader = EvidenceReader(ev.path)
     try:
-        metrics = compute(reader.stimuli(plan.id), reader.arrivals(plan.id), reader.matches(plan.id))
+        metrics = compute(reader.stimuli(plan.id), reader.arrivals(plan.id), reader.matches(plan.id), plan.time_scale)
     finally:
         reader.close()
     results = judge(plan.id, [CriterionDef.of(c) for c in plan.criteria], metrics)

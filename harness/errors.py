@@ -5,6 +5,8 @@ The CLI and the pytest plugin print these without a traceback and exit with stat
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,3 +62,9 @@ class TargetError(VtlabError):
 class UnreachableError(TargetError):
     """Nothing answered at the address at all (connection refused, no route): not a refusal by the
     platform's security, and not evidence of anything the supplier did."""
+
+
+def suggest(word: str, choices: Iterable[str]) -> str:
+    """`did you mean ...? ` for a fix text, when one of `choices` is close to `word` (else empty)."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"did you mean `{close[0]}`? " if close else ""

@@ -4,14 +4,16 @@ it, where alarms must arrive (probes), which devices exist and which synthetic u
 from __future__ import annotations
 
 import os
+import re
 import string
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from harness.errors import InputError
+from harness.errors import InputError, suggest
 from harness.links.ble import BleDeviceSettings
 from harness.links.serial import SerialDeviceSettings
 from harness.units import parse_duration
@@ -28,6 +30,17 @@ DEFAULT_TOPICS = {
 
 
 MIN_HEARTBEAT_NS = 100_000_000
+_HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+
+def _time_of_day(v: Any, what: str) -> str:
+    """`v` as a 24-hour time of day HH:MM; YAML reads an unquoted 14:00 as a number (minutes), so say so."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        raise InputError(f"{what} was read as the number {v}: YAML takes an unquoted 14:00 for minutes",
+                         fix='quote the time, e.g. "14:00"')
+    if not isinstance(v, str) or not _HHMM.match(v):
+        raise InputError(f"{what} `{v}` is not a time of day HH:MM", fix='write 24-hour time, e.g. "22:00" or "07:00"')
+    return v
 MAX_HEARTBEAT_NS = 24 * 3600 * 1_000_000_000
 
 
@@ -92,11 +105,25 @@ class Platform(_Model):
     )
     faults: str = Field("", description="embedded only: faults to inject, e.g. drop=0.03,delay=400ms@0.1")
     supervision_misses: int = Field(2, ge=1, description="embedded only: heartbeats missed before loss of supervision")
+    time_scale: float = Field(
+        1, ge=1, le=3600, description="embedded only: supervision time runs this many times faster on the reference "
+        "lab and the simulated devices (heartbeat intervals and supervision deadlines divided by it), so that "
+        "minute-long heartbeats can be tested in seconds; scenarios with `time_scaled: true` write operational "
+        "durations and are reported in them. 1 = real time")
     profile: Literal["secure", "insecure"] = Field(
         "secure", description="embedded only: secure (every protection on) or insecure (those in `insecure:` off, "
         "all of them when the list is empty); see harness/reference_lab.py PROTECTIONS")
     insecure: list[str] = Field(default_factory=list, description="embedded only, with profile insecure: the "
                                 "protections switched off, e.g. [tls_version, weak_ciphers, bind_client_ids]")
+    local_time: str | None = Field(
+        None, description='embedded only: the reference lab\'s wall clock for time-of-day rules (a wandering plan\'s '
+        'night) starts at this local time of day, e.g. "03:00", when the lab starts, and runs on; default: the '
+        "machine's local time (Europe/Oslo)")
+
+    @field_validator("local_time", mode="before")
+    @classmethod
+    def _local_time(cls, v: Any) -> Any:
+        return None if v is None else _time_of_day(v, "platform.local_time")
 
     @model_validator(mode="before")
     @classmethod
@@ -105,7 +132,8 @@ class Platform(_Model):
             raise InputError("`platform.tls` is gone: TLS follows the scheme of mqtt.url",
                              fix="remove `tls:` here and write mqtt.url as mqtts://... (or mqtt:// without TLS)")
         if isinstance(data, dict) and data.get("kind") == "external":
-            embedded_only = [k for k in ("broker", "faults", "supervision_misses", "profile", "insecure") if k in data]
+            embedded_only = [k for k in ("broker", "faults", "supervision_misses", "profile", "insecure", "time_scale",
+                                       "local_time") if k in data]
             if embedded_only:
                 raise InputError(
                     f"`{', '.join(embedded_only)}` only apply to the embedded reference lab, not to an external "
@@ -117,6 +145,18 @@ class Platform(_Model):
 
 class Centre(_Model):
     name: str
+
+
+def _within(what: str, low: str, high: str, example: str) -> Any:
+    """A validator for a duration between `low` and `high` (inclusive), refused with `what` and an example."""
+    low_ns, high_ns = parse_duration(low), parse_duration(high)
+
+    def check(v: str) -> str:
+        if not low_ns <= parse_duration(v) <= high_ns:
+            raise InputError(f"{what} of {v} is outside {low}..{high}", fix=f"write e.g. {example}")
+        return v
+
+    return check
 
 
 def _address(v: str | None) -> str | None:
@@ -151,6 +191,22 @@ class Dc09Link(_Model):
     timeout: str = Field("5s", description="device: how long to wait for each ACK")
     zones: int = Field(999, ge=1, le=999, description="device: zone numbers cycled through, one per alarm in "
                        "flight (a platform that keeps fewer distinct zones needs fewer)")
+    format: Literal["adm-cid", "sia-dcs"] = Field(
+        "adm-cid", description="centre: the data the platform delivers in (vtlab's centre reads both; the embedded "
+        "lab sends this one)")
+    sia_codes: dict[str, str] = Field(
+        default_factory=lambda: {"YC": "356/1", "YK": "356/3"},
+        description="centre: SIA-DCS event code -> Contact ID `code/qualifier` where the SIA table maps several "
+        "Contact ID codes to one (default: communication fail / restore as loss / restore of supervision)")
+
+    @field_validator("sia_codes")
+    @classmethod
+    def _sia_codes(cls, v: dict[str, str]) -> dict[str, str]:
+        for code, cid in v.items():
+            if not re.fullmatch(r"[A-Z]{2}", code) or not re.fullmatch(r"[0-9]{3}/[136]", cid):
+                raise InputError(f"`{code}: {cid}` in dc09.sia_codes is not `<SIA code>: <code>/<qualifier>`",
+                                 fix='write e.g. sia_codes: {YC: "356/1", YK: "356/3"}')
+        return v
 
     _to = field_validator("to", "backup", "listen")(_address)
 
@@ -163,19 +219,39 @@ class ScaipLink(_Model):
     to: str | None = Field(None, description="device: HOST:PORT of the platform's SCAIP receiver")
     listen: str | None = Field(None, description="centre: HOST:PORT to listen on (port 0 = free)")
     transport: Literal["udp", "tcp", "tls"] = "udp"
+    ca: str | None = Field(None, description="device, with transport tls: CA file that signs the platform's SIP "
+                           "certificate, relative to the lab file (default: mqtt.tls.ca; the embedded lab's own)")
     cid: str | None = Field(None, pattern=r"^[0-9]{1,16}$", description="device: controller id (digits)")
     did: str | None = Field(None, pattern=r"^[0-9A-Za-z]{1,8}$", description="device: device id (<= 8 chars)")
     devices: dict[str, str] = Field(default_factory=dict,
                                     description="centre: `<cid>/<did>` the platform sends -> device id in this "
                                     "file (default: each device's own)")
     zone_element: Literal["dco"] = Field("dco", description="the element carrying the per-alarm number")
+    raised: dict[str, str] = Field(
+        default_factory=lambda: {"0023": "356/1", "0112": "356/3"},
+        description="centre: `stc` -> Contact ID `code/qualifier` of what the platform raises itself and sends "
+        "in SCAIP (default: loss of supervision 356 as 0023 IP connection failure, its restore as 0112); a "
+        "device's own events are read by its model's stc first")
+
+    @field_validator("raised")
+    @classmethod
+    def _raised(cls, v: dict[str, str]) -> dict[str, str]:
+        for stc, code in v.items():
+            if not re.fullmatch(r"[0-9]{4}", stc) or not re.fullmatch(r"[0-9]{3}/[136]", code):
+                raise InputError(f"`{stc}: {code}` in scaip.raised is not `<4-digit stc>: <code>/<qualifier>`",
+                                 fix='write e.g. raised: {"0023": "356/1", "0112": "356/3"}')
+        return v
 
     _addr = field_validator("to", "listen")(_address)
 
 
 class EpjSettings(_Model):
     """A patient-record probe: a FHIR R4 endpoint shaped like the welfare-technology hub (VKP) that the
-    platform pushes to, with HelseID-shaped tokens (private_key_jwt)."""
+    platform pushes to, with HelseID-shaped tokens (private_key_jwt); or, with `mode: pull`, a reader that
+    searches the platform's own FHIR API for what it recorded (the embedded lab: its own API)."""
+
+    mode: Literal["push", "pull"] = Field("push", description="push: the platform pushes to vtlab's endpoint "
+                                          "(VKP); pull: vtlab polls the platform's FHIR API by search")
 
     orgnr: str = Field(pattern=r"^[0-9]{9}$", description="the municipality's organisation number in the URL")
     listen: str = Field("127.0.0.1:0", description="HOST:PORT of the HTTPS endpoint (port 0 = free)")
@@ -187,8 +263,37 @@ class EpjSettings(_Model):
     alarm_codes: dict[str, str] = Field(default_factory=dict, description="embedded lab: Contact ID code (or `*`) "
                                         "-> VKP alert code it records a handled alarm with")
     supervision_code: str | None = Field(None, description="embedded lab: VKP alert code for loss of supervision")
+    api: str | None = Field(None, description="pull: the platform's FHIR base URL (default: the lab file's "
+                            "`fhir.url`; leave both out for the embedded lab: vtlab reads the reference lab's own API)")
+    ca: str | None = Field(None, description="pull: CA file (PEM) of the API's certificate, relative to the lab file "
+                           "(default: `fhir.ca` when the API is on the same origin as `fhir.url`)")
+    token_url: str | None = Field(None, description="pull: the HelseID token endpoint vtlab asks for its read token "
+                                  "(default: <origin of api>/connect/token)")
+    client_id: str | None = Field(None, description="pull: vtlab's client id at the token endpoint (private_key_jwt)")
+    key_file: str | None = Field(None, description="pull: vtlab's private key (PEM) for private_key_jwt, relative to "
+                                 "the lab file; never a key in this file")
+    interval: str = Field("2s", description="pull: how often vtlab searches (a record's arrival is the answer that "
+                          "first lists it, so epj_latency includes up to one interval)")
+    resources: list[str] = Field(default_factory=lambda: ["DetectedIssue", "Encounter", "Composition",
+                                                          "MedicationDispense", "Observation"],
+                                 description="pull: the resource types searched")
+    skew: str = Field("5s", description="pull: clock-skew allowance: the first search asks for records last updated "
+                      "from the run's start minus this, never earlier (0s..5m)")
+    timeout: str = Field("10s", description="pull: how long one search may take before it counts as failed "
+                         "(a finding), 100ms..2m")
 
     _addr = field_validator("listen")(_address)
+
+    _interval = field_validator("interval")(_within("a poll interval", "100ms", "10m", "interval: 2s"))
+    _skew = field_validator("skew")(_within("a clock-skew allowance", "0s", "5m", "skew: 5s"))
+    _timeout = field_validator("timeout")(_within("a search timeout", "100ms", "2m", "timeout: 10s"))
+
+    @field_validator("api", "token_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and (urlsplit(v).scheme not in ("https", "http") or not urlsplit(v).hostname):
+            raise InputError(f"`{v}` is not an HTTP(S) URL", fix="write https://host[:port]/path")
+        return v
 
 
 class Probe(_Model):
@@ -293,6 +398,72 @@ class LabFile(_Model):
         return {**DEFAULT_TOPICS, **v}
 
 
+_QUANTITY = re.compile(r"^-?[0-9]{1,9}(\.[0-9]{1,6})? [A-Za-z%/\[\]]{1,16}$")
+
+
+class Threshold(_Model):
+    """One reading's limits in a user's follow-up plan: beyond them the platform must raise a follow-up
+    alarm. Values with their unit as the meter reports it, e.g. `160 mmHg`."""
+
+    min: str | None = Field(None, description="below this: follow-up alarm, e.g. '90 %'")
+    max: str | None = Field(None, description="above this: follow-up alarm, e.g. '160 mmHg'")
+
+    @field_validator("min", "max")
+    @classmethod
+    def _quantity(cls, v: str | None) -> str | None:
+        if v is not None and not _QUANTITY.match(v):
+            raise InputError(f"`{v}` is not a value with its unit", fix="write e.g. '160 mmHg' or '90 %'")
+        return v
+
+    @model_validator(mode="after")
+    def _one_unit(self) -> Threshold:
+        if self.min is None and self.max is None:
+            raise InputError("a threshold names neither min nor max", fix="write e.g. {max: 160 mmHg}")
+        units = {v.split(" ", 1)[1] for v in (self.min, self.max) if v is not None}
+        if len(units) > 1:
+            raise InputError(f"min and max have different units: {sorted(units)}", fix="use the meter's unit for both")
+        return self
+
+
+class Wandering(_Model):
+    """A user's wandering plan (vandringsplan): the events (a door opening) that must raise an alarm in the
+    night window; outside it the platform records them and raises none. Times are local (Europe/Oslo)."""
+
+    night: str = Field(description='the alarm window, HH:MM-HH:MM local time; may cross midnight, e.g. "22:00-07:00"')
+    events: list[str] = Field(description="device events the plan is about, e.g. [door_open]")
+
+    @field_validator("night", mode="before")
+    @classmethod
+    def _night(cls, v: Any) -> str:
+        fix = 'write the window as "HH:MM-HH:MM", e.g. night: "22:00-07:00"'
+        if not isinstance(v, str) or v.count("-") != 1:
+            raise InputError(f"wandering.night `{v}` is not a window HH:MM-HH:MM", fix=fix)
+        start, end = (_time_of_day(t.strip(), "wandering.night") for t in v.split("-"))
+        if start == end:
+            raise InputError(f"wandering.night `{v}` starts and ends at the same time", fix=fix)
+        return f"{start}-{end}"
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, v: list[str]) -> list[str]:
+        from harness.plugins import device_models
+
+        if not v:
+            raise InputError("a wandering plan names no events", fix="write e.g. events: [door_open]")
+        known = {e for m in device_models().values() for e, spec in m.events.items() if spec.wire}
+        for event in v:
+            if event not in known:
+                raise InputError(f"wandering.events: no device model has event `{event}`",
+                                 fix=f"{suggest(event, sorted(known))}use device events such as door_open "
+                                 "(see docs/devices.md)")
+        return v
+
+    @property
+    def window(self) -> tuple[str, str]:
+        start, end = self.night.split("-")
+        return start, end
+
+
 class Persona(_Model):
     id: str
     name: str
@@ -301,6 +472,10 @@ class Persona(_Model):
     municipality: str
     centre: str
     notes: str = ""
+    thresholds: dict[str, Threshold] = Field(
+        default_factory=dict, description="follow-up plan: reading name (systolic, spo2, ...) -> its limits")
+    wandering: Wandering | None = Field(
+        None, description="wandering plan: door events are an alarm in the night window, recorded outside it")
 
 
 class Personas(_Model):
@@ -328,9 +503,64 @@ class Lab:
     def topic(self, name: str, **values: str) -> str:
         return self.spec.topics[name].format(site=self.spec.site, **values)
 
+    def pull_api(self, probe: str) -> PullApi | None:
+        """Where a pulling patient-record probe reads: its own `api`, else the lab file's `fhir.url` for a
+        supplier's platform (None: the embedded lab's own API, known when the lab starts)."""
+        epj = self.spec.probes[probe].epj
+        if epj is None or epj.mode != "pull":
+            return None
+        return _pull_api(self.spec, epj, self.path.parent)
+
     def redacted(self) -> dict[str, object]:
         """The lab file as data, safe for evidence and reports (names of secret variables only)."""
         return self.spec.model_dump(mode="json")
+
+
+@dataclass(frozen=True, slots=True)
+class PullApi:
+    """The FHIR API a pulling probe reads and the CA file (resolved) that signed its certificate."""
+
+    url: str
+    ca: Path | None
+
+
+def _pull_api(spec: LabFile, epj: EpjSettings, folder: Path) -> PullApi | None:
+    """`api` and `ca` of the probe, falling back to `fhir:` for a supplier's platform; the CA of `fhir:` also
+    serves an `api` on the same origin (the same server)."""
+    fhir = spec.fhir
+    url = epj.api
+    if url is None:
+        if spec.platform.kind == "embedded" or fhir is None:
+            return None
+        url = fhir.url
+    ca = epj.ca
+    if ca is None and fhir is not None and fhir.ca and urlsplit(url)[:2] == urlsplit(fhir.url)[:2]:
+        ca = fhir.ca
+    return PullApi(url, (folder / ca).resolve() if ca else None)
+
+
+def _check_pull(spec: LabFile, src: SourceFile, name: str, epj: EpjSettings, folder: Path) -> None:
+    """A pulling probe knows which API to read and how to get its token (the embedded lab: its own API)."""
+    if epj.mode != "pull":
+        return
+    place = src.place("probes", name, "epj")
+    api = _pull_api(spec, epj, folder)
+    own_api = api is None
+    if own_api and spec.platform.kind != "embedded":
+        raise InputError(f"probe `{name}` pulls, but names no FHIR API to pull from", place=place,
+                         fix="add `api: https://platform.example/fhir/<orgnr>` (the platform's FHIR base URL), "
+                         "or the platform's `fhir: {url: ..., ca: ...}` at the top of the lab file")
+    if api is not None and api.ca is not None and not api.ca.is_file():
+        raise InputError(f"the CA file of the FHIR API probe `{name}` reads ({api.ca}) was not found", place=place,
+                         fix="give `ca:` (here or under `fhir:`) as a path relative to the lab file")
+    if not own_api and not (epj.client_id and epj.key_file):
+        raise InputError(f"probe `{name}` pulls from the platform's API but has no client to get a token with",
+                         place=place, fix="add client_id and key_file (vtlab's private key, PEM) for private_key_jwt")
+    for field in ("key_file", "ca"):
+        rel = getattr(epj, field)
+        if rel and not (folder / rel).is_file():
+            raise InputError(f"{field} `{rel}` of probe `{name}` not found (looked for {(folder / rel).resolve()})",
+                             place=place, fix="give a path relative to the lab file")
 
 
 def load_lab(path: Path) -> Lab:
@@ -357,6 +587,7 @@ def load_lab(path: Path) -> Lab:
             if probe.epj is None:
                 raise InputError(f"probe `{name}` is a patient-record probe without `epj:` settings",
                                  place=src.place("probes", name), fix="add `epj: {orgnr: '999999999'}`")
+            _check_pull(spec, src, name, probe.epj, path.parent)
             continue
         if probe.centre not in spec.centres:
             raise InputError(
@@ -375,7 +606,7 @@ def load_lab(path: Path) -> Lab:
                     place=src.place(section, name, "via"),
                     fix=f"use one of {sorted(known)}",
                 )
-    from harness.scenario.registry import device_models, suggest
+    from harness.plugins import device_models
 
     models = device_models()
     for dev_id, dev in spec.devices.items():
@@ -389,6 +620,11 @@ def load_lab(path: Path) -> Lab:
         if dev.via == "dc09" and (dev.dc09 is None or not dev.dc09.account):
             raise InputError(f"device `{dev_id}` uses via: dc09 but has no DC-09 account",
                              place=src.place("devices", dev_id), fix="add `dc09: {account: '1234'}`")
+        scale = spec.platform.time_scale
+        if scale != 1 and parse_duration(dev.heartbeat) / scale < 100_000_000:
+            raise InputError(f"device `{dev_id}`: a heartbeat every {dev.heartbeat} compressed {scale:g} times is "
+                             "shorter than 100ms", place=src.place("devices", dev_id, "heartbeat"),
+                             fix="lower platform.time_scale or write the device's real heartbeat interval")
     for dev_id, dev in spec.devices.items():
         if dev.user not in personas:
             raise InputError(

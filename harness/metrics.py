@@ -34,6 +34,7 @@ COUNT_METRICS: dict[str, str] = {
     "insecure_accepted": "connections the platform accepted without the required TLS or credentials",
 }
 COUNT_METRICS["ambiguous"] = "arrivals that matched more than one alarm in flight (not guessed)"
+COUNT_METRICS["unexpected"] = "alarms that arrived where none must (an event the contract says is not an alarm)"
 RATE_METRICS: dict[str, str] = {
     "throughput": "distinct alarms delivered to the right place per second over the scenario"
 }
@@ -202,8 +203,12 @@ def compute(
     stimuli: Iterable[Row],
     arrivals: Iterable[Row],
     matches: Iterable[Row],
+    time_scale: float = 1.0,
 ) -> ScenarioMetrics:
-    """Metrics from evidence rows (`stimuli`, `arrivals`, `matches` tables of one scenario)."""
+    """Metrics from evidence rows (`stimuli`, `arrivals`, `matches` tables of one scenario).
+
+    `time_scale` > 1: the scenario ran its operational durations that many times faster (a time-scaled
+    scenario on the reference lab), so every measured duration is multiplied back into operational time."""
     m = ScenarioMetrics()
     stim = {row["cid"]: row for row in stimuli}
     m.stimuli = len(stim)
@@ -237,10 +242,10 @@ def compute(
         lat = m.latencies.setdefault(row["metric"], Latency(row["metric"]))
         t0 = stim[row["stimulus_cid"]]["t_ns"] if row["stimulus_cid"] in stim else 0
         if outcome in ("ok", "altered", "refused"):
-            lat.record(t0, int(row["latency_ns"]))
+            lat.record(t0, int(row["latency_ns"] * time_scale))
         else:
             latency = row["latency_ns"]
-            lat.censor(outcome, t0, int(latency) if latency is not None else None)
+            lat.censor(outcome, t0, int(latency * time_scale) if latency is not None else None)
         if outcome in ("ok", "late", "altered"):
             arrival = arrival_by_id.get(row["arrival_id"])
             if arrival is not None and arrival["kind"] == "alarm" and row["stimulus_cid"] not in delivered:
@@ -251,7 +256,7 @@ def compute(
         counted.add((*key, outcome))
         if outcome == "late":
             m.counts["late"] += 1
-        elif outcome in ("altered", "misrouted", "ambiguous"):
+        elif outcome in ("altered", "misrouted", "ambiguous", "unexpected"):
             m.counts[outcome] += 1
             m.problem_details.append(f"{row['stimulus_cid']}: {row['detail']}")
         elif outcome == "accepted":

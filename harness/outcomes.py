@@ -19,6 +19,7 @@ class Outcome(StrEnum):
     NOT_REACHED = "not_reached"  # an earlier step of the repetition failed, so this one was not tried
     ACCEPTED = "accepted"  # the platform accepted what it must refuse (security)
     REFUSED = "refused"  # the platform refused as it must (security)
+    UNEXPECTED = "unexpected"  # an alarm arrived where the contract says none must (expect_no_alarm)
 
     @property
     def arrived_in_place(self) -> bool:

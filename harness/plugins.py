@@ -5,10 +5,14 @@
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import pluggy
 
 from harness import hookspecs
+
+if TYPE_CHECKING:
+    from devices.model import DeviceModel
 
 
 @functools.cache
@@ -32,3 +36,14 @@ def plugin_manager() -> pluggy.PluginManager:
     pm.register(device_steps, name="vtlab.device_steps")
     pm.load_setuptools_entrypoints("vtlab")
     return pm
+
+
+@functools.cache
+def device_models() -> dict[str, DeviceModel]:
+    """Every device model the plugins give (`vtlab_device_models`), by name: what links, the lab and the lab
+    file look models up in (they sit below the scenario layer, so they ask here, not the step registry)."""
+    models: dict[str, DeviceModel] = {}
+    for batch in plugin_manager().hook.vtlab_device_models():
+        for model in batch:
+            models[model.name] = model
+    return dict(sorted(models.items()))

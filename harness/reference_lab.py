@@ -70,6 +70,7 @@ PROTECTIONS: dict[str, str] = {
     "dc09_window": "a DC-09 timestamp outside -40 s/+20 s is refused (NAK): no replay",
     "scaip_tls": "SCAIP devices that the lab file gives transport tls reach the lab over SIP/TLS only",
     "epj_token": "the lab pushes to the patient record with a HelseID token",
+    "fhir_token": "the lab's own FHIR API answers only requests with a valid HelseID token (off: anyone reads)",
     "validate_messages": "an event naming another device than its topic, a foreign centre's ack: refused",
 }
 """The protections of the secure profile, by the name `platform.insecure` switches them off with."""
@@ -114,6 +115,14 @@ class EmbeddedTarget:
     """The protections switched off (PROTECTIONS), for the report."""
 
     @property
+    def clock(self) -> str:
+        """The lab's clock for time-of-day rules (a wandering plan's night), for the report."""
+        c = self.config
+        if c.local_time is None:
+            return f"the machine's local time ({c.timezone})"
+        return f"set to {c.local_time} ({c.timezone}) when the lab started, running on (platform.local_time)"
+
+    @property
     def identities(self) -> list[str]:
         return self.config.identities()
 
@@ -144,7 +153,7 @@ class EmbeddedTarget:
 def _device_settings(lab: Lab, device_id: str) -> DeviceSettings:
     """A lab-file device as the reference lab knows it: its user, heartbeat and protocol identity."""
     from harness.lab.config import ScaipIdentity
-    from harness.scenario.registry import device_models
+    from harness.plugins import device_models
 
     dev = lab.spec.devices[device_id]
     scaip = None
@@ -153,11 +162,41 @@ def _device_settings(lab: Lab, device_id: str) -> DeviceSettings:
     dc09 = dev.dc09
     return DeviceSettings(
         user=dev.user,
-        heartbeat_interval_s=parse_duration(dev.heartbeat) / 1e9,
+        heartbeat_interval_s=parse_duration(dev.heartbeat) / 1e9 / lab.spec.platform.time_scale,
         dc09_account=dc09.account if dc09 is not None else None,
         dc09_key_file=lab.resolve(dc09.key_file) if dc09 is not None and dc09.key_file else None,
         scaip=scaip,
+        thresholds=_thresholds(lab, dev.user),
+        wandering=_wandering(lab, dev.user),
     )
+
+
+def _thresholds(lab: Lab, user: str) -> dict[str, Any]:
+    """The user's follow-up plan (persona `thresholds:`) as the lab's reading limits."""
+    from decimal import Decimal
+
+    from harness.lab.config import ReadingLimits
+
+    persona = lab.personas.get(user)
+    out: dict[str, Any] = {}
+    for name, t in (persona.thresholds if persona is not None else {}).items():
+        lo = t.min.split(" ", 1) if t.min else None
+        hi = t.max.split(" ", 1) if t.max else None
+        unit = (lo or hi or ["", ""])[1]
+        out[name] = ReadingLimits(unit=unit, min=Decimal(lo[0]) if lo else None, max=Decimal(hi[0]) if hi else None)
+    return out
+
+
+def _wandering(lab: Lab, user: str) -> Any:
+    """The user's wandering plan (persona `wandering:`) as the lab applies it; None without one."""
+    from harness.lab.wandering import WanderingPlan
+
+    persona = lab.personas.get(user)
+    plan = persona.wandering if persona is not None else None
+    if plan is None:
+        return None
+    start, end = plan.window
+    return WanderingPlan(start=start, end=end, events=tuple(plan.events))
 
 
 def _deliveries(lab: Lab, listeners: Mapping[str, Any]) -> dict[str, Any]:
@@ -166,14 +205,26 @@ def _deliveries(lab: Lab, listeners: Mapping[str, Any]) -> dict[str, Any]:
     from harness.lab.config import CentreDelivery
 
     out: dict[str, Any] = {}
-    for probe in lab.spec.probes.values():
+    for name, probe in lab.spec.probes.items():
         centre = probe.centre
         where = (listeners.get("centres") or {}).get(centre)
         if probe.kind != "response_centre" or centre is None or where is None:
             continue
         if probe.via == "dc09":
-            accounts = {device: account for account, device in (probe.dc09.accounts if probe.dc09 else {}).items()}
-            out[centre] = CentreDelivery(via="dc09", address=where["address"], protocol="tcp", accounts=accounts)
+            dc09 = probe.dc09
+            accounts = {device: account for account, device in (dc09.accounts if dc09 else {}).items()}
+            if dc09 is not None and dc09.key_env:
+                raise InputError(
+                    f"the embedded lab cannot encrypt for centre `{centre}`: its DC-09 key is in an environment "
+                    "variable, which the lab process is not given",
+                    place=str(lab.src.place("probes", name, "dc09", "key_env")),
+                    fix="for the embedded lab write the key to a file and set dc09.key_file",
+                )
+            out[centre] = CentreDelivery(
+                via="dc09", address=where["address"], protocol=dc09.protocol if dc09 else "tcp", accounts=accounts,
+                format=dc09.format if dc09 else "adm-cid",
+                key_file=lab.resolve(dc09.key_file) if dc09 is not None and dc09.key_file else None,
+            )
         elif probe.via == "scaip":
             known = probe.scaip.devices if probe.scaip else {}
             accounts = {device: cid_did.split("/", 1)[0] for cid_did, device in known.items()}
@@ -188,13 +239,22 @@ def _deliveries(lab: Lab, listeners: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _epj_target(lab: Lab, listeners: Mapping[str, Any]) -> Any:
-    """The patient-record probe the lab pushes to, with a client key generated for it by the probe."""
+    """The patient-record probe the lab pushes to, with a client key generated for it by the probe; for a
+    probe that pulls, what the lab records (it keeps it in its own FHIR API, see _fhir_api) and no push."""
     from harness.lab.config import EpjTarget
 
     records = listeners.get("records") or {}
     if not records:
         return None
     probe = next(iter(records.values()))
+    if probe.pulls:
+        s = probe.settings
+        return EpjTarget(
+            orgnr=s.orgnr,
+            alert_codes=dict(s.alert_codes),
+            alarm_codes=dict(s.alarm_codes),
+            supervision_code=s.supervision_code,
+        )
     endpoint = probe.endpoint(generate_client=True)
     settings = endpoint.settings
     return EpjTarget(
@@ -210,6 +270,39 @@ def _epj_target(lab: Lab, listeners: Mapping[str, Any]) -> Any:
     )
 
 
+def _fhir_api(listeners: Mapping[str, Any], epj: Any, pki: TestPki, off: frozenset[str]) -> Any:
+    """The lab's own read-only FHIR API of what it records, with the lab's server certificate. A probe that
+    pulls reads it: its public key is registered, and it learns the address (a port chosen here, since the
+    probe polls from before the lab is up)."""
+    import socket
+
+    from harness.lab.config import FhirApiSettings
+
+    probe = next(iter((listeners.get("records") or {}).values()))
+    clients: dict[str, Path] = {}
+    port = 0
+    if probe.pulls:
+        client_id, public_key = probe.reader_key()
+        clients[client_id] = public_key
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    settings = FhirApiSettings(
+        port=port,
+        orgnr=epj.orgnr,
+        cert=pki.server_cert,
+        key=pki.server_key,
+        ca=pki.ca_cert,
+        clients=clients,
+        require_token="fhir_token" not in off,
+        alert_codes=dict(epj.alert_codes),
+    )
+    if probe.pulls:
+        origin = f"https://{settings.host}:{port}"
+        probe.pull_from(f"{origin}/fhir/{epj.orgnr}", f"{origin}/connect/token", pki.ca_cert)
+    return settings
+
+
 def _gateway_device(lab: Lab, device_id: str, bridges: list[Any]) -> Any:
     """How the lab's gateway reads a serial or BLE device of the lab file (None: the device speaks IP)."""
     from devices.catalog import CATALOG
@@ -220,7 +313,9 @@ def _gateway_device(lab: Lab, device_id: str, bridges: list[Any]) -> Any:
         serial = dev.serial
         if serial is None or serial.mode != "simulate":
             return None  # an observed real device is read by vtlab itself, not by the lab
-        port = serial.port or str(Path(tempfile.gettempdir()) / f"vtlab-serial-{device_id}")
+        from harness.links.serial import default_pty_link
+
+        port = serial.port or default_pty_link(device_id)
         profile = serial.profile
         local = lab.path.parent / profile
         return GatewayDevice(
@@ -240,6 +335,15 @@ def _gateway_device(lab: Lab, device_id: str, bridges: list[Any]) -> Any:
                 f"device `{device_id}` speaks BLE but has no address: the lab's gateway cannot find it",
                 place=str(lab.src.place("devices", device_id)),
                 fix='add ble: {address: "C0:00:00:00:AA:01"} (a random static address)',
+            )
+        observed = getattr(ble, "mode", "simulate") == "observe"
+        if observed or not ble.radio.startswith("emulated:"):
+            raise InputError(
+                f"device `{device_id}` is on a real radio ({'observed' if observed else ble.radio}): "
+                "the embedded lab's gateway reads BLE devices on vtlab's emulated radio only",
+                place=str(lab.src.place("devices", device_id, "ble")),
+                fix="against the embedded lab use radio: emulated:bench; a real device is read by the supplier's "
+                "gateway (a lab file with platform: {kind: external})",
             )
         traits = CATALOG.get(dev.model)
         meter = bool(ble.profile or (traits.ble_profile if traits else None))
@@ -308,8 +412,9 @@ def _embedded_target(lab: Lab, faults: str, listeners: Mapping[str, Any] | None,
         default_centre=None,
         supervision=SupervisionSettings(misses=spec.platform.supervision_misses),
         faults=faults,
+        local_time=spec.platform.local_time,
     )
-    if not tls_on and not scaip_tls:
+    if not tls_on and not scaip_tls and epj is None:  # the lab's FHIR API needs its certificate too
         return EmbeddedTarget(config, None, bridges, off)
     pki_dir = Path(tempfile.mkdtemp(prefix="vtlab-pki-"))
     try:
@@ -318,6 +423,8 @@ def _embedded_target(lab: Lab, faults: str, listeners: Mapping[str, Any] | None,
         shutil.rmtree(pki_dir, ignore_errors=True)
         raise
     updates: dict[str, Any] = {"pki_dir": pki_dir}
+    if epj is not None:
+        updates["fhir_api"] = _fhir_api(listeners or {}, epj, pki, off)
     if scaip_tls:
         updates["ingress"] = ingress.model_copy(
             update={"scaip_tls": True, "tls_cert": pki.server_cert, "tls_key": pki.server_key}

@@ -4,7 +4,8 @@ Prints one JSON line when ready: {"ready": true, "broker": URL, "broker_kind": .
 "access_control": ..., "pid": N, "broker_pid": M,
 "client_ids_bound": true|false (another identity cannot take a session over),
 "ingress": {"dc09": "HOST:PORT", "scaip": "HOST:PORT", "scaip_plain": ..., "scaip_tls": ...}}
-(ingress: where devices send over DC-09 and SCAIP, TCP and UDP on each port; only those that are on),
+(ingress: where devices send over DC-09 and SCAIP, TCP and UDP on each port; only those that are on; with the
+lab's own FHIR API also "fhir" (its base URL), "fhir_token" (its token endpoint) and "fhir_ca"),
 or {"ready": false, "error": "..."} and exits 2. Later
 stdout lines are JSON events (e.g. {"event": "faults", "spec": ..., "id": ...}) for the process that
 started the lab.
@@ -30,6 +31,7 @@ from typing import Any
 from harness.errors import VtlabError
 from harness.lab.broker import RunningBroker, TlsFiles, start_broker
 from harness.lab.config import LabConfig, load_config
+from harness.lab.fhir_api import LabFhirApi
 from harness.lab.router import Router
 
 _out_lock = threading.Lock()
@@ -65,6 +67,7 @@ def run(config_path: Path, *, exit_on_stdin_eof: bool) -> int:
 def _run(config_path: Path, stop: threading.Event, exit_on_stdin_eof: bool) -> int:
     broker: RunningBroker | None = None
     router: Router | None = None
+    fhir_api: LabFhirApi | None = None
     pki_dir: Path | None = None
     try:
         config: LabConfig = load_config(config_path)
@@ -117,8 +120,12 @@ def _run(config_path: Path, stop: threading.Event, exit_on_stdin_eof: bool) -> i
                 # ready line tells the harness to do the same
                 broker_settings = config.broker.model_copy(update={"mqtt_version": "3.1.1"})
                 config = config.model_copy(update={"broker": broker_settings})
-        router = Router(config, url, notify=emit)
+        if config.fhir_api is not None:
+            fhir_api = LabFhirApi(config.fhir_api)  # binds its port; serves once the router (its ledger) runs
+        router = Router(config, url, notify=emit, fhir_api=fhir_api)
         router.start()
+        if fhir_api is not None:
+            fhir_api.start(router.ledger.write)
         emit(
             {
                 "ready": True,
@@ -129,7 +136,7 @@ def _run(config_path: Path, stop: threading.Event, exit_on_stdin_eof: bool) -> i
                 "pid": os.getpid(),
                 "broker_pid": broker.process.pid if broker is not None else None,
                 "client_ids_bound": broker.client_ids_bound if broker is not None else None,
-                "ingress": router.ingress,
+                "ingress": {**router.ingress, **(fhir_api.addresses if fhir_api is not None else {})},
             }
         )
         if exit_on_stdin_eof:
@@ -141,6 +148,8 @@ def _run(config_path: Path, stop: threading.Event, exit_on_stdin_eof: bool) -> i
         emit({"ready": False, "error": str(e)})
         return 2
     finally:
+        if fhir_api is not None:
+            fhir_api.close()
         if router is not None:
             router.stop()
         if broker is not None:

@@ -8,11 +8,10 @@ the string the harness counts loss and duplicates by on routes without a `cid`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from harness.protocols.wire_json import RoutedAlarm, encode
+from harness.protocols.wire_json import RoutedAlarm, decode_readings, encode
 
 Ingress = Literal["mqtt", "dc09", "scaip", "lab", "gateway"]
 
@@ -50,7 +49,8 @@ class LabAlarm:
     ref: str | None = None
     """The SCAIP device's `ref` (SCAIP ingress only)."""
     readings: dict[str, dict[str, str]] | None = None
-    """A meter's readings as the gateway read them: {name: {value, unit}} (exact decimal text)."""
+    """A meter's readings as the device or its gateway sent them: {name: {value, unit}} (exact decimal text,
+    already checked by harness.protocols.wire_json.decode_readings)."""
     measured: str | None = None
     """The meter's own time stamp of the readings."""
 
@@ -77,17 +77,8 @@ class LabAlarm:
         return out
 
     def routed_bytes(self, routed_text: str) -> bytes:
-        """The routed alarm as JSON bytes, with `readings` and `measured` when a meter sent them
-        (harness/links/gateway.py: the fields a gateway adds and a platform keeps)."""
-        body = encode(self.routed(routed_text))
-        if self.readings is None and self.measured is None:
-            return body
-        data = json.loads(body)
-        if self.readings is not None:
-            data["readings"] = self.readings
-        if self.measured is not None:
-            data["measured"] = self.measured
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+        """The routed alarm as JSON bytes, with `readings` and `measured` when a meter sent them."""
+        return encode(self.routed(routed_text))
 
     def routed(self, routed_text: str) -> RoutedAlarm:
         """The alarm as an MQTT centre receives it (wire_json)."""
@@ -105,4 +96,6 @@ class LabAlarm:
             sent=self.sent,
             routed=routed_text,
             zone=self.zone,
+            readings=decode_readings(self.readings) if self.readings is not None else None,
+            measured=self.measured,
         )

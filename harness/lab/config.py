@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from harness.errors import InputError
 from harness.faults import parse_faults
@@ -23,6 +24,7 @@ from harness.identities import (  # re-exported: the lab's names for its identit
     device_identity,
     twin_identity,
 )
+from harness.lab.wandering import HHMM, WanderingPlan
 
 __all__ = [
     "CONTROL_IDENTITY",
@@ -32,6 +34,7 @@ __all__ = [
     "CentreDelivery",
     "DeviceSettings",
     "EpjTarget",
+    "FhirApiSettings",
     "GatewayDevice",
     "IngressSettings",
     "LabConfig",
@@ -187,6 +190,22 @@ class GatewayDevice(_Model):
         return self
 
 
+class ReadingLimits(_Model):
+    unit: str = Field(min_length=1, max_length=16)
+    min: Decimal | None = None
+    max: Decimal | None = None
+
+    def beyond(self, value: Decimal, unit: str) -> str | None:
+        """Why `value` is beyond these limits (None when within, or in another unit)."""
+        if unit != self.unit:
+            return None
+        if self.max is not None and value > self.max:
+            return f"{value} {unit} > {self.max} {unit}"
+        if self.min is not None and value < self.min:
+            return f"{value} {unit} < {self.min} {unit}"
+        return None
+
+
 class DeviceSettings(_Model):
     user: str | None = None
     centre: str | None = None
@@ -201,6 +220,13 @@ class DeviceSettings(_Model):
     )
     gateway: GatewayDevice | None = Field(
         default=None, description="the lab reads this device as its home gateway (serial line or BLE)"
+    )
+    thresholds: dict[str, ReadingLimits] = Field(
+        default_factory=dict, description="the user's follow-up plan: reading name -> limits; a reading beyond "
+        "them raises a follow-up alarm"
+    )
+    wandering: WanderingPlan | None = Field(
+        default=None, description="the user's wandering plan: its events are alarms in its night, recorded outside it"
     )
 
 
@@ -310,6 +336,8 @@ class CentreDelivery(_Model):
         "(default: the device's dc09_account / SCAIP cid)",
     )
     key_file: Path | None = Field(default=None, description="dc09: file holding the AES key of this line")
+    format: Literal["adm-cid", "sia-dcs"] = Field(
+        default="adm-cid", description="dc09: Contact ID (ADM-CID) or SIA DC-03 (SIA-DCS) data, as the centre expects")
     receiver: str = Field(default="0", pattern=r"^[0-9A-Fa-f]{1,6}$")
     line: str = Field(default="0", pattern=r"^[0-9A-Fa-f]{1,6}$")
     timeout_s: float = Field(default=5.0, gt=0, description="wait for each ACK / mrs")
@@ -364,13 +392,17 @@ class IngressSettings(_Model):
 
 
 class EpjTarget(_Model):
-    """Where the lab pushes what a platform records in the patient record (VKP-shaped FHIR over HTTPS)."""
+    """What the lab records in the patient record (VKP-shaped FHIR) and where it pushes it over HTTPS.
+    Without `base_url` it pushes nowhere: the records stay in the lab's own FHIR API (`fhir_api`), read
+    by whoever polls it (the pull pattern)."""
 
-    base_url: str = Field(description="FHIR base, e.g. https://host:port/epj/r4 (the orgnr is appended)")
+    base_url: str | None = Field(
+        default=None, description="FHIR base, e.g. https://host:port/epj/r4 (the orgnr is appended); None: no push"
+    )
     orgnr: str = Field(pattern=r"^[0-9]{9}$")
-    token_url: str
-    client_id: str = Field(min_length=1, max_length=128)
-    client_key: Path = Field(description="PEM file of the client's private key (private_key_jwt)")
+    token_url: str | None = None
+    client_id: str | None = Field(default=None, min_length=1, max_length=128)
+    client_key: Path | None = Field(default=None, description="PEM file of the client's private key (private_key_jwt)")
     ca: Path | None = Field(default=None, description="CA file to verify the FHIR and token servers")
     scopes: tuple[str, ...] = (
         "nhn:vkp/api/user/detectedissue.write",
@@ -406,14 +438,25 @@ class EpjTarget(_Model):
 
     @field_validator("base_url", "token_url")
     @classmethod
-    def _https(cls, v: str) -> str:
-        if not v.startswith(("https://", "http://")):
+    def _https(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("https://", "http://")):
             raise ValueError("write an https:// URL")
-        return v.rstrip("/")
+        return v.rstrip("/") if v is not None else None
+
+    @model_validator(mode="after")
+    def _push_needs_client(self) -> EpjTarget:
+        if self.base_url is not None and None in (self.token_url, self.client_id, self.client_key):
+            raise ValueError("pushing to base_url needs token_url, client_id and client_key")
+        return self
+
+    @property
+    def pushes(self) -> bool:
+        return self.base_url is not None
 
     @property
     def fhir_url(self) -> str:
         """The organisation's FHIR base the Bundles are POSTed to."""
+        assert self.base_url is not None, "no push target"
         return self.base_url if self.base_url.endswith("/" + self.orgnr) else f"{self.base_url}/{self.orgnr}"
 
     def patient_id(self, user: str | None) -> str | None:
@@ -422,9 +465,34 @@ class EpjTarget(_Model):
         return self.patients.get(user, user)
 
 
+class FhirApiSettings(_Model):
+    """The lab's own read-only FHIR R4 API (harness.lab.fhir_api): searches of what it recorded, over HTTPS
+    with the lab's server certificate, with tokens from its own HelseID-shaped endpoint (`/connect/token`,
+    private_key_jwt) for the clients listed here. Base URL: https://host:port/fhir/<orgnr>."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, lt=65536)
+    orgnr: str = Field(pattern=r"^[0-9]{9}$")
+    cert: Path = Field(description="server certificate (PEM)")
+    key: Path = Field(description="server key (PEM)")
+    ca: Path | None = Field(default=None, description="the CA that signed `cert` (named in the ready line)")
+    clients: dict[str, Path] = Field(
+        default_factory=dict, description="client id -> public key file (PEM) allowed to read, by private_key_jwt"
+    )
+    require_token: bool = Field(default=True, description="off (the insecure profile): anyone may read the records")
+    max_count: int = Field(default=100, ge=1, le=1000, description="the largest search page")
+    alert_codes: dict[str, str] = Field(default_factory=dict, description="VKP alert codes beyond the standard ones")
+
+
 class SupervisionSettings(_Model):
     enabled: bool = True
     misses: int = Field(default=2, ge=1, description="heartbeat intervals missed before raising 356")
+
+
+DC09_CONNECTIONS = 10_240
+"""The DC-09 receiver's default connection limit: a fleet of 10,000 transmitters on kept TCP connections."""
+DC09_CONNECTIONS_MAX = 60_000
+"""Bounded below the port range of one address: beyond it the limit protects nothing."""
 
 
 class Limits(_Model):
@@ -444,6 +512,11 @@ class Limits(_Model):
         default=10_000, ge=1, description="alarms waiting at once for a DC-09/SCAIP centre to answer"
     )
     pending_pushes: int = Field(default=1_000, ge=1, description="FHIR pushes waiting at once")
+    dc09_connections: int = Field(
+        default=DC09_CONNECTIONS, ge=1, le=DC09_CONNECTIONS_MAX,
+        description="TCP connections the DC-09 receiver keeps at once (one per transmitter; a fleet of 10,000 "
+        "devices needs 10,000; each holds a file descriptor and a reading task)",
+    )
     record_only_events: tuple[str, ...] = Field(
         default=("dose_taken",), description="events recorded (EPJ) but never routed to a centre"
     )
@@ -455,6 +528,40 @@ class AccessRule(_Model):
     identity: str
     access: Literal["publish", "subscribe"]
     topic_filter: str
+
+
+class _DeviceLookup:
+    """Devices by DC-09 account (upper case) and by SCAIP (cid, did); `scaip_any_did` holds, per cid, the
+    first device configured without a did (it answers any did). First in the devices' order wins, as the
+    scan it replaces did (LabConfig's validator makes accounts and (cid, did) pairs unique anyway)."""
+
+    __slots__ = ("accounts", "devices", "scaip", "scaip_any_did", "size")
+
+    def __eq__(self, other: object) -> bool:
+        """A cache derived from the devices table: two configs are equal by their fields, never by this."""
+        return isinstance(other, _DeviceLookup)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, devices: dict[str, DeviceSettings]) -> None:
+        self.devices = devices
+        self.size = len(devices)
+        self.accounts: dict[str, str] = {}
+        self.scaip: dict[tuple[str, str | None], str] = {}
+        self.scaip_any_did: dict[str, str] = {}
+
+    @classmethod
+    def of(cls, devices: dict[str, DeviceSettings]) -> _DeviceLookup:
+        index = cls(devices)
+        for d, settings in devices.items():
+            if settings.dc09_account:
+                index.accounts.setdefault(settings.dc09_account.upper(), d)
+            s = settings.scaip
+            if s is not None:
+                index.scaip.setdefault((s.cid, s.did), d)
+                if s.did is None:
+                    index.scaip_any_did.setdefault(s.cid, d)
+        return index
 
 
 class LabConfig(_Model):
@@ -474,6 +581,7 @@ class LabConfig(_Model):
     ingress: IngressSettings = IngressSettings()
     mapping: MappingProfile = MappingProfile()
     epj: EpjTarget | None = None
+    fhir_api: FhirApiSettings | None = Field(default=None, description="the lab's own FHIR API of its records")
     supervision: SupervisionSettings = SupervisionSettings()
     limits: Limits = Limits()
     validate_messages: bool = Field(
@@ -482,6 +590,11 @@ class LabConfig(_Model):
         "for an alarm routed to another (off: pass them through, as a careless platform does)",
     )
     faults: str = ""
+    local_time: str | None = Field(
+        default=None, pattern=HHMM, description="the lab's clock for time-of-day rules starts at this local time of "
+        "day (HH:MM) and runs on; None: the machine's clock in `timezone`"
+    )
+    timezone: str = "Europe/Oslo"
     ledger: Path | None = None
     log: Path | None = None
     pki_dir: Path | None = Field(
@@ -497,6 +610,8 @@ class LabConfig(_Model):
     @classmethod
     def _site(cls, v: str) -> str:
         return _check_id("site", v)
+
+    _lookup: _DeviceLookup | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _ids(self) -> LabConfig:
@@ -528,6 +643,7 @@ class LabConfig(_Model):
             stray = sorted(named - known)
             if stray:
                 raise ValueError(f"centre(s) {stray} are routed to but not listed in `centres`")
+        self._lookup = _DeviceLookup.of(self.devices)  # once, as the config loads
         return self
 
     def centre_for(self, device: str, user: str | None) -> str | None:
@@ -570,24 +686,21 @@ class LabConfig(_Model):
 
     def device_for_account(self, account: str) -> str | None:
         """The device whose `dc09_account` is `account` (hex digits compare without case)."""
-        wanted = account.upper()
-        for d, settings in self.devices.items():
-            if settings.dc09_account and settings.dc09_account.upper() == wanted:
-                return d
-        return None
+        return self._index().accounts.get(account.upper())
 
     def device_for_scaip(self, cid: str, did: str | None) -> str | None:
         """The device whose SCAIP (cid, did) match; a device configured without `did` matches any did."""
-        loose = None
-        for d, settings in self.devices.items():
-            s = settings.scaip
-            if s is None or s.cid != cid:
-                continue
-            if s.did == did:
-                return d
-            if s.did is None and loose is None:
-                loose = d
-        return loose
+        index = self._index()
+        exact = index.scaip.get((cid, did))
+        return exact if exact is not None else index.scaip_any_did.get(cid)
+
+    def _index(self) -> _DeviceLookup:
+        """The device lookups, built once per devices table: every DC-09 frame and SCAIP `<mrq>` asks, and a
+        fleet has thousands of devices (a scan per alarm would cost the lab O(devices))."""
+        lookup = self._lookup
+        if lookup is None or lookup.devices is not self.devices or lookup.size != len(self.devices):
+            lookup = self._lookup = _DeviceLookup.of(self.devices)
+        return lookup
 
     def identities(self) -> list[str]:
         """Certificate CNs of the lab: router, control client, each device, each centre."""

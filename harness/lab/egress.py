@@ -3,7 +3,8 @@ does, with its own DC-09 sequence numbers and its own SCAIP `ref`s; only the dev
 id), the Contact ID code and the zone (SCAIP `dco`) survive.
 
 `deliver` runs on the router's threads and never blocks: it encodes, then hands the send to the lab's
-asyncio loop thread, and the centre's answer comes back through `on_result` on that loop thread. One
+asyncio loop thread (directly when it already runs there, as for SCAIP and DC-09 ingress), and the
+centre's answer comes back through `on_result` on that loop thread. One
 DC-09 line per centre (one message in flight, as DC-09 pairs replies by sequence); the frame's account is
 the device's, so the centre knows whose alarm it is.
 """
@@ -23,8 +24,9 @@ from typing import Any, Protocol
 from harness.lab.alarm import LabAlarm
 from harness.lab.config import CentreDelivery, LabConfig
 from harness.protocols.contact_id import ContactIdEvent, encode_adm_cid
-from harness.protocols.dc09 import ADM_CID, TransmitterState
+from harness.protocols.dc09 import ADM_CID, SIA_DCS, TransmitterState
 from harness.protocols.scaip import MessageType, Mrq, StatusNumber
+from harness.protocols.sia_dcs import SiaEvent, contact_id_to_sia, encode_sia_data
 from harness.transports.dc09 import DC09Transmitter
 from harness.transports.dc09 import Path as Dc09Path
 from harness.transports.loop import LoopThread
@@ -130,21 +132,28 @@ class Dc09Egress:
         zone = alarm.zone or "000"
         if not _ZONE.match(zone) or not re.fullmatch(r"[0-9]{3}", alarm.code) or alarm.qualifier not in "136":
             return f"not Contact ID: code {alarm.code!r} qualifier {alarm.qualifier!r} zone {zone!r}"
-        ev = ContactIdEvent(account, int(alarm.qualifier), alarm.code, self.config.mapping.partition, zone)
-        data = encode_adm_cid(ev)
+        if self.settings.format == "sia-dcs":
+            sia = contact_id_to_sia(int(alarm.qualifier), alarm.code)
+            if sia is None:
+                return f"no SIA-DCS code for Contact ID {alarm.code}/{alarm.qualifier}"
+            token, data = SIA_DCS, encode_sia_data(account, [SiaEvent(sia, address=zone)])
+        else:
+            ev = ContactIdEvent(account, int(alarm.qualifier), alarm.code, self.config.mapping.partition, zone)
+            token, data = ADM_CID, encode_adm_cid(ev)
         if not self._bound.take():
             return f"{self._bound.pending} deliveries already wait for centre `{self.centre}`"
-        self._io.submit(self._send(alarm, account, data))
+        self._io.start_soon(self._send(alarm, account, data, token))
         return None
 
-    async def _send(self, alarm: LabAlarm, account: str, data: str) -> None:
+    async def _send(self, alarm: LabAlarm, account: str, data: str, token: str = ADM_CID) -> None:
         assert self._lock is not None
         try:
             async with self._lock:  # FIFO: alarms leave in the order they were handed over
                 self.state.account = account  # one line, the frame names the device's account
-                result = await self.tx.send(ADM_CID, data)
+                result = await self.tx.send(token, data)
             reply = result.reply.kind if result.reply is not None else None
-            detail = {"sequence": result.message.sequence, "account": account, "adm_cid": data}
+            detail = {"sequence": result.message.sequence, "account": account,
+                      ("adm_cid" if token == ADM_CID else "sia_dcs"): data}
             if result.path is not None:
                 detail["path"] = str(result.path)
             rtt = result.round_trip_ns / 1e6 if result.round_trip_ns is not None else None
@@ -212,7 +221,7 @@ class ScaipEgress:
             return mrq
         if not self._bound.take():
             return f"{self._bound.pending} deliveries already wait for centre `{self.centre}`"
-        self._io.submit(self._send(alarm, mrq))
+        self._io.start_soon(self._send(alarm, mrq))
         return None
 
     async def _send(self, alarm: LabAlarm, mrq: Mrq) -> None:

@@ -4,6 +4,9 @@ over HTTPS with a HelseID-shaped token (client credentials, private_key_jwt).
 Pushes run on one worker thread (HTTP is blocking), at most `limits.pending_pushes` waiting; every push is
 a ledger line `epj_push` with the HTTP status (refusals too, with the OperationOutcome's diagnostics), and a
 push that could not be made is `epj_failed`. Nothing secret (token, key) reaches the ledger or the log.
+
+Every record is also kept in the lab's own FHIR API when it has one (harness.lab.fhir_api); with no push
+target (the pull pattern) that is all, and the ledger line is `epj_recorded`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from harness.lab.config import EpjTarget
+from harness.lab.fhir_api import LabFhirApi
 from harness.probes.epj import ClientKey, HelseIdTokenProvider, TokenError, push_bundle
 from harness.protocols import vkp
 from harness.protocols.vkp import DEFAULT_CODES, Ident
@@ -44,12 +48,16 @@ class Record:
 
 
 class EpjPusher:
-    def __init__(self, target: EpjTarget, write: Write, *, limit: int) -> None:
+    def __init__(self, target: EpjTarget, write: Write, *, limit: int, api: LabFhirApi | None = None) -> None:
         self.target = target
         self._write = write
+        self._api = api
         self.codes = DEFAULT_CODES.with_alert_codes(target.alert_codes)
-        self._client = ClientKey(target.client_id, target.client_key, tuple(target.scopes))
-        self._tokens = HelseIdTokenProvider(target.token_url, self._client, ca=target.ca, scopes=target.scopes)
+        self._tokens: HelseIdTokenProvider | None = None
+        if target.pushes:
+            assert target.token_url and target.client_id and target.client_key  # checked by EpjTarget
+            client = ClientKey(target.client_id, target.client_key, tuple(target.scopes))
+            self._tokens = HelseIdTokenProvider(target.token_url, client, ca=target.ca, scopes=target.scopes)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lab-epj")
         self._limit = limit
         self._pending = 0
@@ -108,6 +116,11 @@ class EpjPusher:
             return
         line["patient"] = patient_id
         line["resources"] = [e["resource"]["resourceType"] for e in bundle.get("entry", [])]
+        if self._api is not None:
+            self._api.record(bundle)
+        if self._tokens is None:
+            self._write("epj_recorded", **line, api=self._api is not None)
+            return
         started = time.monotonic_ns()
         try:
             result = push_bundle(

@@ -5,7 +5,9 @@ ledger and centres treat them alike.
 Each `DeviceSettings.gateway` names the link: a serial line with its profile (harness.links.serial
 SerialGateway; the simulated device's pty path, or /dev/ttyUSB0), or BLE through a Bumble transport
 (`ble_hci`): a meter read over GATT (harness.links.ble BleGateway) or an alarm button heard by its
-advertisements (AdvertisementGateway). In the embedded lab, `ble_hci` is a `tcp-client:` bridge onto
+advertisements (AdvertisementGateway); a button whose advertisement lists vtlab's vendor alarm service
+(harness.protocols.ble_alarm) is connected to, paired with and subscribed to, and its alarms arrive by GATT
+notification. In the embedded lab, `ble_hci` is a `tcp-client:` bridge onto
 vtlab's emulated air (harness.lab.ble_bridge); with a real dongle it is `usb:0`.
 
 What the devices do wrong (garbage, a frame cut off, a vanished meter) is a ledger line `gateway_finding`,
@@ -41,7 +43,7 @@ def device_model(name: str) -> Any:
     traits = CATALOG.get(name)
     if traits is not None:
         return traits.model
-    from harness.scenario.registry import device_models
+    from harness.plugins import device_models
 
     return device_models()[name]
 

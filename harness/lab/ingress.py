@@ -16,7 +16,9 @@ Callbacks run on the lab's asyncio loop thread; the router takes it from there u
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -92,6 +94,7 @@ class Dc09Ingress:
             host=config.ingress.host,
             port=config.ingress.dc09_port,
             policy=policy,
+            max_connections=config.limits.dc09_connections,
             tcp=True,
             udp=True,
         )
@@ -253,7 +256,7 @@ class ScaipIngress:
         for r in self.receivers:
             await r.close()
 
-    def _on_message(self, mrq: Mrq, arrived_ns: int, peer: tuple[str, int]) -> Mrs:
+    def _on_message(self, mrq: Mrq, arrived_ns: int, peer: tuple[str, int]) -> Mrs | Awaitable[Mrs]:
         device = self.config.device_for_scaip(mrq.cid, mrq.did)
         if device is None:
             self.sink.refuse(
@@ -297,4 +300,12 @@ class ScaipIngress:
                 detail=(("stc", mrq.stc), ("scaip_cid", mrq.cid), ("did", mrq.did)),
             )
         )
-        return scaip.reply_for(mrq)
+        return _after_hand_over(scaip.reply_for(mrq))
+
+
+async def _after_hand_over(mrs: Mrs) -> Mrs:
+    """The `<mrs>` of a routed alarm, one turn of the loop later: a DC-09 or SCAIP delivery that
+    `take_alarm` started on this loop writes its frame first, so building and sending the receipt (and
+    the device's answer to it) never holds the alarm back on its way to the centre."""
+    await asyncio.sleep(0)
+    return mrs

@@ -185,12 +185,13 @@ class LabProcess:
             return ""
 
     def ledger(self) -> list[dict[str, Any]]:
-        """Every ledger line written so far."""
+        """Every ledger line written so far (complete lines only: the lab may be half way through the last)."""
         try:
             text = self.ledger_path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return []
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        complete = text[: text.rfind("\n") + 1]
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
     def events(self) -> list[dict[str, Any]]:
         with self._cond:

@@ -1,30 +1,25 @@
 """The reference lab's alarm-routing platform: alarms in over MQTT, SIA DC-09 and SCAIP; faults applied;
-delivery to each centre in the centre's protocol (MQTT, DC-09, SCAIP); a JSONL ledger; FHIR pushes to the
-patient record.
+delivery to each centre in the centre's protocol (MQTT, DC-09, SCAIP); acks relayed to devices; lab control.
+The rest of the Router's work lives in its own modules, mixed into `Router`: `supervision` (heartbeats, 356),
+`records` (FHIR pushes to the patient record), `plans` (the users' follow-up and wandering plans); `ledger`
+holds the JSONL ledger (and what its lines carry) and the scheduler.
 
 Threads: the MqttClient's network thread runs the MQTT handlers; one asyncio loop thread (LoopThread) runs
 the DC-09 and SCAIP receivers and the DC-09/SCAIP deliveries; one scheduler thread runs what is due later
 (delayed alarms, reorder releases, supervision deadlines); one worker pushes FHIR. Shared state is under
-one lock. Supervision alarms are the lab's own and are not subject to faults; acks are only subject to
-outages.
+one lock. Acks are only subject to outages.
 
 Every payload is decoded with its codec (wire_json, DC-09, SCAIP) and refused with a ledger line `rejected`
 and a reason when it is not valid; nothing from an unknown device is routed; every per-device table is
 bounded (LabConfig.limits), so hostile input cannot grow the lab's memory. With `validate_messages` off (the
 insecure profile) an event whose payload names another device than its topic, and an ack from a centre for
 an alarm routed to another, pass through (ledger line `unvalidated`), as on a careless platform.
-
-Ledger lines about an alarm carry `device`, `centre`, and how the harness finds the alarm again: `cid`
-(the device's, MQTT) or `lab_cid` (the lab's id for an alarm that came without one), and `key`
-`<device>:<code>:<zone>` whenever the alarm has a Contact ID zone (DC-09 and SCAIP always do).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import heapq
 import itertools
-import json
 import logging
 import os
 import re
@@ -33,7 +28,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from harness.clock import now_ns, utc_text
@@ -42,21 +36,26 @@ from harness.faults import Decision, FaultPlan, FaultSpec, parse_faults
 from harness.lab.alarm import LabAlarm
 from harness.lab.config import LabConfig
 from harness.lab.egress import DeliveryResult, Egress, make_egress
-from harness.lab.epj_push import EpjPusher, Record, utc
+from harness.lab.epj_push import EpjPusher
 from harness.lab.gateway import LabGateway
 from harness.lab.ingress import AlarmDraft, Dc09Ingress, ScaipIngress
-from harness.links.gateway import GatewayEvent, readings_json
-from harness.protocols import vkp
+from harness.lab.ledger import NS, Ledger, Scheduler
+from harness.lab.plans import PlansMixin
+from harness.lab.records import RecordsMixin
+from harness.lab.supervision import SupervisionMixin, _Supervised
+from harness.lab.wandering import LocalClock
+from harness.links.gateway import GatewayEvent
 from harness.protocols.base import ProtocolError
 from harness.protocols.wire_json import (
     CentreAck,
     DeviceAck,
     DeviceEvent,
-    Heartbeat,
     LabControl,
     WireMessage,
     decode,
     encode,
+    readings_from,
+    readings_to_json,
 )
 from harness.transports.base import Message
 from harness.transports.loop import LoopThread
@@ -66,7 +65,6 @@ __all__ = ["Ledger", "Router", "Scheduler", "utc_now"]
 
 log = logging.getLogger("harness.lab.router")
 
-NS = 1_000_000_000
 LEDGER_TEXT = 160
 """Longest peer-supplied text (topic, reason) copied into a ledger line."""
 
@@ -77,93 +75,10 @@ def _short(text: str, limit: int = LEDGER_TEXT) -> str:
     return text if len(text) <= limit else text[:limit] + f"...({len(text)} chars)"
 
 
-class Ledger:
-    """Append-only JSONL, one line per fault applied and per alarm routed, flushed per line."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._fh = None
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = path.open("a", encoding="utf-8")
-
-    def write(self, action: str, **fields: Any) -> None:
-        line: dict[str, Any] = {"t": utc_text(), "action": action}
-        line.update(fields)
-        text = json.dumps(line, ensure_ascii=False, default=str)
-        with self._lock:
-            if self._fh is not None and not self._fh.closed:
-                self._fh.write(text + "\n")
-                self._fh.flush()
-        log.debug("ledger %s", text)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._fh is not None:
-                self._fh.close()
-
-
-class Scheduler:
-    """Run callables at monotonic times (ns) on one thread; waits on a condition, never polls."""
-
-    def __init__(self, clock: Callable[[], int] = now_ns) -> None:
-        self._clock = clock
-        self._heap: list[tuple[int, int, Callable[[], None]]] = []
-        self._seq = itertools.count()
-        self._cond = threading.Condition()
-        self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="lab-scheduler", daemon=True)
-        self._thread.start()
-
-    def at(self, due_ns: int, fn: Callable[[], None]) -> None:
-        with self._cond:
-            heapq.heappush(self._heap, (due_ns, next(self._seq), fn))
-            self._cond.notify()
-
-    def after(self, delay_ns: int, fn: Callable[[], None]) -> None:
-        self.at(self._clock() + delay_ns, fn)
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._cond.notify()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._stopped:
-                    if self._heap:
-                        wait_ns = self._heap[0][0] - self._clock()
-                        if wait_ns <= 0:
-                            break
-                        self._cond.wait(timeout=wait_ns / NS)
-                    else:
-                        self._cond.wait()
-                if self._stopped:
-                    return
-                _, _, fn = heapq.heappop(self._heap)
-            try:
-                fn()
-            except Exception:  # a scheduled task must never kill the lab
-                log.exception("scheduled task failed")
-
-
 def _topic_regex(template: str, site: str) -> re.Pattern[str]:
     pattern = re.escape(template.replace("{site}", site))
     pattern = pattern.replace(r"\{device\}", r"(?P<device>[^/]+)").replace(r"\{centre\}", r"(?P<centre>[^/]+)")
     return re.compile(f"^{pattern}$")
-
-
-@dataclass(slots=True)
-class _Supervised:
-    interval_ns: int
-    due_ns: int
-    failed: bool = False
-    timer_pending: bool = False
-    counter: int = 0
-    user: str | None = None
 
 
 @dataclass(slots=True)
@@ -183,9 +98,10 @@ class _Route:
 _ZONE_RE = re.compile(r"^[0-9B-F]{3}$")
 
 
-class Router:
+class Router(SupervisionMixin, RecordsMixin, PlansMixin):
     """Takes alarms in (MQTT, DC-09, SCAIP), routes them to centres in each centre's protocol, relays acks,
-    supervises heartbeats, records in the patient record."""
+    supervises heartbeats (SupervisionMixin), records in the patient record (RecordsMixin), applies the users'
+    plans (PlansMixin)."""
 
     def __init__(
         self,
@@ -194,8 +110,10 @@ class Router:
         *,
         clock: Callable[[], int] = now_ns,
         notify: Callable[[dict[str, Any]], None] | None = None,
+        fhir_api: Any = None,
     ) -> None:
         self.config = config
+        self._fhir_api = fhir_api  # harness.lab.fhir_api.LabFhirApi: keeps what the lab records, for searches
         self.broker_url = broker_url
         self._clock = clock
         self._notify = notify or (lambda _e: None)
@@ -208,6 +126,8 @@ class Router:
         self._tokens = itertools.count(1)
         self._ids = itertools.count(1)
         self._supervised: dict[str, _Supervised] = {}
+        self._follow_ups = 0
+        self._local = LocalClock(config.local_time, config.timezone)  # for the wandering plans' night
         self._routed: dict[str, OrderedDict[str, _Route]] = {}  # device -> id -> route, bounded per device
         self._pending_delayed = 0
         self._scheduler: Scheduler | None = None
@@ -257,7 +177,9 @@ class Router:
         try:
             self._start_protocols()
             if self.config.epj is not None:
-                self._epj = EpjPusher(self.config.epj, self.ledger.write, limit=self.config.limits.pending_pushes)
+                self._epj = EpjPusher(
+                    self.config.epj, self.ledger.write, limit=self.config.limits.pending_pushes, api=self._fhir_api
+                )
             self._client.connect()
             self._client.subscribe_many(self._filters, self._on_message)
         except TargetError as e:
@@ -455,7 +377,11 @@ class Router:
         routed as an MQTT device's would be, keyed `<device>:<code>:<zone>` (no vtlab cid survives a gateway)."""
         try:
             settings = self.config.devices[event.device]
-            readings = readings_json(event.readings) if event.readings is not None else None
+            try:
+                readings = readings_to_json(readings_from(event.readings)) if event.readings is not None else None
+            except ProtocolError as e:  # a value the dialect cannot carry (a FLOAT of 1e100): not forwarded
+                self.ledger.write("rejected", via="gateway", device=event.device, reason=_short(e.reason, 300))
+                return
             alarm = LabAlarm(
                 id=f"gw-{next(self._ids)}",
                 ingress="gateway",
@@ -482,13 +408,6 @@ class Router:
         except Exception as e:  # one bad event must never stop the gateway
             log.exception("routing a gateway event failed")
             self.ledger.write("rejected", via="gateway", device=event.device, reason=f"internal error: {e!r}")
-
-    def take_heartbeat(self, device: str, via: str) -> None:
-        """A DC-09 message or SCAIP heartbeat: the device's configured interval applies."""
-        interval_s = self.config.devices[device].heartbeat_interval_s
-        if interval_s is None:
-            return
-        self._heartbeat(device, interval_s, None)
 
     def refuse(self, via: str, reason: str, **fields: Any) -> None:
         self.ledger.write(
@@ -530,10 +449,20 @@ class Router:
             seq=ev.seq,
             battery=ev.battery,
             sent=ev.sent,
+            readings=readings_to_json(ev.readings) if ev.readings is not None else None,
+            measured=ev.measured,
         )
         self._take(alarm, where=msg.topic)
 
     def _take(self, alarm: LabAlarm, *, where: str, detail: dict[str, Any] | None = None) -> None:
+        """Take a device's alarm or reading in; a reading beyond the user's follow-up plan raises a follow-up
+        alarm of its own (a separate alarm to the same centre, with the same faults applied)."""
+        self._take_one(alarm, where=where, detail=detail)
+        follow_up = self._follow_up(alarm)
+        if follow_up is not None:
+            self._take_one(follow_up[0], where=f"follow-up plan of {alarm.device}", detail={"beyond": follow_up[1]})
+
+    def _take_one(self, alarm: LabAlarm, *, where: str, detail: dict[str, Any] | None = None) -> None:
         """Record what the patient record gets on receipt, find the centre, apply the faults, deliver."""
         device = alarm.device
         settings = self.config.devices[device]
@@ -541,6 +470,11 @@ class Router:
         self._record_on_receipt(alarm, user)
         if alarm.event in self.config.limits.record_only_events:
             self.ledger.write("recorded", **alarm.ledger_fields(), event=alarm.event)
+            return
+        day = self._outside_night(alarm)
+        if day is not None:
+            self.ledger.write("recorded", **alarm.ledger_fields(), event=alarm.event,
+                              reason="outside the wandering plan's night", **day)
             return
         centre = self.config.centre_for(device, alarm.user)
         if centre is None:
@@ -707,211 +641,6 @@ class Router:
         if first and not alarm.id.startswith("lab-"):
             self._record_handled(alarm, operator=ack.operator or f"centre-{centre}", via="mqtt", action=ack.action)
 
-    # ---------------------------------------------------------------- supervision
-
-    def _on_heartbeat(self, m: re.Match[str], msg: Message) -> None:
-        try:
-            hb = decode(msg.payload, Heartbeat)
-        except ProtocolError as e:
-            self._reject(msg.topic, f"heartbeat: {e.reason}")
-            return
-        device = self._known_device(m, msg, hb.device)
-        if device is None or not self.config.supervision.enabled:
-            return
-        settings = self.config.devices[device]
-        interval_s = settings.heartbeat_interval_s or hb.interval_s
-        lo, hi = self.config.limits.heartbeat_interval_s
-        if not lo <= interval_s <= hi:
-            self._reject(msg.topic, f"heartbeat interval_s {interval_s:g} is outside {lo:g}..{hi:g}", device=device)
-            return
-        self._heartbeat(device, interval_s, hb.user)
-
-    def _heartbeat(self, device: str, interval_s: float, user: str | None) -> None:
-        if not self.config.supervision.enabled:
-            return
-        settings = self.config.devices[device]
-        now = self._clock()
-        with self._lock:
-            state = self._supervised.get(device)
-            if state is None:
-                state = self._supervised[device] = _Supervised(interval_ns=0, due_ns=0)
-            state.interval_ns = int(interval_s * NS)
-            state.due_ns = now + self.config.supervision.misses * state.interval_ns
-            state.user = settings.user or user or state.user
-            if state.failed:
-                state.failed = False
-                self._raise_supervision(device, state, restored=True)
-            if not state.timer_pending:  # one timer per device, however many heartbeats arrive
-                state.timer_pending = True
-                self._schedule_check(device, state.due_ns)
-
-    def _schedule_check(self, device: str, due_ns: int) -> None:
-        assert self._scheduler is not None
-        self._scheduler.at(due_ns, lambda: self._check_supervision(device))
-
-    def _check_supervision(self, device: str) -> None:
-        with self._lock:
-            state = self._supervised.get(device)
-            if state is None:
-                return
-            if self._clock() < state.due_ns:  # a heartbeat came in since: wait for the new deadline
-                self._schedule_check(device, state.due_ns)
-                return
-            state.timer_pending = False
-            if not state.failed:
-                state.failed = True
-                self._raise_supervision(device, state, restored=False)
-
-    def _raise_supervision(self, device: str, state: _Supervised, *, restored: bool) -> None:
-        state.counter += 1
-        cid = f"lab-sup-{device}-{state.counter}"
-        centre = self.config.centre_for(device, state.user)
-        action = "supervision_restored" if restored else "supervision_failure"
-        if centre is None:
-            self.ledger.write("rejected", cid=cid, device=device, reason=f"{action}: no centre for device")
-            return
-        now = utc_text()
-        alarm = LabAlarm(
-            id=cid,
-            ingress="lab",
-            device=device,
-            centre=centre,
-            code="356",
-            qualifier="3" if restored else "1",
-            event=action,
-            priority=2,
-            received_epoch_s=time.time(),
-            zone="000",
-            partition=self.config.mapping.partition,
-            cid=cid,
-            user=state.user,
-            sent=now,
-        )
-        self._remember(alarm)
-        via = self._deliver(alarm)
-        if via is not None:
-            self.ledger.write(action, **alarm.ledger_fields(), delay_ms=0, **({"via": via} if via != "mqtt" else {}))
-        if not restored:
-            self._record_supervision(alarm)
-
-    # ---------------------------------------------------------------- patient record (FHIR via VKP)
-
-    def _push(self, record: Record) -> None:
-        """Apply the push faults when the EPJ target says so, then queue the push."""
-        epj = self._epj
-        if epj is None:
-            return
-        if epj.target.faults:
-            with self._lock:
-                decision = self._push_plan.decide(self._clock())
-            if decision.drop:
-                self.ledger.write(f"epj_{decision.reason}", kind=record.kind, device=record.device, **record.fields)
-                return
-            if decision.extra_delay_ns:
-                self.ledger.write(
-                    "epj_delay",
-                    kind=record.kind,
-                    device=record.device,
-                    delay_ms=decision.extra_delay_ns / 1e6,
-                    **record.fields,
-                )
-                assert self._scheduler is not None
-                self._scheduler.after(decision.extra_delay_ns, lambda: epj.submit(record))
-                return
-        epj.submit(record)
-
-    def _record_on_receipt(self, alarm: LabAlarm, user: str | None) -> None:
-        epj = self._epj
-        if epj is None:
-            return
-        at = utc(alarm.received_epoch_s)
-        t = epj.target
-        ids = _record_ids(alarm)
-        kind = t.bundle_type
-        if alarm.code == "302" and alarm.qualifier == "1" and alarm.event != "dose_missed" and t.push_low_battery:
-            level = alarm.battery
-            self._push(
-                Record(
-                    "low_battery",
-                    alarm.device,
-                    user,
-                    lambda p, d, c: vkp.low_battery(p, d, at, level_percent=level, type=kind, codes=c),
-                    **ids,
-                )
-            )
-        elif alarm.event == "dose_missed" and t.push_doses:
-            self._push(
-                Record(
-                    "dose_missed",
-                    alarm.device,
-                    user,
-                    lambda p, d, c: vkp.missed_dose(p, d, at, type=kind, codes=c),
-                    **ids,
-                )
-            )
-        elif alarm.event == "dose_taken" and t.push_doses:
-            self._push(
-                Record("dose_taken", alarm.device, user, lambda p, d, c: vkp.taken_dose(p, d, at, type=kind), **ids)
-            )
-
-    def _record_handled(self, alarm: LabAlarm, *, operator: str, via: str, action: str = "acknowledged") -> None:
-        epj = self._epj
-        if epj is None or not epj.target.push_handled or alarm.event in ("dose_missed", "dose_taken"):
-            return
-        if alarm.code == "302":
-            return  # low battery is recorded on receipt (DetectedIssue 1.17), not as a handled alarm
-        vkp_code = epj.alarm_code(alarm.code)
-        if vkp_code is None:
-            self.ledger.write(
-                "epj_skipped",
-                kind="handled_alarm",
-                **_record_ids(alarm),
-                device=alarm.device,
-                reason=f"no VKP alert code for Contact ID {alarm.code} (epj.alarm_codes)",
-            )
-            return
-        raised = utc(alarm.received_epoch_s)
-        handled = utc(time.time())
-        kind = epj.target.bundle_type
-        note = f"Alarm {alarm.event} ({alarm.code}) {action} ved {alarm.centre} av {operator} ({via})"
-        op = vkp.Ident(vkp.OPERATOR_SYSTEM, operator)
-        self._push(
-            Record(
-                "handled_alarm",
-                alarm.device,
-                alarm.user or self.config.devices[alarm.device].user,
-                lambda p, d, c: vkp.handled_alarm(p, d, vkp_code, raised, handled, op, note, type=kind, codes=c),
-                operator=operator,
-                **_record_ids(alarm),
-            )
-        )
-
-    def _record_supervision(self, alarm: LabAlarm) -> None:
-        epj = self._epj
-        if epj is None or not epj.target.push_supervision:
-            return
-        code = epj.target.supervision_code
-        if code is None:
-            self.ledger.write(
-                "epj_skipped",
-                kind="supervision_loss",
-                device=alarm.device,
-                cid=alarm.id,
-                reason="no VKP alert code for loss of supervision (epj.supervision_code)",
-            )
-            return
-        at = utc(alarm.received_epoch_s)
-        kind = epj.target.bundle_type
-        self._push(
-            Record(
-                "supervision_loss",
-                alarm.device,
-                alarm.user,
-                lambda p, d, c: vkp.supervision_loss(p, d, at, code=code, type=kind, codes=c),
-                **_record_ids(alarm),
-            )
-        )
-
     # ---------------------------------------------------------------- control
 
     def _on_control(self, m: re.Match[str], msg: Message) -> None:
@@ -937,9 +666,3 @@ class Router:
             self.ledger.write("faults", spec=str(spec), id=request_id)
             self._announce_outage(self._plan)
         self._notify({"event": "faults", "spec": str(spec), "id": request_id})
-
-
-def _record_ids(alarm: LabAlarm) -> dict[str, Any]:
-    """How an `epj_*` ledger line names the alarm it records (cid / lab_cid, key)."""
-    fields = alarm.ledger_fields()
-    return {k: fields[k] for k in ("cid", "lab_cid", "key") if k in fields}

@@ -21,6 +21,7 @@ from harness.errors import InputError
 from harness.links import Incoming, IncomingHandler, KeyRing, Outgoing, Refused, RefusedHandler, Sent
 from harness.protocols.contact_id import EVENT_NAMES, ContactIdEvent, encode_adm_cid
 from harness.protocols.dc09 import ADM_CID, Account, Decision, ReceiverPolicy, TransmitterState
+from harness.protocols.sia_dcs import SiaData, sia_to_contact_id
 from harness.transports.dc09 import DC09Receiver, DC09Transmitter, SendResult
 from harness.transports.dc09 import Path as Dc09Path
 from harness.transports.loop import LoopThread
@@ -104,6 +105,7 @@ class Dc09CentreLink:
         accounts = dict(settings.accounts) or {str(dev.dc09.account).upper(): d for d, dev in devices.items()
                                                if dev.dc09 is not None and dev.dc09.account}
         self.accounts = {a.upper(): d for a, d in accounts.items()}
+        self.sia_codes: dict[str, str] = dict(getattr(settings, "sia_codes", {}) or {})
         host, port = _host_port(settings.listen or "127.0.0.1:0")
         self._receiver = DC09Receiver([Account(a, key) for a in self.accounts], self._on_message, self._on_refused,
                                       host=host, port=port, policy=ReceiverPolicy(), tcp=True, udp=True)
@@ -129,6 +131,14 @@ class Dc09CentreLink:
         if self._handler is None:
             return
         content = decision.content
+        if decision.accepted and isinstance(content, SiaData):
+            sia, content = content, self._as_contact_id(content, decision)
+            if content is None:
+                if self._refused is not None:
+                    self._refused(Refused(arrived_ns, str(decision.message)[:500],
+                                          f"SIA-DCS event `{sia.first.code}` has no Contact ID code "
+                                          "(add it to the centre's dc09.sia_codes)", f"dc09 {peer[0]}:{peer[1]}"))
+                return
         if not decision.accepted or not isinstance(content, ContactIdEvent):
             if self._refused is not None and decision.message is not None and decision.message.token != "NULL":
                 self._refused(Refused(arrived_ns, str(decision.message)[:500],
@@ -143,7 +153,7 @@ class Dc09CentreLink:
         if device is not None:
             fields["device"] = device
             fields["user"] = self._lab.spec.devices[device].user
-            from harness.scenario.registry import device_models
+            from harness.plugins import device_models
 
             model = device_models().get(self._lab.spec.devices[device].model)
             if model is not None:
@@ -151,6 +161,22 @@ class Dc09CentreLink:
         key = key_of(device or f"account {account}", content.code, content.zone)
         self._handler(Incoming(arrived_ns, fields, key=key, evidence={**fields, "_key": key},
                                where=f"dc09 {peer[0]}:{peer[1]}", carries=CARRIED))
+
+    def _as_contact_id(self, data: SiaData, decision: Decision) -> ContactIdEvent | None:
+        """SIA-DCS read as the Contact ID event it stands for (the centre's `sia_codes` first, then the SIA
+        table), the address as the zone; None for a code with no Contact ID (reported as refused)."""
+        event = data.first
+        mapped = self.sia_codes.get(event.code)
+        if mapped is not None:
+            code, _, qualifier = mapped.partition("/")
+            pair: tuple[int, str] | None = (int(qualifier), code)
+        else:
+            pair = sia_to_contact_id(event.code)
+        zone = (event.address or "0")[-3:].zfill(3)
+        if pair is None or not zone.isdigit():
+            return None
+        account = data.account or (decision.message.account if decision.message else "") or ""
+        return ContactIdEvent(account, pair[0], pair[1], event.area or "00", zone)
 
     def _on_refused(self, raw: bytes, reason: str) -> None:
         if self._refused is not None:

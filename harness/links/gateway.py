@@ -22,27 +22,22 @@ is `altered` with the reason, never lost.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, cast
 
 from harness.clock import now_ns, utc_text
 from harness.links import Incoming, IncomingHandler, Outgoing, Refused, RefusedHandler
 from harness.links.dc09 import key_of
 from harness.protocols import ProtocolError
-from harness.protocols.wire_json import CentreAck, RoutedAlarm, decode
+from harness.protocols.wire_json import CentreAck, RoutedAlarm, decode_keeping, readings_from
+from harness.protocols.wire_json import decode_readings as wire_decode_readings
 from harness.protocols.wire_json import encode as encode_wire
 from harness.transports.base import Message, PubSubTransport
 
 PROTOCOL = "vtlab-readings"
-MAX_READINGS = 32
-MAX_VALUE_CHARS = 32
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_UNIT = re.compile(r"^[A-Za-z0-9%/.\-]{1,16}$")
 
 Readings = Mapping[str, tuple[Decimal, str]]
 
@@ -114,33 +109,9 @@ def _plain(value: Decimal) -> str:
 
 
 def decode_readings(raw: Any) -> dict[str, tuple[Decimal, str]]:
-    """The `readings` object of a message -> {name: (value, unit)}; ProtocolError for anything else."""
-    if not isinstance(raw, dict):
-        raise ProtocolError(PROTOCOL, f"`readings` is a {type(raw).__name__}, not an object")
-    if len(raw) > MAX_READINGS:
-        raise ProtocolError(PROTOCOL, f"{len(raw)} readings (at most {MAX_READINGS})")
-    out: dict[str, tuple[Decimal, str]] = {}
-    for name, item in raw.items():
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise ProtocolError(PROTOCOL, f"reading name {str(name)[:70]!r} is not a plain lower-case word")
-        if not isinstance(item, dict) or set(item) - {"value", "unit"}:
-            raise ProtocolError(PROTOCOL, f"reading `{name}` must be {{value, unit}}")
-        value, unit = item.get("value"), item.get("unit")
-        if not isinstance(unit, str) or not _UNIT.match(unit):
-            raise ProtocolError(PROTOCOL, f"reading `{name}` has no usable unit ({str(unit)[:20]!r})")
-        if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise ProtocolError(PROTOCOL, f"reading `{name}` value {str(value)[:40]!r} is not a number")
-        text = str(value)
-        if len(text) > MAX_VALUE_CHARS:
-            raise ProtocolError(PROTOCOL, f"reading `{name}` value is {len(text)} characters long")
-        try:
-            number = Decimal(text)
-        except InvalidOperation:
-            raise ProtocolError(PROTOCOL, f"reading `{name}` value {text!r} is not a number") from None
-        if not number.is_finite():
-            raise ProtocolError(PROTOCOL, f"reading `{name}` value {text!r} is not finite")
-        out[name] = (number, unit)
-    return out
+    """The `readings` object of a message -> {name: (value, unit)}; ProtocolError for anything else
+    (the dialect's own rules: harness.protocols.wire_json.decode_readings)."""
+    return {r.name: (r.value, r.unit) for r in wire_decode_readings(raw)}
 
 
 def parse_time(text: Any) -> datetime:
@@ -197,24 +168,17 @@ def compare_readings(sent: Readings, measured: str | None, got: Mapping[str, Any
 
 
 def keyed_incoming(message: Message) -> Incoming | Refused:
-    """A routed alarm or reading that a gateway forwarded: matched by key where it has device, code and zone."""
+    """A routed alarm or reading that a gateway forwarded: matched by key where it has device, code and zone.
+    A bad reading makes the arrival `altered` (its defect), never lost."""
     try:
-        alarm = decode(message.payload, RoutedAlarm)
+        alarm, defect = decode_keeping(message.payload, RoutedAlarm)
     except ProtocolError as exc:
         return Refused(message.arrived_ns, message.payload[:500].decode("utf-8", "replace"), exc.reason, message.topic)
     fields: dict[str, Any] = alarm.to_json()
     platform_id = fields.pop("cid")
     fields["platform_id"] = platform_id
-    defect = None
-    raw = json.loads(message.payload)  # decoded above: an object within the size limit
-    if "readings" in raw:
-        try:
-            fields["readings"] = decode_readings(raw["readings"])
-            if "measured" in raw:
-                parse_time(raw["measured"])
-                fields["measured"] = raw["measured"]
-        except ProtocolError as exc:
-            defect = exc.reason
+    if alarm.readings is not None:
+        fields["readings"] = {r.name: (r.value, r.unit) for r in alarm.readings}
     key = key_of(alarm.device, alarm.code, alarm.zone) if alarm.device and alarm.code and alarm.zone else None
     evidence = {
         **{k: v for k, v in fields.items() if k != "readings"},
@@ -296,13 +260,10 @@ def forwarded_alarm(
         zone=zone,
         battery=battery,
         routed=utc_text(),
+        readings=readings_from(readings) if readings is not None else None,
+        measured=measured,
     )
-    body: dict[str, Any] = alarm.to_json()
-    if readings is not None:
-        body["readings"] = readings_json(readings)
-    if measured is not None:
-        body["measured"] = measured
-    return json.dumps(body, separators=(",", ":")).encode()
+    return encode_wire(alarm)
 
 
 def gateway_memory_centre(ctx: Any, probe: str) -> GatewayCentreLink:

@@ -10,6 +10,7 @@ with `action: mrs`.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from harness.clock import now_ns
@@ -25,13 +26,14 @@ CARRIED = ("centre", "device", "user", "code")
 
 
 class ScaipDeviceLink:
-    def __init__(self, device_id: str, model: Any, settings: Any, to: str, io: LoopThread) -> None:
+    def __init__(self, device_id: str, model: Any, settings: Any, to: str, io: LoopThread,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.device_id = device_id
         self.model = model
         self.settings = settings
         self._io = io
         self._zones = KeyRing()
-        self._device = ScaipDevice(to, transport=settings.transport, cid=str(settings.cid))
+        self._device = ScaipDevice(to, transport=settings.transport, cid=str(settings.cid), ssl_context=ssl_context)
         io.run(self._device.start())
         self._ack: IncomingHandler | None = None
         self._refused: RefusedHandler | None = None
@@ -80,6 +82,7 @@ class ScaipCentreLink:
         own = {f"{dev.scaip.cid}/{dev.scaip.did or ''}": d for d, dev in lab.spec.devices.items()
                if dev.scaip is not None and dev.scaip.cid}
         self.devices = dict(settings.devices) or own
+        self.raised: dict[str, str] = dict(settings.raised)
         host, _, port = (settings.listen or "127.0.0.1:0").rpartition(":")
         self._receiver = ScaipReceiver(host=host, port=int(port), transport=settings.transport,
                                        on_message=self._on_message, on_refused=self._on_refused)
@@ -102,18 +105,30 @@ class ScaipCentreLink:
         if mrq.is_heartbeat or self._handler is None:
             return reply
         device = self.devices.get(f"{mrq.cid}/{mrq.did or ''}")
-        code = None
-        if device is not None:
-            code = self._models[self._lab.spec.devices[device].model].code_for_stc(mrq.stc or "")
+        code, qualifier, event = self._content(device, mrq.stc or "")
         fields: dict[str, Any] = {"centre": self.centre, "scaip_cid": mrq.cid, "did": mrq.did, "dty": mrq.dty,
-                                  "stc": mrq.stc, "ref": mrq.ref, "dco": mrq.dco, "code": code}
+                                  "stc": mrq.stc, "ref": mrq.ref, "dco": mrq.dco, "code": code,
+                                  "qualifier": qualifier}
         if device is not None:
             fields["device"] = device
             fields["user"] = self._lab.spec.devices[device].user
+            fields["event"] = event
         key = key_of(device or f"scaip {mrq.cid}/{mrq.did}", code or f"stc {mrq.stc}", mrq.dco or "")
         self._handler(Incoming(arrived_ns, fields, key=key, evidence={**fields, "_key": key},
                                where=f"scaip {peer}", carries=CARRIED))
         return reply
+
+    def _content(self, device: str | None, stc: str) -> tuple[str | None, str | None, str | None]:
+        """Contact ID code, qualifier and vtlab's event name for a status code: the device model's own event
+        first, then what the platform raises itself (the probe's `raised` profile, e.g. loss of supervision)."""
+        model = self._models.get(self._lab.spec.devices[device].model) if device is not None else None
+        code = model.code_for_stc(stc) if model is not None else None
+        qualifier = "1"
+        if code is None and stc in self.raised:
+            code, _, qualifier = self.raised[stc].partition("/")
+        if code is None:
+            return None, None, None
+        return code, qualifier, model.event_name(code, qualifier) if model is not None else None
 
     def _on_refused(self, raw: bytes, reason: str) -> None:
         if self._refused is not None:
@@ -128,7 +143,7 @@ class ScaipCentreLink:
 
 
 def scaip_device(ctx: Any, device_id: str) -> ScaipDeviceLink:
-    from harness.scenario.registry import device_models
+    from harness.plugins import device_models
 
     lab = ctx.lab
     spec = lab.spec.devices[device_id]
@@ -137,16 +152,34 @@ def scaip_device(ctx: Any, device_id: str) -> ScaipDeviceLink:
     if settings is None or not settings.cid:
         raise InputError(f"device `{device_id}` has via: scaip but no `scaip: {{cid: ...}}`", place=place,
                          fix="add scaip: {cid: '4711', did: '1', to: HOST:PORT} to the device in the lab file")
-    to = settings.to or ctx.endpoint("device", "scaip")
+    tls = settings.transport == "tls"
+    to = settings.to or ctx.endpoint("device", "scaip_tls" if tls else "scaip")
     if not to:
-        raise InputError(f"device `{device_id}`: no SCAIP receiver to send to", place=place,
-                         fix="set scaip.to: HOST:PORT (the platform's SCAIP receiver)")
-    return ScaipDeviceLink(device_id, device_models()[spec.model], settings, to, ctx.io())
+        raise InputError(f"device `{device_id}`: no SCAIP receiver to send to" + (" over TLS" if tls else ""),
+                         place=place, fix="set scaip.to: HOST:PORT (the platform's SCAIP receiver)")
+    return ScaipDeviceLink(device_id, device_models()[spec.model], settings, to, ctx.io(),
+                           tls_context(ctx, device_id, settings) if tls else None)
+
+
+def tls_context(ctx: Any, device_id: str, settings: Any) -> ssl.SSLContext:
+    """SIP over TLS: the platform's certificate checked against `scaip.ca` (default: the CA of the lab file's
+    MQTT TLS, which for the embedded lab is the lab's own), the device's client certificate where it has one."""
+    from harness.identities import device_identity
+    from harness.transports.sip import client_ssl_context
+
+    mqtt = ctx.mqtt_settings(device_identity(device_id))
+    ca = ctx.lab.resolve(settings.ca) if settings.ca else mqtt.ca
+    try:
+        return client_ssl_context(ca=ca, cert=mqtt.cert, key=mqtt.key, key_password=mqtt.key_password)
+    except (OSError, ssl.SSLError) as exc:
+        raise InputError(f"device `{device_id}`: the SIP/TLS certificates cannot be used: {exc}",
+                         place=str(ctx.lab.src.place("devices", device_id, "scaip")),
+                         fix="set scaip.ca to the CA file that signs the platform's SIP certificate") from None
 
 
 def scaip_centre(ctx: Any, probe: str) -> ScaipCentreLink:
     from harness.labfile import ScaipLink
-    from harness.scenario.registry import device_models
+    from harness.plugins import device_models
 
     spec = ctx.lab.spec.probes[probe]
     return ScaipCentreLink(spec.centre, spec.scaip or ScaipLink(listen="127.0.0.1:0"), ctx.lab, device_models(),

@@ -22,6 +22,7 @@ to a device as DC-09 centres do.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import threading
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from harness.errors import InputError, TargetError
 from harness.links import Incoming, IncomingHandler, Outgoing, Refused, RefusedHandler, Sent
 from harness.links.dc09 import key_of
 from harness.links.gateway import GatewayEvent, zone_of
+from harness.links.observed import ObservedDevice
 from harness.protocols.serial_profile import ProfileCodec, SerialEvent
 from harness.transports.serial import SerialArrival, SerialFinding, SerialSettings, SerialTransport
 from harness.units import parse_duration
@@ -143,6 +145,12 @@ def _battery(fields: dict[str, str]) -> int | None:
 # --- vtlab plays the device ------------------------------------------------------------------------------------
 
 
+def default_pty_link(device_id: str) -> str:
+    """Where a simulated serial device appears when the lab file names no port: one path per vtlab process,
+    so two runs on one machine never open each other's devices."""
+    return str(Path(tempfile.gettempdir()) / f"vtlab-serial-{os.getpid()}-{device_id}")
+
+
 class SerialDeviceLink:
     """A simulated serial device on a pty: each event is one frame of its profile, faults applied."""
 
@@ -152,7 +160,7 @@ class SerialDeviceLink:
         self.codec = codec
         self.settings = settings
         self.faults = FaultSet()
-        port = settings.port or str(Path(tempfile.gettempdir()) / f"vtlab-serial-{device_id}")
+        port = settings.port or default_pty_link(device_id)
         self.device = SimulatedSerialDevice(codec, link=port)
         self.device.plug_in()
         self._names = set(codec.profile.fields.field_names)
@@ -313,7 +321,7 @@ class SerialGateway:
 # --- vtlab observes a real device -------------------------------------------------------------------------------
 
 
-class SerialObserveLink:
+class SerialObserveLink(ObservedDevice):
     """A real serial device: what it prints becomes `device_event` arrivals; vtlab cannot make it send."""
 
     def __init__(self, device_id: str, model: DeviceModel, codec: ProfileCodec, settings: SerialDeviceSettings) -> None:
@@ -322,71 +330,15 @@ class SerialObserveLink:
                 f"device `{device_id}`: observe mode needs the port of the real device",
                 fix="add port: /dev/ttyUSB0 (or rfc2217://host:port) to its serial: section",
             )
+        super().__init__()
         self.device_id = device_id
         self.faults = FaultSet()
-        self._cond = threading.Condition()
-        self._seen: list[Incoming] = []
-        self._pending_findings: list[Refused] = []
-        self._event_handler: IncomingHandler | None = None
-        self._refused: RefusedHandler | None = None
         self.gateway = SerialGateway(
             device_id, model, codec, settings.transport_settings(settings.port), self._on_event, self._on_finding
         ).start()
 
-    def _on_event(self, event: GatewayEvent) -> None:
-        got = event.incoming(where=self.gateway.transport.settings.url)
-        with self._cond:
-            self._seen.append(got)
-            handler = self._event_handler
-            self._cond.notify_all()
-        if handler is not None:
-            handler(got)
-
-    def _on_finding(self, finding: Refused) -> None:
-        with self._cond:
-            handler = self._refused
-            if handler is None:
-                self._pending_findings.append(finding)
-        if handler is not None:
-            handler(finding)
-
-    def send(self, out: Outgoing) -> Sent:
-        raise TargetError(
-            f"device `{self.device_id}` is a real device that vtlab observes: it cannot make it send `{out.event}`",
-            fix="ask the tester with `manual_check`, then `observe_event`",
-        )
-
-    def heartbeat(self, seq: int, interval_s: float, sent_text: str) -> None:
-        """A real device beats by itself."""
-
-    def on_ack(self, handler: IncomingHandler, refused: RefusedHandler) -> None:
-        self.on_findings(refused)
-
-    def on_findings(self, refused: RefusedHandler) -> None:
-        with self._cond:
-            self._refused = refused
-            pending, self._pending_findings = self._pending_findings, []
-        for finding in pending:
-            refused(finding)
-
-    def on_event(self, handler: IncomingHandler, refused: RefusedHandler) -> None:
-        """Every event the device prints, as it arrives (the test bed records them as `device_event`)."""
-        with self._cond:
-            self._event_handler = handler
-            seen = list(self._seen)
-        for got in seen:
-            handler(got)
-        self.on_findings(refused)
-
-    def wait_event(self, predicate: Callable[[Incoming], bool], timeout_s: float, after_ns: int = 0) -> Incoming | None:
-        """The first event at or after `after_ns` that `predicate` accepts, waiting up to `timeout_s`."""
-
-        def found() -> Incoming | None:
-            return next((g for g in self._seen if g.t_ns >= after_ns and predicate(g)), None)
-
-        with self._cond:
-            self._cond.wait_for(lambda: found() is not None, timeout_s)
-            return found()
+    def _where(self) -> str:
+        return str(self.gateway.transport.settings.url)
 
     def close(self) -> None:
         self.gateway.close()
@@ -474,7 +426,7 @@ class SerialCentreLink:
 
 
 def serial_device(ctx: Any, device_id: str) -> SerialDeviceLink | SerialObserveLink:
-    from harness.scenario.registry import device_models
+    from harness.plugins import device_models
 
     settings = settings_for(ctx, "devices", device_id)
     codec = load_codec(settings.profile, ctx.lab.path.parent)

@@ -9,7 +9,16 @@ from typing import Any
 from harness.clock import now_ns, utc_text
 from harness.links import Incoming, IncomingHandler, Outgoing, Refused, RefusedHandler, Sent
 from harness.protocols import ProtocolError
-from harness.protocols.wire_json import CentreAck, DeviceAck, DeviceEvent, Heartbeat, RoutedAlarm, WireMessage, decode
+from harness.protocols.wire_json import (
+    CentreAck,
+    DeviceAck,
+    DeviceEvent,
+    Heartbeat,
+    RoutedAlarm,
+    WireMessage,
+    decode_keeping,
+    readings_from,
+)
 from harness.protocols.wire_json import encode as encode_wire
 from harness.transports.base import Message, PubSubTransport
 
@@ -18,14 +27,25 @@ Topic = Callable[..., str]
 
 def incoming(message: Message, kind: type[WireMessage]) -> Incoming | Refused:
     """Decode what arrived. A JSON object that the codec refuses but that names a cid is still an arrival
-    of that alarm (judged `altered` with the defect), never silently dropped."""
+    of that alarm (judged `altered` with the defect), never silently dropped; so is an alarm whose only
+    fault is its reading. Readings are handed over as `{name: (Decimal, unit)}` (what `expect_reading`
+    compares), and kept in the evidence as the decimal text that arrived."""
     try:
-        fields = decode(message.payload, kind).to_json()
+        decoded, reading_defect = decode_keeping(message.payload, kind)
+        evidence = decoded.to_json()
+        fields = dict(evidence)
+        readings = decoded.field("readings")
+        if readings is not None:
+            fields["readings"] = {r.name: (r.value, r.unit) for r in readings}
         key = None
         if fields.get("zone") and fields.get("device") and fields.get("code"):  # re-encoded from DC-09/SCAIP
             key = f"{fields['device']}:{fields['code']}:{fields['zone']}"
-        return Incoming(message.arrived_ns, fields, cid=str(fields["cid"]), key=key,
-                        evidence={**fields, "_key": key} if key else fields, where=message.topic)
+        if key:
+            evidence["_key"] = key
+        if reading_defect:
+            evidence["_defect"] = reading_defect
+        return Incoming(message.arrived_ns, fields, cid=str(fields["cid"]), key=key, defect=reading_defect,
+                        evidence=evidence, where=message.topic)
     except ProtocolError as exc:
         defect = exc.reason
     try:
@@ -34,8 +54,10 @@ def incoming(message: Message, kind: type[WireMessage]) -> Incoming | Refused:
         raw = None
     if isinstance(raw, dict) and isinstance(raw.get("cid"), str) and 0 < len(raw["cid"]) <= 256:
         fields = {k: v for k, v in raw.items() if isinstance(k, str) and len(k) <= 64}
+        evidence = {**fields, "_defect": defect}
+        fields.pop("readings", None)  # unchecked values are never compared as if they were readings
         return Incoming(message.arrived_ns, fields, cid=raw["cid"], defect=defect,
-                        evidence={**fields, "_defect": defect}, where=message.topic)
+                        evidence=evidence, where=message.topic)
     return Refused(message.arrived_ns, message.payload[:500].decode("utf-8", "replace"), defect, message.topic)
 
 
@@ -57,9 +79,11 @@ class WireJsonDeviceLink:
         self.device_id = device_id
 
     def send(self, out: Outgoing) -> Sent:
+        readings = getattr(out, "readings", None)
         event = DeviceEvent(cid=out.cid, device=out.device, user=out.user, event=out.event, code=out.code,
                             qualifier=out.qualifier, priority=out.priority, seq=out.seq, battery=out.battery,
-                            sent=utc_text())
+                            sent=utc_text(), readings=readings_from(readings) if readings is not None else None,
+                            measured=getattr(out, "measured", None))
         body = encode_wire(event)
         t = now_ns()
         self.transport.publish(self._topic("device_event", device=self.device_id), body)

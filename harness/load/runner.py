@@ -37,6 +37,7 @@ from harness.errors import InputError
 from harness.evidence import EvidenceReader, EvidenceStore, Match
 from harness.labfile import Lab, load_lab
 from harness.load import hist
+from harness.load.centres import listener_addresses, open_listeners
 from harness.load.fleet import JOB_FILE, Job, fleet_devices, fleet_lab, make_job
 from harness.load.scenario import STORM_METRIC, LoadPlan, load_load_scenario
 from harness.metrics import compute
@@ -344,12 +345,15 @@ def _run(
     merged: dict[str, Any] | None = None
     run_status = "completed"
     started_scenario = False
+    listening: list[Any] = []
     try:
         say(
             f"vtlab load: {plan.title} ({plan.spec.load.shape}, {plan.devices} devices, "
             f"{plan.schedule.planned()} alarms planned over {plan.schedule.duration_ns / 1e9:g}s)"
         )
-        session.target.start(session.run_dir)
+        # centres that receive over DC-09 or SCAIP listen before the lab is told where to deliver
+        listening = open_listeners(lab, plan.spec.load.centres)
+        session.target.start(session.run_dir, listener_addresses(listening) if listening else None)
         ev.run_info_update(target=session.target.info())
         devices = fleet_devices(lab, plan, plan.devices)
         startup = opts.startup_s if opts.startup_s is not None else 3.0 + 1.0 * opts.workers
@@ -363,6 +367,7 @@ def _run(
             workers=max(1, opts.workers),
             startup_s=startup,
             direct=opts.direct,
+            listening=listening,
         )
         job_path = out_dir / JOB_FILE
         job.write(job_path)
@@ -380,14 +385,24 @@ def _run(
             "VTLAB_LOAD_JOB": str(job_path),
             "PYTHONPATH": str(ROOT) + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else ""),
         }
+        fds = tuple(listener.sock.fileno() for listener in listening)
         for i, cmd in enumerate(cmds):
             log = (out_dir / (f"locust-{i}.out")).open("wb")
+            runs_devices = i > 0 or not opts.workers  # the probing node is one of these (worker 0, or alone)
             procs.append(
                 subprocess.Popen(
-                    cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT), start_new_session=True
+                    cmd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=str(ROOT),
+                    start_new_session=True,
+                    pass_fds=fds if runs_devices else (),
                 )
             )
             log.close()
+        for listener in listening:  # the locust processes hold them now
+            listener.sock.close()
         if url:
             say(f"vtlab load: locust web UI at {url} (starts by itself; stops at the end of the schedule)")
         if opts.on_started is not None:
@@ -455,6 +470,8 @@ def _run(
         raise
     finally:
         _stop(procs)
+        for listener in listening:
+            listener.sock.close()  # closing twice is harmless
         session.close(run_status)
         summary = write_summary(session.run_dir)
         session.folder.link_latest()
@@ -587,6 +604,7 @@ def _run_info(
     return {
         "scenario": plan.id,
         "shape": plan.spec.load.shape,
+        "via": plan.spec.load.via,
         "devices": plan.devices,
         "workers": opts.workers,
         "planned_alarms": plan.schedule.planned(),

@@ -22,7 +22,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -95,6 +94,20 @@ class LoadSpec(_Model):
     shape: Literal["steady", "ramp", "storm", "morning_peak"] = Field(description="The load shape")
     devices: int = Field(ge=1, le=MAX_DEVICES, description="Simulated devices, connected for the whole run")
     model: str = Field("safety_alarm", description="Device model of the fleet (its events and codes)")
+    via: Literal["mqtt", "dc09", "scaip"] = Field(
+        "mqtt",
+        description="What the fleet's devices speak to the platform: mqtt (JSON events, cid-correlated), dc09 "
+        "(ADM-CID over SIA DC-09) or scaip (<mrq> over SIP MESSAGE); DC-09 and SCAIP alarms are correlated by "
+        "device, Contact ID code and a zone number per alarm. Transport, key and timeouts come from the lab "
+        "file's own device of that protocol",
+    )
+    centres: Literal["mqtt", "dc09", "scaip"] = Field(
+        "mqtt",
+        description="How the observed response centres receive: mqtt (the lab's JSON on the centre's topic), dc09 "
+        "(an alarm receiving centre on SIA DC-09, ADM-CID or SIA-DCS) or scaip; the fleet's users are those whose "
+        "centre has a response-centre probe of that kind in the lab file. dc09 and scaip need a dc09 or scaip fleet "
+        "(the alarm's zone number is what names it at such a centre)",
+    )
     event: str = Field("button_press", description="Device-model event the alarms are")
     rate: str = Field("0/s", description="Fleet alarm rate (steady; the end of a ramp; the base of the others)")
     rate_from: str = Field("0/s", alias="from", description="Ramp only: the rate at the start")
@@ -336,6 +349,13 @@ def load_load_scenario(
                 place=src.place("load", key),
                 fix=f"use one of {wire}",
             )
+    if load.centres != "mqtt" and load.via == "mqtt":
+        raise InputError(
+            f"an MQTT fleet cannot be observed at {load.centres} centres: its alarms carry no zone number, the only "
+            "thing that tells two alarms of a device apart there",
+            place=src.place("load", "centres"),
+            fix="write `via: dc09` or `via: scaip` for the fleet, or `centres: mqtt`",
+        )
     schedule = build_schedule(load, src)
     connect = parse_duration(load.connect) if load.connect else 2_000_000_000 + 10_000_000 * load.devices
     plan = LoadPlan(
@@ -360,23 +380,20 @@ def load_load_scenario(
 
 
 def time_metrics(plan: LoadPlan) -> list[str]:
+    load = plan.spec.load
     return [
         *LOAD_TIME_METRICS,
         *([STORM_METRIC] if plan.schedule.storm else []),
-        *([ACK_METRIC] if plan.spec.load.acknowledge else []),
+        # the device-side acknowledgement is measured on MQTT only (DC-09's ACK and SCAIP's <mrs> answer receipt)
+        *([ACK_METRIC] if load.acknowledge and load.via == load.centres == "mqtt" else []),
     ]
 
 
 def _resolve_criteria(plan: LoadPlan) -> None:
     """The functional loader's criteria rule, fed with the load run's time metrics."""
-    from harness.scenario.loader import _resolve_criteria as resolve
+    from harness.scenario.loader import resolve_criteria
 
-    names = time_metrics(plan)
-    kind = SimpleNamespace(metrics=lambda _args: names)
-    shim = SimpleNamespace(
-        source=plan.source, spec=plan.spec, steps=[SimpleNamespace(kind=kind, args=None)], criteria=plan.criteria
-    )
-    resolve(shim)  # type: ignore[arg-type]
+    plan.criteria.extend(resolve_criteria(plan.source, plan.spec.criteria, plan.spec.covers, time_metrics(plan)))
 
 
 __all__ = [

@@ -59,11 +59,15 @@ __all__ = [
     "EpjProbe",
     "FhirStore",
     "HelseIdTokenProvider",
+    "LocalSetupError",
+    "PollFailure",
     "PushResult",
     "RequestSummary",
     "TokenError",
     "fetch_token",
+    "fhir_get",
     "push_bundle",
+    "redact",
 ]
 
 log = logging.getLogger("vtlab.probes.epj")
@@ -138,15 +142,35 @@ class FhirStore:
         return None
 
     def search(
-        self, orgnr: str, rtype: str, last_updated: Sequence[tuple[str, datetime]], offset: int, count: int
+        self,
+        orgnr: str,
+        rtype: str,
+        last_updated: Sequence[tuple[str, datetime]],
+        offset: int,
+        count: int,
+        patient: tuple[str | None, str] | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
-        """One page of `rtype` matching every `_lastUpdated` bound, oldest first; and the total."""
+        """One page of `rtype` matching every `_lastUpdated` bound (and the patient's identifier, system
+        optional), oldest first; and the total."""
         with self._lock:
             items = [r for r in self._items.get(orgnr, []) if r["resourceType"] == rtype]
         matched = [
-            r for r in items if all(_compare(_parse_instant(r["meta"]["lastUpdated"]), p, t) for p, t in last_updated)
+            r
+            for r in items
+            if all(_compare(_parse_instant(r["meta"]["lastUpdated"]), p, t) for p, t in last_updated)
+            and (patient is None or _about_patient(r, *patient))
         ]
         return matched[offset : offset + count], len(matched)
+
+
+def _about_patient(resource: Mapping[str, Any], system: str | None, value: str) -> bool:
+    """Whether the resource's patient (`patient` or `subject`, a logical reference as VKP writes it) is the
+    one with this identifier."""
+    ref = resource.get("patient") or resource.get("subject")
+    ident = ref.get("identifier") if isinstance(ref, Mapping) else None
+    if not isinstance(ident, Mapping) or ident.get("value") != value:
+        return False
+    return system is None or ident.get("system") == system
 
 
 def _instant(t: datetime) -> str:
@@ -171,6 +195,9 @@ def _compare(value: datetime, prefix: str, bound: datetime) -> bool:
     }[prefix]
 
 
+_ANONYMOUS = AccessClaims("anonymous", frozenset(), 0)
+"""Who a request is when the endpoint requires no token (an insecure profile): allowed everything."""
+_SEARCH_PARAMS = ("_lastUpdated", "_count", "_offset", "_sort", "patient", "patient:identifier")
 _DATE_PARAM = re.compile(r"^(gt|ge|lt|le|eq|ne)?(\d{4}-\d{2}-\d{2}T[0-9:.]+(?:Z|[+-]\d{2}:\d{2}))$")
 _DRAIN_LIMIT = 8 * MAX_FHIR_BYTES
 _RESOURCE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
@@ -200,6 +227,11 @@ class EpjProbe:
     handled the request. `strict` (default) answers 422 to valid FHIR with VKP findings (unknown code,
     missing patient, wrong unit) as a profile-validating server would; with `strict=False` such resources
     are accepted and their findings travel in the summary.
+
+    `read_only` makes it a platform's own search API (the reference lab's, harness.lab.fhir_api): writes
+    are refused with 405. `require_token=False` is the insecure profile's switch: every request is let in
+    without a token (a finding for `fhir_without_token`). `max_count` bounds a search page (`_count` above
+    it is clamped, as FHIR servers do).
     """
 
     def __init__(
@@ -219,8 +251,14 @@ class EpjProbe:
         clock: Callable[[], float] = time.time,
         io_timeout_s: float = 10.0,
         name: str = "epj",
+        read_only: bool = False,
+        require_token: bool = True,
+        max_count: int = 200,
     ) -> None:
         self.name = name
+        self.read_only = read_only
+        self.require_token = require_token
+        self.max_count = max_count
         self.orgnrs = frozenset(orgnrs)
         self.codes = codes
         self.strict = strict
@@ -469,6 +507,8 @@ class EpjProbe:
     # FHIR endpoint
 
     def _authorise(self, h: _Handler) -> AccessClaims:
+        if not self.require_token:
+            return _ANONYMOUS
         auth = h.headers.get("Authorization")
         if not auth:
             r = _outcome(401, "login", "no bearer token")
@@ -492,6 +532,8 @@ class EpjProbe:
             raise r from None
 
     def _require(self, claims: AccessClaims, rtypes: Iterable[str], access: Literal["read", "write"]) -> None:
+        if claims is _ANONYMOUS:
+            return
         missing = [vkp.scope_for(t, access) for t in dict.fromkeys(rtypes) if not claims.allows(t, access)]
         if missing:
             r = _outcome(403, "forbidden", f"token lacks scope {' '.join(missing)}")
@@ -524,8 +566,12 @@ class EpjProbe:
                     raise _outcome(404, "not-found", f"{rest[0]}/{rest[1]} not found")
                 return 200, found, {}
             raise _outcome(404, "not-found", "no such endpoint")
-        if method != "POST" or len(rest) > 1:
-            raise _outcome(405, "not-supported", f"{method} not supported here")
+        if method != "POST" or len(rest) > 1 or self.read_only:
+            r = _outcome(
+                405, "not-supported", f"{method} not supported here" + (" (a read-only API)" if self.read_only else "")
+            )
+            r.headers["Allow"] = "GET"
+            raise r
         data = self._read_body(h, req)
         ctype = (h.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if ctype not in (FHIR_JSON, "application/json"):
@@ -601,9 +647,15 @@ class EpjProbe:
         self._require(claims, [rtype], "read")
         query = parse_qsl(urlsplit(h.path).query, keep_blank_values=True, max_num_fields=50)
         bounds: list[tuple[str, datetime]] = []
-        count, offset = 50, 0
+        count, offset = min(50, self.max_count), 0
+        patient: tuple[str | None, str] | None = None
         kept: list[tuple[str, str]] = []
         for name, value in query:
+            if name not in _SEARCH_PARAMS:
+                known = ", ".join(_SEARCH_PARAMS)
+                raise _outcome(
+                    400, "not-supported", f"unknown search parameter {name[:40]!r} (known: {known})", name[:40]
+                )
             try:
                 if name == "_lastUpdated":
                     m = _DATE_PARAM.match(value)
@@ -612,12 +664,27 @@ class EpjProbe:
                     bounds.append((m.group(1) or "eq", _parse_instant(m.group(2))))
                     kept.append((name, value))
                 elif name == "_count":
-                    count = max(1, min(200, int(value)))
+                    count = min(self.max_count, int(value))
+                    if count < 1:
+                        raise ValueError(value)
                 elif name == "_offset":
-                    offset = max(0, int(value))
+                    offset = int(value)
+                    if offset < 0:
+                        raise ValueError(value)
+                elif name == "_sort":
+                    if value not in ("_lastUpdated", ""):
+                        raise ValueError(value)
+                elif patient is not None or not value or len(value) > 200:
+                    raise ValueError(value)
+                else:  # patient=[system|]value or patient:identifier=[system|]value
+                    system, bar, ident = value.rpartition("|")
+                    patient = (system if bar and system else None, ident)
+                    if not ident:
+                        raise ValueError(value)
+                    kept.append((name, value))
             except ValueError:
                 raise _outcome(400, "invalid", f"bad search parameter {name}", name) from None
-        page, total = self.store.search(orgnr, rtype, bounds, offset, count)
+        page, total = self.store.search(orgnr, rtype, bounds, offset, count, patient)
         base = f"{self.base_url(orgnr)}/{rtype}"
         self_url = f"{base}?{urlencode([*kept, ('_count', str(count)), ('_offset', str(offset))])}"
         next_url = None
@@ -718,8 +785,17 @@ class _Handler(BaseHTTPRequestHandler):
 # ----------------------------------------------------------------------------------- client (lab side)
 
 
+class LocalSetupError(OSError):
+    """vtlab's own side of a request could not be set up (its CA or private key file unreadable or not a
+    key): a harness fault, never the platform's. Says which file, never what is in it."""
+
+
 def _ssl_context(ca: Path | str | None) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(ca) if ca else None)
+    try:
+        return ssl.create_default_context(cafile=str(ca) if ca else None)
+    except (OSError, ValueError) as e:
+        raise LocalSetupError(f"vtlab's CA file {ca} could not be loaded: {type(e).__name__}: "
+                              f"{getattr(e, 'strerror', None) or e}"[:300]) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -734,8 +810,9 @@ def _http(
     method: str, url: str, *, body: bytes | None, headers: Mapping[str, str], ca: Path | str | None, timeout_s: float
 ) -> _Response:
     request = urllib.request.Request(url, data=body, method=method, headers=dict(headers))
+    context = _ssl_context(ca)
     try:
-        with urllib.request.urlopen(request, context=_ssl_context(ca), timeout=timeout_s) as resp:
+        with urllib.request.urlopen(request, context=context, timeout=timeout_s) as resp:
             data = resp.read(MAX_FHIR_BYTES + 1)
             return _Response(resp.status, dict(resp.headers.items()), data, time.monotonic_ns())
     except urllib.error.HTTPError as e:
@@ -771,7 +848,11 @@ def fetch_token(
 ) -> AccessToken:
     """Client credentials with private_key_jwt: sign an assertion with the client's key, get a token."""
     t = time.time() if now is None else now
-    key = vkp.load_private_key(client.private_key.read_bytes())
+    try:
+        key = vkp.load_private_key(client.private_key.read_bytes())
+    except (OSError, ValueError, TypeError) as e:  # the text of a parse error never quotes the key
+        raise LocalSetupError(f"vtlab's private key {client.private_key} could not be read as a PEM key: "
+                              f"{type(e).__name__}: {getattr(e, 'strerror', None) or 'not a usable key'}") from None
     assertion = vkp.make_client_assertion(client.client_id, token_url, key, now=t, kid=client.kid)
     form = urlencode(
         {
@@ -885,7 +966,91 @@ def push_bundle(
     return PushResult(resp.status, body, location, sent, resp.answered_ns, resp.headers)
 
 
+def fhir_get(
+    url: str, token_provider: Callable[[], str] | None, ca: Path | str | None, *, timeout_s: float = 10.0
+) -> PushResult:
+    """GET a FHIR read or search with a bearer token (`None`: no Authorization header, to test refusals).
+    Returns whatever the server answered; raises only when the server cannot be reached."""
+    headers = {"Accept": FHIR_JSON}
+    if token_provider is not None:
+        headers["Authorization"] = f"Bearer {token_provider()}"
+    sent = time.monotonic_ns()
+    resp = _http("GET", url, body=None, headers=headers, ca=ca, timeout_s=timeout_s)
+    body: dict[str, Any] | None = None
+    with contextlib.suppress(ValueError):
+        parsed = json.loads(resp.body) if resp.body else None
+        body = parsed if isinstance(parsed, dict) else None
+    return PushResult(resp.status, body, None, sent, resp.answered_ns, resp.headers)
+
+
 # ---------------------------------------------------------------------------------------------- poller
+
+
+@dataclass(frozen=True, slots=True)
+class PollFailure:
+    """One failed search, with nothing secret in it. `side` says who failed: `platform` (it answered
+    wrongly or not in time: a finding) or `harness` (vtlab's own key or CA file, or its own handling: a
+    harness fault). `signature` is what stays the same when the failure repeats (e.g. `HTTP 401`)."""
+
+    side: Literal["platform", "harness"]
+    resource_type: str
+    signature: str
+    message: str  # short: "search DetectedIssue answered 401"
+    detail: str = ""  # what the answer said (OperationOutcome diagnostics, the parse error), redacted
+
+    @property
+    def text(self) -> str:
+        return f"{self.message}: {self.detail}" if self.detail else self.message
+
+
+_JWT = re.compile(r"[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{4,}")
+_BEARER = re.compile(r"(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)  # RFC 6750 b64token
+
+
+def redact(text: str, *secrets: str) -> str:
+    """Text from a peer or an exception with every token-like thing replaced: the secrets given, JWTs,
+    bearer credentials and `access_token=`/`client_assertion=` values."""
+    for secret in secrets:
+        if secret and len(secret) >= 8:
+            text = text.replace(secret, "[token]")
+    text = _TOKEN_IN_TEXT.sub(lambda m: f"{m.group(1)}=[hidden]", text)
+    text = _BEARER.sub(lambda m: f"{m.group(1)} [hidden]", text)
+    return _JWT.sub("[token]", text)
+
+
+def _outcome_text(body: Mapping[str, Any] | None) -> str:
+    """An OperationOutcome's issues as one line (severity, code, diagnostics), or ''."""
+    if not isinstance(body, Mapping) or body.get("resourceType") != "OperationOutcome":
+        return ""
+    raw = body.get("issue")
+    issues: list[Any] = raw if isinstance(raw, list) else []
+    parts = []
+    for issue in issues[:3]:
+        if isinstance(issue, Mapping):
+            words = [str(issue.get(k)) for k in ("severity", "code") if issue.get(k)]
+            details = issue.get("details")
+            diag = issue.get("diagnostics") or (details.get("text") if isinstance(details, Mapping) else None)
+            parts.append(" ".join(words) + (f" ({diag})" if diag else ""))
+    return "OperationOutcome " + "; ".join(parts) if parts else "OperationOutcome without issues"
+
+
+def _unreachable(e: BaseException, timeout_s: float) -> tuple[str, str]:
+    """(signature, words) for a request that got no HTTP answer."""
+    import http.client
+    import socket
+
+    reason: object = e.reason if isinstance(e, urllib.error.URLError) else e
+    if isinstance(reason, TimeoutError | socket.timeout):
+        return "timeout", f"did not answer within {timeout_s:g}s (timeout)"
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return "TLS certificate", f"presented a certificate vtlab does not accept: {reason.verify_message}"
+    if isinstance(reason, ssl.SSLError):
+        return "TLS", f"TLS failed: {reason.reason or reason}"
+    if isinstance(reason, ConnectionRefusedError):
+        return "refused", "refused the connection"
+    if isinstance(reason, http.client.HTTPException | ConnectionError):
+        return "broken answer", f"broke off its answer: {type(reason).__name__}"
+    return type(reason).__name__, f"could not be reached: {type(reason).__name__}: {str(reason)[:160]}"
 
 
 class EpjPoller:
@@ -893,8 +1058,11 @@ class EpjPoller:
     links) and hands each new resource version to `on_resource` exactly once.
 
     `ge` with a set of what was seen at the high-water mark, not `gt`: a resource recorded in the same
-    instant as the last one seen, after that poll, would be skipped forever by `gt`.
+    instant as the last one seen, after that poll, would be skipped forever by `gt`. Nothing last updated
+    before `since` is ever handed over, even from an API that ignores `_lastUpdated`.
     Arrival stamps are when the poll's answer arrived (the record's own lastUpdated is in the summary).
+    Every failed search goes to `on_failure` (a `PollFailure`, nothing secret in it) and its short message
+    to `on_error`; the next search that succeeds picks up what was missed.
     """
 
     def __init__(
@@ -911,20 +1079,29 @@ class EpjPoller:
         max_pages: int = 100,
         codes: CodeTables = DEFAULT_CODES,
         on_error: Callable[[str], None] | None = None,
+        on_failure: Callable[[PollFailure], None] | None = None,
+        on_round: Callable[[], None] | None = None,
         timeout_s: float = 10.0,
+        lookback: timedelta = timedelta(0),
         name: str = "epj-poller",
     ) -> None:
+        """`lookback`: every search reaches this far behind the newest lastUpdated seen, so a record the platform
+        commits with a slightly older stamp (another writer, a clock a little behind) is still found."""
         self.base_url = base_url.rstrip("/")
+        self.lookback = lookback
         self._origin = urlsplit(self.base_url)[:2]
         self._token = token_provider
         self._on_resource = on_resource
         self.resource_types = tuple(resource_types)
         self.ca = ca
+        self.since = since
         self.interval_s = interval_s
         self.page_size = page_size
         self.max_pages = max_pages
         self.codes = codes
         self._on_error = on_error
+        self._on_failure = on_failure
+        self._on_round = on_round
         self.timeout_s = timeout_s
         self.name = name
         self._high: dict[str, datetime | None] = dict.fromkeys(self.resource_types, since)
@@ -932,62 +1109,125 @@ class EpjPoller:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._last_token = ""
         self.polls = 0
         self.errors = 0
+        self.too_old = 0  # listed although last updated before what was asked for (not handed over)
 
     def poll_once(self) -> int:
         """One round over every resource type; returns how many new resources were handed over."""
         with self._lock:
             self.polls += 1
-            return sum(self._poll_type(t) for t in self.resource_types)
+            try:
+                return sum(self._poll_type(t) for t in self.resource_types)
+            finally:
+                if self._on_round is not None:
+                    self._on_round()
 
-    def _error(self, message: str) -> None:
+    def _fail(self, side: Literal["platform", "harness"], rtype: str, signature: str, message: str,
+              detail: str = "") -> None:
+        failure = PollFailure(side, rtype, signature, redact(message, self._last_token)[:300],
+                              redact(detail, self._last_token)[:400])
         self.errors += 1
-        log.info("%s: %s", self.name, message)
-        if self._on_error is not None:
-            self._on_error(message)
+        log.info("%s: %s", self.name, failure.text)
+        try:
+            if self._on_error is not None:
+                self._on_error(failure.message)
+            if self._on_failure is not None:
+                self._on_failure(failure)
+        except Exception:
+            log.exception("%s: failure callback failed", self.name)
+
+    def _get(self, rtype: str, url: str) -> _Response | None:
+        """One page of a search; None (after reporting why) when there is no HTTP answer to read."""
+        try:
+            token = self._token()
+            self._last_token = token
+        except LocalSetupError as e:
+            self._fail("harness", rtype, "local key", f"search {rtype} not sent: vtlab's side failed", str(e))
+            return None
+        except TokenError as e:
+            self._fail("platform", rtype, f"token HTTP {e.status} {e.error}",
+                       f"search {rtype} not sent: the token endpoint answered {e.status} {e.error}", e.description)
+            return None
+        except (OSError, urllib.error.URLError) as e:
+            sig, words = _unreachable(e, self.timeout_s)
+            self._fail("platform", rtype, f"token {sig}", f"search {rtype} not sent: the token endpoint {words}")
+            return None
+        except Exception as e:  # the token endpoint's answer broke the client: say so, never crash the poller
+            self._fail("platform", rtype, f"token {type(e).__name__}",
+                       f"search {rtype} not sent: the token endpoint's answer could not be used",
+                       f"{type(e).__name__}: {e}")
+            return None
+        try:
+            return _http("GET", url, body=None, headers={"Accept": FHIR_JSON, "Authorization": f"Bearer {token}"},
+                         ca=self.ca, timeout_s=self.timeout_s)
+        except LocalSetupError as e:
+            self._fail("harness", rtype, "local CA", f"search {rtype} not sent: vtlab's side failed", str(e))
+        except Exception as e:  # OSError, URLError, http.client.HTTPException: no usable answer
+            sig, words = _unreachable(e, self.timeout_s)
+            self._fail("platform", rtype, sig, f"search {rtype} at {self.base_url} {words}")
+        return None
+
+    def _page(self, rtype: str, resp: _Response) -> vkp.ParsedBundle | None:
+        """The answer as a searchset Bundle; None (after reporting what was wrong) otherwise."""
+        body: Any = None
+        with contextlib.suppress(ValueError):
+            body = json.loads(resp.body) if resp.body else None
+        if resp.status != 200:
+            self._fail("platform", rtype, f"HTTP {resp.status}", f"search {rtype} answered {resp.status}",
+                       f"HTTP {resp.status}" + (f", {_outcome_text(body)}" if _outcome_text(body) else ""))
+            return None
+        if body is None:
+            self._fail("platform", rtype, "not JSON", f"search {rtype} answered 200 with a body that is not JSON",
+                       f"malformed JSON, {len(resp.body)} bytes")
+            return None
+        if isinstance(body, Mapping) and body.get("resourceType") == "OperationOutcome":
+            self._fail("platform", rtype, "OperationOutcome",
+                       f"search {rtype} answered 200 with an OperationOutcome, not a searchset Bundle",
+                       _outcome_text(body))
+            return None
+        try:
+            page = vkp.parse_bundle(resp.body, codes=self.codes)
+        except ProtocolError as e:
+            self._fail("platform", rtype, "invalid FHIR",
+                       f"search {rtype} answered a Bundle that is not valid FHIR", e.reason)
+            return None
+        if page.type != "searchset":
+            self._fail("platform", rtype, "not a searchset",
+                       f"search {rtype} answered a {page.type} Bundle, not a searchset")
+            return None
+        return page
 
     def _poll_type(self, rtype: str) -> int:
         params: list[tuple[str, str]] = []
         high = self._high[rtype]
+        if high is not None and self.lookback and high != self.since:
+            high = high - self.lookback if self.since is None else max(self.since, high - self.lookback)
         if high is not None:
             params.append(("_lastUpdated", f"ge{_instant(high)}"))
         params += [("_sort", "_lastUpdated"), ("_count", str(self.page_size))]
         url: str | None = f"{self.base_url}/{rtype}?{urlencode(params)}"
         new = 0
         pages = 0
+        too_old = 0
         seen = self._seen[rtype]
         while url is not None and pages < self.max_pages:
             pages += 1
             if urlsplit(url)[:2] != self._origin:
-                self._error(f"next link leaves {self._origin[1]}; not followed (the token stays here)")
+                self._fail("platform", rtype, "next link elsewhere",
+                           f"search {rtype}: next link leaves {self._origin[1]}; not followed (the token stays here)")
                 break
-            try:
-                resp = _http(
-                    "GET",
-                    url,
-                    body=None,
-                    headers={"Accept": FHIR_JSON, "Authorization": f"Bearer {self._token()}"},
-                    ca=self.ca,
-                    timeout_s=self.timeout_s,
-                )
-            except (OSError, TokenError) as e:
-                self._error(f"search {rtype} failed: {type(e).__name__}: {str(e)[:200]}")
-                break
-            if resp.status != 200:
-                self._error(f"search {rtype} answered {resp.status}")
-                break
-            try:
-                page = vkp.parse_bundle(resp.body, codes=self.codes)
-            except ProtocolError as e:
-                self._error(f"search {rtype} answer is not a valid searchset: {e.reason}")
-                break
-            if page.type != "searchset":
-                self._error(f"search {rtype} answered a {page.type} Bundle, not a searchset")
+            resp = self._get(rtype, url)
+            page = self._page(rtype, resp) if resp is not None else None
+            if page is None:
                 break
             for s in page.resources:
                 if s.resource_type != rtype:
                     continue  # _include'd resources are not what was asked for
+                if high is not None and s.last_updated is not None and s.last_updated < high:
+                    too_old += 1  # before what was asked for: seen already, or from before the run
+                    continue
                 key = (s.id or s.full_url or "", s.version or (str(s.last_updated) if s.last_updated else ""))
                 if key in seen:
                     continue
@@ -997,13 +1237,21 @@ class EpjPoller:
                     self._high[rtype] = s.last_updated
                 new += 1
                 try:
-                    self._on_resource(s, resp.answered_ns)
-                except Exception:
+                    self._on_resource(s, resp.answered_ns)  # type: ignore[union-attr]
+                except Exception as e:
                     log.exception("%s: on_resource callback failed (harness fault)", self.name)
+                    self._fail("harness", rtype, "handover", f"a {rtype} read could not be recorded",
+                               f"{type(e).__name__}: {e}")
             url = page.next_url
+        if too_old:
+            self.too_old += too_old
+            self._fail("platform", rtype, "ignores _lastUpdated",
+                       f"search {rtype} listed {too_old} record(s) last updated before the requested "
+                       f"_lastUpdated=ge{_instant(high) if high else ''}; not taken (the API seems to ignore it)")
         hw = self._high[rtype]
-        if hw is not None:  # only what sits at the high-water mark can come back from a `ge` search
-            self._seen[rtype] = {k: v for k, v in seen.items() if v is None or v >= hw}
+        if hw is not None:  # only what sits at or after the next search's bound can come back from a `ge` search
+            keep_from = hw - self.lookback
+            self._seen[rtype] = {k: v for k, v in seen.items() if v is None or v >= keep_from}
         return new
 
     def start(self) -> None:
@@ -1014,8 +1262,10 @@ class EpjPoller:
         while not self._stop.is_set():
             try:
                 self.poll_once()
-            except Exception:
+            except Exception as e:
                 log.exception("%s: poll failed", self.name)
+                self._fail("harness", "*", f"poller {type(e).__name__}", "a poll failed inside vtlab",
+                           f"{type(e).__name__}: {e}")
             self._stop.wait(self.interval_s)
 
     def close(self) -> None:

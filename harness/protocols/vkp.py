@@ -587,6 +587,44 @@ def health_reading(
     return bundle([observation(patient, device, at, loinc, value, unit, codes=codes)], type=type, at=at)
 
 
+UCUM_OF_UNIT: Mapping[str, str] = {"mmHg": "mm[Hg]", "bpm": "/min", "lb": "[lb_av]", "degF": "[degF]"}
+"""Device units (devices.catalog) whose UCUM code is spelt differently; every other unit is already UCUM."""
+BLOOD_PRESSURE_PANEL = "85354-9"
+
+
+def meter_readings(
+    patient: Ident,
+    device: Ident,
+    at: datetime,
+    readings: Mapping[str, tuple[Decimal | int | str, str]],
+    *,
+    type: BundleType = "transaction",
+    codes: CodeTables = DEFAULT_CODES,
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """A meter's readings (catalog names, device units) as vital-signs Observations in one Bundle: systolic
+    and diastolic as components of the blood-pressure panel 85354-9, every other named reading on its own.
+    Returns the Bundle and the reading names it could not code (no LOINC code in READING_KINDS);
+    ValueError when nothing could be coded."""
+
+    def q(name: str) -> tuple[Decimal | int | str, str]:
+        value, unit = readings[name]
+        return value, UCUM_OF_UNIT.get(unit, unit)
+
+    resources: list[dict[str, Any]] = []
+    left = dict(readings)
+    if "systolic" in readings and "diastolic" in readings:
+        parts = tuple((READING_KINDS[n], *q(n)) for n in ("systolic", "diastolic"))
+        resources.append(observation(patient, device, at, BLOOD_PRESSURE_PANEL, components=parts, codes=codes))
+        del left["systolic"], left["diastolic"]
+    uncoded = tuple(n for n in left if n not in READING_KINDS)
+    for name in left:
+        if name in READING_KINDS:
+            resources.append(observation(patient, device, at, READING_KINDS[name], *q(name), codes=codes))
+    if not resources:
+        raise ValueError(f"no LOINC code for the readings {sorted(readings)}")
+    return bundle(resources, type=type, at=at), uncoded
+
+
 # ------------------------------------------------------------------------------------ server answers
 
 

@@ -25,6 +25,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("vtlab", "vtlab acceptance runs")
     for o in RUN_OPTIONS:
         group.addoption(o.flag, dest=o.dest, metavar=o.metavar, help=o.help)
+    group.addoption("--interactive", dest="vtlab_interactive", action="store_true",
+                    help="ask the tester at manual steps on this terminal (otherwise they are skipped with the reason)")
 
 
 def _terminate_like_ctrl_c() -> None:
@@ -42,6 +44,10 @@ def _terminate_like_ctrl_c() -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[run_key] = VtlabRun(config)
+    if config.getoption("vtlab_interactive", False):
+        from harness.scenario.device_steps import set_interactive
+
+        set_interactive(True)
     _terminate_like_ctrl_c()
     config.addinivalue_line("markers", "requirement(id): the contract requirement a scenario covers")
     config.addinivalue_line("markers", "hardware: needs a real radio or serial device; skipped unless asked for")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,12 +92,22 @@ class ScenarioItem(pytest.Item):
             if run.session is not None:
                 run.session.evidence.observation(None, "error", f"the run could not start: {exc}")
             pytest.exit(str(exc), returncode=2)
+        session.bed.progress_sink = self._terminal_line
         outcome = run_and_judge(self.plan, session)
         self.user_properties.append(("vtlab_results", [r.to_json() for r in outcome.results]))
         if outcome.status is ScenarioStatus.HARNESS_FAULT:
             raise HarnessFaulted(f"INCOMPLETE (harness fault, not charged to the supplier): {outcome.detail}")
         if any(r.verdict is FAIL for r in outcome.results):
             raise CriteriaFailed(outcome.results)
+
+    def _terminal_line(self, text: str) -> None:
+        """A progress line on the terminal while output is captured (called from the run's event loop)."""
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        capman = self.config.pluginmanager.get_plugin("capturemanager")
+        if tr is None:
+            return
+        with capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext():
+            tr.write_line(f"  ... {text}")
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, CriteriaFailed | VtlabError | HarnessFaulted):

@@ -121,6 +121,10 @@ TEXT: dict[str, dict[str, str]] = {
         "fz_not_started": "ikke startet",
         "fz_running": "kjørte fortsatt",
         "pace": "takt",
+        "time_scale": "komprimert tid",
+        "lab_clock": "laboratoriets klokke (tid på døgnet)",
+        "time_scale_text": "1:{scale} i referanselaboratoriet: hjerteslagsintervaller, ventetider og frister gikk "
+        "{scale} ganger raskere enn skrevet, og alle målte varigheter er ganget med {scale}",
         "stimuli": "stimuli",
         "delivered": "levert riktig sted",
         "v_verified_otherwise": "verifisert på annen måte",
@@ -333,6 +337,10 @@ TEXT: dict[str, dict[str, str]] = {
         "fz_not_started": "not started",
         "fz_running": "still running",
         "pace": "pace",
+        "time_scale": "compressed time",
+        "lab_clock": "the lab's clock (time of day)",
+        "time_scale_text": "1:{scale} on the reference lab: heartbeat intervals, waits and deadlines ran {scale} "
+        "times faster than written, and every measured duration is multiplied by {scale}",
         "stimuli": "stimuli",
         "delivered": "delivered in place",
         "v_verified_otherwise": "verified otherwise",

@@ -155,7 +155,8 @@ def scenario_plots(reader: EvidenceReader, scenario: str, criteria: list[dict[st
     definition: dict[str, Any] = rec.definition if rec else {}
     capacity = is_capacity({**definition, "resolved_criteria": criteria or definition.get("resolved_criteria", [])})
     matches = reader.matches(scenario)
-    metrics = compute(reader.stimuli(scenario), reader.arrivals(scenario), matches)
+    metrics = compute(reader.stimuli(scenario), reader.arrivals(scenario), matches,
+                      float(definition.get("time_scale", 1)))
     stim = reader.rows("SELECT MIN(t_ns) AS t0, COUNT(*) AS n FROM stimuli WHERE scenario = ?", (scenario,))
     t0: int | None = stim[0]["t0"] if stim and stim[0]["t0"] is not None else None
     jobs: list[Any] = []

@@ -41,7 +41,8 @@ def contract_of(reader: EvidenceReader) -> Contract:
 def judge_run(reader: EvidenceReader, contract: Contract) -> tuple[list[ScenarioJudgement], Verdict]:
     judgements = []
     for s in reader.scenarios():
-        metrics = compute(reader.stimuli(s.id), reader.arrivals(s.id), reader.matches(s.id))
+        metrics = compute(reader.stimuli(s.id), reader.arrivals(s.id), reader.matches(s.id),
+                          float(s.definition.get("time_scale", 1)))
         criteria = [CriterionDef.from_json(c) for c in s.definition.get("resolved_criteria", [])]
         status = ScenarioStatus(s.status) if s.status in ScenarioStatus.__members__.values() else ScenarioStatus.ERROR
         results = judge(s.id, criteria, metrics) if status is ScenarioStatus.COMPLETED else []
@@ -88,6 +89,7 @@ def build_summary(run_dir: Path) -> dict[str, Any]:
                     "id": j.id, "title": j.title, "file": scen_rows[j.id].file, "status": j.status.value,
                     "detail": j.detail, "covers": j.covers, "started": scen_rows[j.id].started,
                     "ended": scen_rows[j.id].ended,
+                    "time_scale": scen_rows[j.id].definition.get("time_scale", 1),
                     "criteria": [r.to_json() for r in j.results],
                     "metrics": j.metrics.to_json() if j.metrics else None,
                 }

@@ -151,7 +151,8 @@ class EmbeddedTarget:
         return {"broker": self._process.broker_url, "broker_kind": self._process.broker_kind,
                 "mqtt_version": self._base.version if self._base else None,
                 "access_control": getattr(self._process, "access_control", None),
-                "protections_off": sorted(getattr(self._embedded, "insecure", ()) or ())}
+                "protections_off": sorted(getattr(self._embedded, "insecure", ()) or ()),
+                "lab_clock": getattr(self._embedded, "clock", None)}
 
     def failure(self) -> str | None:
         if self._process is not None and not self._process.alive:

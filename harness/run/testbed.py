@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,7 @@ class TestBed:
         self._bus: MemoryBus | None = None
         self._faults: list[HarnessFault] = []
         self._lock = threading.Lock()
+        self.progress_sink: Callable[[str], None] | None = None  # the terminal, set by the pytest plugin
 
     # --- TransportContext -----------------------------------------------------------------------
     def mqtt_settings(self, identity: str = "harness") -> MqttSettings:
@@ -73,6 +75,14 @@ class TestBed:
             self.harness_fault(detail)
         else:
             self.evidence.observation(self.tracker.scenario, "harness", detail)
+
+    def progress(self, text: str) -> None:
+        sink = self.progress_sink
+        if sink is not None:
+            try:
+                sink(text)
+            except Exception:  # a broken terminal must not stop a run
+                self.progress_sink = None
 
     # --- harness faults -------------------------------------------------------------------------
     def harness_fault(self, text: str) -> None:
@@ -111,7 +121,8 @@ class TestBed:
                     self.device(device_id)
         for name, probe in self.lab.spec.probes.items():
             if probe.kind == "epj":
-                rec = PatientRecordProbe(name, probe.epj, self.lab.path.parent, self.tracker)
+                rec = PatientRecordProbe(name, probe.epj, self.lab.path.parent, self.tracker,
+                                         pull_api=self.lab.pull_api(name), on_fault=self.harness_fault)
                 rec.start()
                 self.records[name] = rec
                 listeners["records"][name] = rec
@@ -137,7 +148,7 @@ class TestBed:
 
     def device(self, device_id: str) -> SimulatedDevice:
         if device_id not in self._devices:
-            from harness.scenario.registry import device_models
+            from harness.plugins import device_models
 
             spec = self.lab.spec.devices[device_id]
             link = transport_kinds()[spec.via].device(self, device_id)

@@ -179,6 +179,8 @@ async def expect_reading(it: Iteration, step: StepPlan) -> None:
     def predicate(a: Arrival) -> bool:
         if a.kind != "alarm" or a.field("readings") is None or a.t_ns < stim.t_ns:
             return False
+        if a.field("event") not in (None, stim.spec.event):  # a follow-up alarm carries the reading, is not it
+            return False
         return a.cid == stim.cid if a.cid is not None and a.key is None else a.field("device") == stim.device_id
 
     def check(a: Arrival) -> tuple[Outcome, str | None]:
@@ -189,7 +191,8 @@ async def expect_reading(it: Iteration, step: StepPlan) -> None:
             wrong.append(f"malformed: {a.defect}")
         return (Outcome.ALTERED, "arrived with " + "; ".join(wrong)) if wrong else (Outcome.OK, None)
 
-    arrival = await it.await_arrival(step, stim, probe, predicate, check, stim.t_ns + parse_duration(args.within),
+    deadline_ns = stim.t_ns + it.plan.run_ns(parse_duration(args.within))
+    arrival = await it.await_arrival(step, stim, probe, predicate, check, deadline_ns,
                                      (args.metric,), (stim.t_ns,), what="reading", within=args.within)
     if arrival is not None:
         it.settle(step, args.metric, stim, arrival, check)
@@ -306,9 +309,8 @@ async def observe_event(it: Iteration, step: StepPlan) -> None:
         return
     spec = binding.model.events[args.event]
     started = now_ns()
-    got = await asyncio.to_thread(
-        wait_event, lambda g: g.fields.get("event") == spec.event, parse_duration(args.within) / 1e9, started
-    )
+    within_s = it.plan.run_ns(parse_duration(args.within)) / 1e9
+    got = await asyncio.to_thread(wait_event, lambda g: g.fields.get("event") == spec.event, within_s, started)
     if got is None:
         it.record(step, "timeout", f"{device_id} reported no {spec.event} within {args.within}")
         it.stop(f"{device_id} reported no {spec.event}")

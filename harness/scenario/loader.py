@@ -5,6 +5,7 @@ Everything a scenario can get wrong is reported here, at its line, before anythi
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from harness.metrics import COUNT_METRICS, RATE_METRICS, dimension, statistics_f
 from harness.scenario.plan import Criterion, DeviceBinding, ScenarioFile, ScenarioPlan, StepPlan
 from harness.scenario.registry import device_models, step_kinds, suggest
 from harness.units import parse_bounded_duration, parse_limit, parse_rate
-from harness.yamlfile import load_yaml
+from harness.yamlfile import SourceFile, load_yaml
 
 
 def load_scenario(path: Path, contract: Contract, lab: Lab, scenario_id: str | None = None) -> ScenarioPlan:
@@ -38,6 +39,8 @@ def load_scenario(path: Path, contract: Contract, lab: Lab, scenario_id: str | N
         plan.drain_ns = parse_bounded_duration(spec.drain, src.place("drain"), low_ns=0,
                                                high_ns=600 * 1_000_000_000, what="a drain")
 
+    if spec.time_scaled and lab.spec.platform.kind == "embedded":
+        plan.time_scale = lab.spec.platform.time_scale
     _resolve_devices(plan)
     _resolve_steps(plan)
     _resolve_criteria(plan)
@@ -123,12 +126,18 @@ def _time_metrics(plan: ScenarioPlan) -> set[str]:
 
 
 def _resolve_criteria(plan: ScenarioPlan) -> None:
-    src = plan.source
-    time_metrics = _time_metrics(plan)
+    plan.criteria.extend(resolve_criteria(plan.source, plan.spec.criteria, plan.spec.covers, _time_metrics(plan)))
+
+
+def resolve_criteria(src: SourceFile, criteria: list[dict[str, Any]], covers: list[str],
+                     time_metrics: Iterable[str]) -> list[Criterion]:
+    """A scenario's `criteria:` as checked Criterion objects: the one rule for functional and load scenarios
+    (`time_metrics`: the duration metrics the scenario's steps or load run measure)."""
+    out: list[Criterion] = []
     kinds: dict[str, str] = {m: "time" for m in time_metrics}
     kinds.update(dict.fromkeys(COUNT_METRICS, "count"))
     kinds.update(dict.fromkeys(RATE_METRICS, "rate"))
-    for i, raw in enumerate(plan.spec.criteria):
+    for i, raw in enumerate(criteria):
         place = src.place("criteria", i)
         if not isinstance(raw, dict):
             raise InputError("a criterion is a mapping", place=place,
@@ -170,14 +179,15 @@ def _resolve_criteria(plan: ScenarioPlan) -> None:
         limit = parse_limit(limit_text, dim, place)
         marginal = parse_limit(marginal_text, dim, place) if marginal_text is not None else None
         if reqs is None:
-            requirements = tuple(plan.spec.covers)
+            requirements = tuple(covers)
         else:
             requirements = tuple([reqs] if isinstance(reqs, str) else reqs)
             for r in requirements:
-                if r not in plan.spec.covers:
+                if r not in covers:
                     raise InputError(
                         f"criterion is bound to `{r}`, which this scenario does not cover",
                         place=src.place("criteria", i, "requirement"),
-                        fix=f"add it to `covers:` or bind to one of {plan.spec.covers}",
+                        fix=f"add it to `covers:` or bind to one of {covers}",
                     )
-        plan.criteria.append(Criterion(metric, statistic, limit, marginal, dim, requirements, place))
+        out.append(Criterion(metric, statistic, limit, marginal, dim, requirements, place))
+    return out

@@ -56,6 +56,11 @@ class ScenarioFile(BaseModel):
     drain: str | None = Field(
         None, description="How long to wait at the end for alarms still out (default 2s; at most 10m)"
     )
+    time_scaled: bool = Field(
+        False, description="The durations of this scenario (heartbeat intervals, waits, deadlines, criteria) are "
+        "operational time. On a reference lab with platform.time_scale N they run N times faster and the "
+        "durations measured are reported multiplied by N; against a real platform they run in real time"
+    )
     markers: list[str] = Field(default_factory=list, description="Extra pytest markers, e.g. hardware")
     steps: list[dict[str, Any]] = Field(min_length=1)
     criteria: list[dict[str, Any]] = Field(min_length=1, description="Acceptance criteria on the metrics")
@@ -113,6 +118,11 @@ class ScenarioPlan:
     criteria: list[Criterion] = field(default_factory=list)
     pace_per_s: float | None = None
     drain_ns: int | None = None
+    time_scale: float = 1.0  # > 1: operational durations run this many times faster (lab's platform.time_scale)
+
+    def run_ns(self, operational_ns: int) -> int:
+        """How long an operational duration of this scenario lasts in this run (time scaling)."""
+        return int(operational_ns / self.time_scale)
 
     @property
     def title(self) -> str:
@@ -147,4 +157,5 @@ class ScenarioPlan:
         """The scenario as loaded, for the evidence store."""
         data = self.spec.model_dump(mode="json")
         data["resolved_devices"] = {a: list(b.ids) for a, b in self.devices.items()}
+        data["time_scale"] = self.time_scale
         return data

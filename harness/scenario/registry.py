@@ -1,22 +1,25 @@
-"""The step registry: every step kind comes from a plugin through the `vtlab_steps` hook."""
+"""The step registry: every step kind comes from a plugin through the `vtlab_steps` hook. (`device_models`
+lives in harness.plugins and is re-exported here for the scenario layer.)"""
 
 from __future__ import annotations
 
-import difflib
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from harness.plugins import plugin_manager
+from harness.errors import suggest
+from harness.plugins import device_models, plugin_manager
 
 if TYPE_CHECKING:
-    from devices.model import DeviceModel
     from harness.scenario.plan import ScenarioPlan, StepPlan
     from harness.scenario.runner import Iteration
+
+
+__all__ = ["StepKind", "device_models", "step_kinds", "suggest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,15 +50,5 @@ def step_kinds() -> dict[str, StepKind]:
     return dict(sorted(kinds.items()))
 
 
-@functools.cache
-def device_models() -> dict[str, DeviceModel]:
-    models: dict[str, DeviceModel] = {}
-    for batch in plugin_manager().hook.vtlab_device_models():
-        for model in batch:
-            models[model.name] = model
-    return dict(sorted(models.items()))
 
 
-def suggest(word: str, choices: list[str] | Any) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f"did you mean `{close[0]}`? " if close else ""

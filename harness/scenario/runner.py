@@ -5,9 +5,10 @@ settles every expectation still open as late, misrouted or lost. Everything land
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from harness.transports.mqtt import MqttSettings
 
 DEFAULT_DRAIN_NS = 2_000_000_000
+PROGRESS_AFTER_S = 15.0  # a wait longer than this shows a progress line (real-time supervision runs take minutes)
+PROGRESS_EVERY_S = 10.0
 
 
 class Testbed(Protocol):
@@ -45,6 +48,10 @@ class Testbed(Protocol):
 
     def harness_fault(self, text: str) -> None:
         """Record a failure of vtlab's own part: the scenario becomes a harness fault, charged to no one."""
+        ...
+
+    def progress(self, text: str) -> None:
+        """Show the tester what a long wait is waiting for (a line on the terminal; nothing is recorded)."""
         ...
 
 
@@ -112,13 +119,41 @@ class Iteration:
         """Wait for the arrival an expectation step names until its deadline. On timeout the expectation is
         left to the drain (late, misrouted or lost), the step is recorded `timeout`, and, with `stop`, the
         repetition's later steps are not tried (censored samples of their metrics)."""
-        arrival = await self.bed.tracker.expect(predicate, frozenset({probe}), (deadline_ns - now_ns()) / 1e9)
+        wait_s = (deadline_ns - now_ns()) / 1e9
+        async with self.progress(f"{what} from {stim.alias} at {probe}, within {within}", wait_s):
+            arrival = await self.bed.tracker.expect(predicate, frozenset({probe}), wait_s)
         if arrival is None:
             self.run.pending.append(Pending(self.index, step.index, metrics, origins, stim, probe, predicate, check))
             self.record(step, "timeout", f"no {what} for {stim.cid} at {probe} within {within}")
             if stop:
                 self.stop(f"{what} {stim.cid} did not arrive within {within}")
         return arrival
+
+    @contextlib.asynccontextmanager
+    async def progress(self, what: str, wait_s: float) -> AsyncIterator[None]:
+        """While a long wait runs, a progress line every few seconds: a real-time supervision run against a
+        supplier's platform waits minutes for one alarm, and the tester must see that it is alive."""
+        if wait_s < PROGRESS_AFTER_S:
+            yield
+            return
+        started = now_ns()
+        scale = self.plan.time_scale
+
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(PROGRESS_EVERY_S)
+                waited = (now_ns() - started) / 1e9
+                shown = f" (x{scale:g}: {waited * scale:.0f} s operational)" if scale != 1 else ""
+                self.bed.progress(f"{self.plan.path.name} #{self.index + 1}: waiting for {what}: "
+                                  f"{waited:.0f} s of {wait_s:.0f} s{shown}")
+
+        task = asyncio.create_task(tick())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def settle(self, step: StepPlan, metric: str, stim: Stimulus, arrival: Arrival,
                check: Callable[[Arrival], tuple[Outcome, str | None]]) -> tuple[Outcome, str | None]:
@@ -195,7 +230,7 @@ class ScenarioRun:
     async def _drain(self) -> None:
         if not self.pending:
             return
-        drain = self.plan.drain_ns if self.plan.drain_ns is not None else DEFAULT_DRAIN_NS
+        drain = self.plan.run_ns(self.plan.drain_ns) if self.plan.drain_ns is not None else DEFAULT_DRAIN_NS
         deadline = now_ns() + drain
         tracker = self.bed.tracker
         for p in self.pending:

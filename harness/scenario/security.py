@@ -30,6 +30,7 @@ from harness.errors import InputError, TargetError, UnreachableError
 from harness.evidence import Match
 from harness.hookspecs import hookimpl
 from harness.identities import centre_identity, device_identity, twin_identity
+from harness.links import scaip as scaip_link
 from harness.outcomes import Outcome
 from harness.scenario.plan import ScenarioPlan, StepPlan
 from harness.scenario.registry import StepKind
@@ -49,7 +50,9 @@ AlarmAttempt = Literal[
     "dc09_future_timestamp",
     "dc09_wrong_key",
     "dc09_unencrypted",
+    "dc09_unknown_account",
     "scaip_without_tls",
+    "scaip_unknown_device",
     "fhir_without_token",
 ]
 Attempt = Literal[ConnectAttempt, TlsAttempt, AuthzAttempt, AlarmAttempt]
@@ -58,7 +61,7 @@ CONNECT_ATTEMPTS = frozenset(ConnectAttempt.__args__)  # type: ignore[attr-defin
 TLS_ATTEMPTS = frozenset(TlsAttempt.__args__)  # type: ignore[attr-defined]
 AUTHZ_ATTEMPTS = frozenset(AuthzAttempt.__args__)  # type: ignore[attr-defined]
 DC09_ATTEMPTS = frozenset(a for a in AlarmAttempt.__args__ if a.startswith("dc09_"))  # type: ignore[attr-defined]
-NEEDS_DEVICE = AUTHZ_ATTEMPTS | DC09_ATTEMPTS | {"scaip_without_tls"}
+NEEDS_DEVICE = AUTHZ_ATTEMPTS | DC09_ATTEMPTS | {"scaip_without_tls", "scaip_unknown_device"}
 
 
 class ExpectRefusedArgs(BaseModel):
@@ -71,9 +74,12 @@ class ExpectRefusedArgs(BaseModel):
         "export/low/DES/RC4/MD5 suites). MQTT authorisation (MQTT 5 reason codes asserted): "
         "publish_as_other_device, read_other_centre, control_topic, session_takeover (another identity "
         "connects with the same client id). DC-09: dc09_replay (a recording played back `age` later), "
-        "dc09_stale_timestamp, dc09_future_timestamp (NAK expected), dc09_wrong_key, dc09_unencrypted (DUH "
-        "expected). scaip_without_tls: a plain SIP MESSAGE where the lab file says TLS. fhir_without_token: a "
-        "FHIR push without a bearer token (401 expected)"
+        "dc09_stale_timestamp, dc09_future_timestamp (NAK expected), dc09_wrong_key, dc09_unencrypted, "
+        "dc09_unknown_account (DUH expected). scaip_without_tls: a plain SIP MESSAGE where the lab file says TLS. "
+        "scaip_unknown_device: an alarm from a SCAIP controller the platform does not know (snu 3 expected). "
+        "fhir_without_token: a "
+        "FHIR push and a search without a bearer token at the platform's API (fhir.url; the embedded lab: its "
+        "own), 401 expected"
     )
     within: str = Field("3s", description="How long the platform may take to answer")
     device: str | None = Field(
@@ -218,6 +224,13 @@ def check_expect_refused(plan: ScenarioPlan, step: StepPlan) -> None:
                 place=step.place,
                 fix="give the device dc09.key_env or dc09.key_file (the key the platform expects)",
             )
+    elif args.attempt == "scaip_unknown_device":
+        if spec.scaip is None or not spec.scaip.cid:
+            raise InputError(
+                f"`scaip_unknown_device` sends where device `{device}` sends SCAIP, but it has no SCAIP settings",
+                place=step.place,
+                fix="name a device with `scaip: {cid: ...}` with `device:`",
+            )
     elif args.attempt == "scaip_without_tls":
         if spec.via != "scaip" or spec.scaip is None:
             raise InputError(
@@ -242,6 +255,15 @@ def fhir_endpoint(lab: Any) -> tuple[str, Path | None] | None:
         return None
     ca = getattr(fhir, "ca", None)
     return str(url), lab.resolve(ca) if ca else None
+
+
+def _lab_fhir_api(it: Iteration) -> tuple[str, Path | None] | None:
+    """The embedded lab's own FHIR API and its CA, as its ready line names them (None: it has none)."""
+    url = it.bed.endpoint("device", "fhir")
+    if not url:
+        return None
+    ca = it.bed.endpoint("device", "fhir_ca")
+    return str(url), Path(ca) if ca else None
 
 
 # --- running ----------------------------------------------------------------------------------------
@@ -303,12 +325,13 @@ def attempt_runner(it: Iteration, step: StepPlan) -> Callable[[], CheckResult]:
         version = cast(tls.TlsVersionName, "1.0" if attempt == "tls_1_0" else "1.1")
         return lambda: tls.probe_version(host, port, version, **cred)  # type: ignore[arg-type]
     if attempt == "fhir_without_token":
-        where = fhir_endpoint(lab)
+        where = fhir_endpoint(lab) or _lab_fhir_api(it)
         if where is None:
             raise InputError(
                 "the lab file names no FHIR endpoint of the platform (fhir.url)",
                 place=step.place,
-                fix="add `fhir: {url: https://host:port/fhir/r4/<orgnr>, ca: ca.pem}` to the lab file",
+                fix="add `fhir: {url: https://host:port/fhir/r4/<orgnr>, ca: ca.pem}` to the lab file (the "
+                "embedded lab has its own API only with a patient-record probe, kind: epj)",
             )
         return lambda: alarm_checks.fhir_without_token_check(where[0], where[1], timeout_s=within)
     device = _device_id(plan, args, it.index, step)
@@ -316,10 +339,14 @@ def attempt_runner(it: Iteration, step: StepPlan) -> Callable[[], CheckResult]:
         address, settings, key = _dc09_target(it, device)
         kind = cast(alarm_checks.Dc09Attempt, attempt.removeprefix("dc09_"))
         age = parse_duration(args.age) / 1e9
+        account = str(settings.account).upper()
+        if kind == "unknown_account":
+            known = {str(d.dc09.account).upper() for d in lab.spec.devices.values() if d.dc09 and d.dc09.account}
+            account = next(a for a in (f"FFF{n:03X}" for n in range(4096)) if a not in known)
         return lambda: alarm_checks.dc09_check(
             address,
             kind,
-            str(settings.account).upper(),
+            account,
             key,
             protocol=settings.protocol,
             receiver=settings.receiver,
@@ -327,6 +354,17 @@ def attempt_runner(it: Iteration, step: StepPlan) -> Callable[[], CheckResult]:
             age_s=age,
             timeout_s=within,
         )
+    if attempt == "scaip_unknown_device":
+        link = lab.spec.devices[device].scaip
+        assert link is not None
+        transport = link.transport
+        over_tls = transport == "tls"
+        address = link.to or bed.endpoint("device", "scaip_tls" if over_tls else "scaip")
+        context = scaip_link.tls_context(bed, device, link) if over_tls else None
+        known = {str(d.scaip.cid) for d in lab.spec.devices.values() if d.scaip and d.scaip.cid}
+        cid = next(c for c in (str(9_000_000 + n) for n in range(1000)) if c not in known)
+        return lambda: asyncio.run(alarm_checks.scaip_unknown_device_check(
+            address, transport, cid, ssl_context=context, timeout_s=within))
     if attempt == "scaip_without_tls":
         s = lab.spec.devices[device].scaip
         assert s is not None
@@ -401,8 +439,8 @@ async def expect_refused(it: Iteration, step: StepPlan) -> None:
     """Make an attempt an intruder or a broken device would make, and expect the platform to refuse it:
     connect without TLS or without valid credentials, offer old TLS versions or weak cipher suites, act
     as another device, read another centre's alarms, reach the control topic, take over another
-    identity's session, replay or mis-time or mis-key DC-09, speak SCAIP without TLS, push FHIR without
-    a token. Evidence: the request, the refusal seen, the certificate; never a secret. An accepted attempt
+    identity's session, replay or mis-time or mis-key DC-09, speak SCAIP without TLS, write or read FHIR
+    without a token. Evidence: the request, the refusal seen, the certificate; never a secret. An accepted attempt
     is a finding counted as `insecure_accepted`."""
     args: ExpectRefusedArgs = step.args
     await run_check(it, step, "refusal", args.attempt, lambda: attempt_runner(it, step))

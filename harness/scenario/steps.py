@@ -4,11 +4,14 @@ argument model are its documentation (`vtlab steps`, `vtlab schema`)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from harness.clock import now_ns
 from harness.errors import InputError
 from harness.hookspecs import hookimpl
 from harness.outcomes import Outcome
@@ -56,6 +59,9 @@ async def trigger(it: Iteration, step: StepPlan) -> None:
     if spec.wire:
         sent = device.send(spec, cid, seq)
         t, payload, key = sent.t_ns, dict(sent.fields), sent.key
+    elif spec.heartbeat == "resume":
+        t = device.resume_heartbeat()
+        payload = {"event": spec.event, "device": device_id, "note": "device beats again (first heartbeat)"}
     else:
         t = device.stop_heartbeat()
         payload = {"event": spec.event, "device": device_id, "note": "device fell silent (last heartbeat)"}
@@ -76,6 +82,11 @@ def check_trigger(plan: ScenarioPlan, step: StepPlan) -> None:
             place=step.place,
             fix=f"use one of {sorted(binding.model.events)}",
         )
+    if binding.model.events[args.event].heartbeat == "resume" and not any(
+        s.kind.name == "start_heartbeat" and s.args.device == args.device for s in plan.steps
+    ):
+        raise InputError(f"`{args.event}` resumes heartbeats that device `{args.device}` never started",
+                         place=step.place, fix=f"add `start_heartbeat: {{device: {args.device}}}` before it")
 
 
 # --- expect_alarm --------------------------------------------------------------------------------
@@ -111,9 +122,10 @@ def _alarm_check(
     wanted_event = args.event or stim.spec.expected_alarm
     routing = {"centre": centre, "user": user, "device": stim.device_id}
     content: dict[str, object] = {"event": wanted_event}
-    if args.priority is not None or stim.spec.wire:
+    sent_itself = not _raised_by_platform(args, stim)  # the device's own alarm: its priority and code count
+    if args.priority is not None or sent_itself:
         content["priority"] = args.priority if args.priority is not None else stim.spec.priority
-    if args.code is not None or stim.spec.wire:
+    if args.code is not None or sent_itself:
         content["code"] = args.code if args.code is not None else stim.spec.code
 
     def check(arrival: Arrival) -> tuple[Outcome, str | None]:
@@ -138,6 +150,12 @@ def _alarm_check(
     return check
 
 
+def _raised_by_platform(args: ExpectAlarmArgs, stim: Stimulus) -> bool:
+    """An alarm the platform raises itself about the stimulus (loss of supervision after a silence, a follow-up
+    alarm after a reading beyond the user's plan), not the device's own message carried on."""
+    return not stim.spec.wire or (args.event is not None and args.event != stim.spec.event)
+
+
 async def expect_alarm(it: Iteration, step: StepPlan) -> None:
     """Wait for the alarm that answers the device's last stimulus at a response-centre probe, and check
     it: routed to the right centre, for the right user and device, with the event, code and priority
@@ -147,7 +165,7 @@ async def expect_alarm(it: Iteration, step: StepPlan) -> None:
     stim = it.stimuli[args.from_]
     probe, centre = _expected_probe(it, args, stim)
     wanted_event = args.event or stim.spec.expected_alarm
-    if stim.spec.wire:
+    if not _raised_by_platform(args, stim):
         def predicate(a: Arrival) -> bool:  # by cid where it survived the trip, else by the content key
             return a.kind == "alarm" and (a.cid == stim.cid or (stim.key is not None and a.key == stim.key))
     else:
@@ -155,12 +173,13 @@ async def expect_alarm(it: Iteration, step: StepPlan) -> None:
             return (a.kind == "alarm" and a.field("device") == stim.device_id
                     and a.field("event") == wanted_event and a.t_ns >= stim.t_ns)
     check = _alarm_check(it, args, stim, centre)
-    arrival = await it.await_arrival(step, stim, probe, predicate, check, stim.t_ns + _ns(args.within),
+    deadline_ns = stim.t_ns + it.plan.run_ns(_ns(args.within))
+    arrival = await it.await_arrival(step, stim, probe, predicate, check, deadline_ns,
                                      (args.metric,), (stim.t_ns,), what="alarm", within=args.within)
     if arrival is None:
         return
     outcome, detail = check(arrival)
-    if arrival.cid != stim.cid and stim.key is not None:
+    if arrival.cid != stim.cid and stim.key is not None and not _raised_by_platform(args, stim):
         if it.run.keys_in_flight[stim.key] > 1:  # two alarms in flight look the same: never guess
             outcome = Outcome.AMBIGUOUS
             detail = f"arrival matches {it.run.keys_in_flight[stim.key]} alarms in flight (key {stim.key})"
@@ -173,9 +192,10 @@ async def expect_alarm(it: Iteration, step: StepPlan) -> None:
 def check_expect_alarm(plan: ScenarioPlan, step: StepPlan) -> None:
     args: ExpectAlarmArgs = step.args
     binding = plan.binding(args.from_, step.place)
-    if not any(s.kind.name == "trigger" and s.args.device == args.from_ for s in plan.steps):
+    stimuli = ("trigger", "measure", "observe_event")  # a reading can raise a follow-up alarm; a real device
+    if not any(s.kind.name in stimuli and s.args.device == args.from_ for s in plan.steps):
         raise InputError(
-            f"`expect_alarm` from `{args.from_}` has no earlier `trigger` on that device",
+            f"`expect_alarm` from `{args.from_}` has no earlier `trigger` or `measure` on that device",
             place=step.place,
             fix=f"add `- trigger: {{device: {args.from_}, event: ...}}` before this step",
         )
@@ -190,6 +210,55 @@ def check_expect_alarm(plan: ScenarioPlan, step: StepPlan) -> None:
                 place=step.place,
                 fix="add a response_centre probe for it to the lab file, or name the probe with `at:`",
             )
+
+
+# --- expect_no_alarm -----------------------------------------------------------------------------
+class ExpectNoAlarmArgs(_Args):
+    from_: str = Field(alias="from", description="Device name whose last stimulus must raise no alarm")
+    within: str = Field(description="How long vtlab watches every probe, counted from the stimulus, e.g. 10s")
+
+    _within = field_validator("within")(_duration)
+
+
+async def expect_no_alarm(it: Iteration, step: StepPlan) -> None:
+    """Expect the device's last stimulus to raise no alarm anywhere (a door opened in the day, for a user whose
+    wandering plan alarms only at night): passes when nothing answering it arrives at any probe within the
+    time; an alarm that does is `unexpected`."""
+    args: ExpectNoAlarmArgs = step.args
+    stim = it.stimuli[args.from_]
+
+    def predicate(a: Arrival) -> bool:
+        if a.kind != "alarm":
+            return False
+        if a.cid == stim.cid or (stim.key is not None and a.key == stim.key):
+            return True
+        return (a.field("device") == stim.device_id and a.field("event") == stim.spec.expected_alarm
+                and a.t_ns >= stim.t_ns)
+
+    wait_s = max(0.0, (stim.t_ns + it.plan.run_ns(_ns(args.within)) - now_ns()) / 1e9)
+    async with it.progress(f"no alarm from {stim.alias}, for {args.within}", wait_s):
+        arrival = await it.bed.tracker.expect(predicate, None, wait_s)
+    if stim.key is not None:
+        it.run.keys_in_flight[stim.key] -= 1  # settled: no alarm is awaited for it any more
+    if arrival is None:
+        it.record(step, "ok", f"no alarm for {stim.cid} within {args.within}")
+        return
+    after = (arrival.t_ns - stim.t_ns) / 1e9
+    detail = (f"alarm {arrival.field('event')!r} for {stim.cid} arrived at {arrival.probe} {after:.3f} s after the "
+              "stimulus, where none must")
+    it.match(step.index, "no_alarm", stim, Outcome.UNEXPECTED, arrival, arrival.t_ns - stim.t_ns, detail)
+    it.record(step, "mismatch", detail)
+
+
+def check_expect_no_alarm(plan: ScenarioPlan, step: StepPlan) -> None:
+    args: ExpectNoAlarmArgs = step.args
+    plan.binding(args.from_, step.place)
+    if not any(s.kind.name == "trigger" and s.args.device == args.from_ for s in plan.steps):
+        raise InputError(
+            f"`expect_no_alarm` from `{args.from_}` has no earlier `trigger` on that device",
+            place=step.place,
+            fix=f"add `- trigger: {{device: {args.from_}, event: ...}}` before this step",
+        )
 
 
 # --- expect_record (patient record, EPJ) ---------------------------------------------------------
@@ -213,6 +282,28 @@ def _record_probe(it: Iteration, args: ExpectRecordArgs) -> str:
     return next(n for n, p in it.bed.lab.spec.probes.items() if p.kind == "epj")
 
 
+def _pulled_records_since(it: Iteration, probe: str, stim: Stimulus) -> datetime | None:
+    """For a probe that pulls, the earliest `lastUpdated` a record answering `stim` can carry: the stimulus'
+    wall time less the lab file's clock-skew allowance. A pulled record arrives when a search first lists
+    it, so its arrival stamp alone cannot tell a record made before the stimulus from one made after."""
+    epj = it.bed.lab.spec.probes[probe].epj
+    if epj is None or getattr(epj, "mode", "push") != "pull":
+        return None
+    stim_wall = datetime.now(UTC) - timedelta(microseconds=(now_ns() - stim.t_ns) / 1000)
+    skew = parse_duration(getattr(epj, "skew", "0s"))
+    return stim_wall - timedelta(microseconds=skew / 1000)
+
+
+def _updated_at_or_after(text: object, since: datetime) -> bool:
+    if not isinstance(text, str):
+        return False  # a pulled record without meta.lastUpdated cannot be placed after the stimulus
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)) >= since
+
+
 async def expect_record(it: Iteration, step: StepPlan) -> None:
     """Wait for the event to reach the patient record (a FHIR resource pushed to the patient-record probe,
     as through the welfare-technology hub, VKP), and check it field by field: the synthetic user as the
@@ -223,9 +314,12 @@ async def expect_record(it: Iteration, step: StepPlan) -> None:
     probe = _record_probe(it, args)
     patient = it.bed.lab.spec.devices[stim.device_id].user
 
+    made_after = _pulled_records_since(it, probe, stim)
+
     def predicate(a: Arrival) -> bool:
         return (a.kind == "record" and a.field("kind") == args.kind and a.field("device") == stim.device_id
-                and (args.code is None or a.field("code") == args.code) and a.t_ns >= stim.t_ns)
+                and (args.code is None or a.field("code") == args.code) and a.t_ns >= stim.t_ns
+                and (made_after is None or _updated_at_or_after(a.field("last_updated"), made_after)))
 
     def check(a: Arrival) -> tuple[Outcome, str | None]:
         if a.field("patient") != patient:
@@ -234,7 +328,8 @@ async def expect_record(it: Iteration, step: StepPlan) -> None:
             return Outcome.ALTERED, f"record arrived with findings: {a.defect}"
         return Outcome.OK, None
 
-    arrival = await it.await_arrival(step, stim, probe, predicate, check, stim.t_ns + _ns(args.within),
+    deadline_ns = stim.t_ns + it.plan.run_ns(_ns(args.within))
+    arrival = await it.await_arrival(step, stim, probe, predicate, check, deadline_ns,
                                      (args.metric,), (stim.t_ns,), what=f"{args.kind} record", within=args.within,
                                      stop=False)
     if arrival is not None:
@@ -314,7 +409,8 @@ async def expect_ack(it: Iteration, step: StepPlan) -> None:
         return (Outcome.ALTERED, f"malformed: {a.defect}") if a.defect else (Outcome.OK, None)
 
     metrics, origins = ("ack_latency", "ack_roundtrip"), (t_ack, stim.t_ns)
-    arrival = await it.await_arrival(step, stim, probe, predicate, check, t_ack + _ns(args.within), metrics, origins,
+    deadline_ns = t_ack + it.plan.run_ns(_ns(args.within))
+    arrival = await it.await_arrival(step, stim, probe, predicate, check, deadline_ns, metrics, origins,
                                      what="acknowledgement", within=args.within)
     if arrival is None:
         return
@@ -362,7 +458,8 @@ async def expect_receipt(it: Iteration, step: StepPlan) -> None:
         wrong = [f"{k} {a.field(k)!r}, expected {v!r}" for k, v in wanted.items() if a.field(k) != v]
         return (Outcome.ALTERED, "receipt with " + "; ".join(wrong)) if wrong else (Outcome.OK, None)
 
-    arrival = await it.await_arrival(step, stim, probe, predicate, check, stim.t_ns + _ns(args.within),
+    deadline_ns = stim.t_ns + it.plan.run_ns(_ns(args.within))
+    arrival = await it.await_arrival(step, stim, probe, predicate, check, deadline_ns,
                                      (args.metric,), (stim.t_ns,), what="receipt", within=args.within, stop=False)
     if arrival is not None:
         it.settle(step, args.metric, stim, arrival, check)
@@ -392,8 +489,21 @@ async def start_heartbeat(it: Iteration, step: StepPlan) -> None:
     args: StartHeartbeatArgs = step.args
     device_id = it.device_id(args.device)
     every = args.every or it.bed.lab.spec.devices[device_id].heartbeat
-    it.bed.device(device_id).start_heartbeat(parse_duration(every) / 1e9)
-    it.record(step, "ok", f"every {every}")
+    it.bed.device(device_id).start_heartbeat(it.plan.run_ns(parse_duration(every)) / 1e9)
+    it.record(step, "ok", f"every {every}" + (f" (1:{it.plan.time_scale:g})" if it.plan.time_scale != 1 else ""))
+
+
+def check_start_heartbeat(plan: ScenarioPlan, step: StepPlan) -> None:
+    check_device(plan, step)
+    scale = plan.lab.spec.platform.time_scale
+    if scale != 1 and not plan.spec.time_scaled and plan.lab.spec.platform.kind == "embedded":
+        raise InputError(
+            f"heartbeats on a lab whose supervision time runs {scale:g} times faster (platform.time_scale), in a "
+            "scenario whose durations are real time",
+            place=step.place,
+            fix="add `time_scaled: true` to the scenario and write its durations in operational time "
+            "(e.g. every: 60s), or remove platform.time_scale from the lab file",
+        )
 
 
 def check_device(plan: ScenarioPlan, step: StepPlan) -> None:
@@ -409,7 +519,9 @@ class WaitArgs(_Args):
 async def wait(it: Iteration, step: StepPlan) -> None:
     """Let time pass on purpose (for example while heartbeats run). Not a way to wait for arrivals:
     `expect_*` steps wait for events with deadlines."""
-    await asyncio.sleep(_ns(step.args.for_) / 1e9)
+    seconds = it.plan.run_ns(_ns(step.args.for_)) / 1e9
+    async with it.progress(f"wait {step.args.for_}", seconds):
+        await asyncio.sleep(seconds)
     it.record(step, "ok", step.args.for_)
 
 
@@ -431,8 +543,15 @@ class ManualArgs(_Args):
 
 
 async def manual(it: Iteration, step: StepPlan) -> None:
-    """A step a person performs and judges. In an unattended run it is skipped, and the skip and its
-    reason are recorded so the report lists it."""
+    """A step a person performs and judges. In an interactive run (`vtlab run --interactive`) the tester is
+    asked as at `manual_check`; in an unattended run it is skipped, and the skip and its reason are
+    recorded so the report lists it."""
+    from harness.scenario.device_steps import ManualCheckArgs, interactive, manual_check
+
+    if interactive()[0]:
+        args = ManualCheckArgs(instruction=step.args.instruction, expect=step.args.expect)
+        await manual_check(it, dataclasses.replace(step, args=args))
+        return
     if it.index == 0:
         it.bed.evidence.observation(
             it.plan.id, "skipped",
@@ -447,6 +566,7 @@ def vtlab_steps() -> list[StepKind]:
         StepKind("trigger", TriggerArgs, trigger, check_trigger),
         StepKind("expect_alarm", ExpectAlarmArgs, expect_alarm, check_expect_alarm,
                  metrics=lambda a: [cast(ExpectAlarmArgs, a).metric]),
+        StepKind("expect_no_alarm", ExpectNoAlarmArgs, expect_no_alarm, check_expect_no_alarm),
         StepKind("expect_record", ExpectRecordArgs, expect_record, check_expect_record,
                  metrics=lambda a: [cast(ExpectRecordArgs, a).metric]),
         StepKind("expect_receipt", ExpectReceiptArgs, expect_receipt, check_expect_receipt,
@@ -454,7 +574,7 @@ def vtlab_steps() -> list[StepKind]:
         StepKind("acknowledge", AcknowledgeArgs, acknowledge, check_acknowledge),
         StepKind("expect_ack", ExpectAckArgs, expect_ack, check_expect_ack,
                  metrics=lambda a: ["ack_latency", "ack_roundtrip"]),
-        StepKind("start_heartbeat", StartHeartbeatArgs, start_heartbeat, check_device),
+        StepKind("start_heartbeat", StartHeartbeatArgs, start_heartbeat, check_start_heartbeat),
         StepKind("wait", WaitArgs, wait),
         StepKind("note", NoteArgs, note),
         StepKind("manual", ManualArgs, manual),

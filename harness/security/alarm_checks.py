@@ -22,7 +22,7 @@ from harness.protocols.contact_id import ContactIdEvent, encode_adm_cid
 from harness.protocols.dc09 import ADM_CID, DUH, NAK, DC09Message, FrameSplitter, Junk, encode_message, parse_frame
 from harness.security.result import CheckResult, accepted, refused
 
-Dc09Attempt = Literal["replay", "stale_timestamp", "future_timestamp", "wrong_key", "unencrypted"]
+Dc09Attempt = Literal["replay", "stale_timestamp", "future_timestamp", "wrong_key", "unencrypted", "unknown_account"]
 
 EXPECTED_REPLY: dict[str, str] = {
     "replay": NAK,
@@ -30,6 +30,7 @@ EXPECTED_REPLY: dict[str, str] = {
     "future_timestamp": NAK,
     "wrong_key": DUH,
     "unencrypted": DUH,
+    "unknown_account": DUH,
 }
 """What a receiver following DC-09 answers each attempt (PROTOCOLS.md section 2)."""
 
@@ -58,8 +59,8 @@ def dc09_frame(
         use_key = secrets.token_hex(size)[:size].encode()
         while key is not None and use_key == key:
             use_key = secrets.token_hex(size)[:size].encode()
-    elif attempt == "unencrypted":
-        use_key = None
+    elif attempt in ("unencrypted", "unknown_account"):
+        use_key = None  # an account the platform does not know has no key there either
     data = encode_adm_cid(ContactIdEvent(account, 1, "602", "01", "000"))
     msg = DC09Message(ADM_CID, secrets.randbelow(9999) + 1, account, data, receiver, line, timestamp=stamp)
     frame = encode_message(msg, use_key)
@@ -73,6 +74,7 @@ def dc09_frame(
         "key": "a random key of the right length"
         if attempt == "wrong_key"
         else ("the device's key" if use_key is not None else "none"),
+        **({"note": "an account the lab file gives no device"} if attempt == "unknown_account" else {}),
     }
     return frame, what
 
@@ -194,33 +196,86 @@ async def scaip_plain_check(address: str, cid: str, did: str | None, *, timeout_
     return refused(f"plain SIP refused ({seen})", request, answers)
 
 
-def fhir_without_token_check(
-    base_url: str, ca: Path | str | None, *, bundle: dict[str, Any] | None = None, timeout_s: float = 5.0
+async def scaip_unknown_device_check(
+    address: str, transport: str, cid: str, *, ssl_context: Any = None, timeout_s: float = 3.0
 ) -> CheckResult:
-    """POST a valid Bundle with no Authorization header. 401 (or 403) is the refusal a FHIR server owes;
-    a 2xx is a finding; any other status is a refusal for another reason and says so."""
-    from harness.probes.epj import push_bundle
+    """Send an alarm `<mrq>` from a SCAIP controller the platform does not know. An `<mrs>` with snu 0 (OK)
+    is a finding (the platform took an alarm it cannot route); any other status number, a SIP error or no
+    answer is a refusal. SS 91100 names snu 3 (wrong data content) for it."""
+    from harness.transports.sip import ScaipDevice, ScaipSendError
+
+    request: dict[str, Any] = {"address": f"{transport}://{address}", "cid": cid, "stc": "0010",
+                               "note": "a controller id the lab file gives no device"}
+    device = ScaipDevice(address, transport=transport, cid=cid, ssl_context=ssl_context)
+    try:
+        await asyncio.wait_for(device.start(), timeout_s)
+        result = await device.send(device.mrq(stc="0010", did="1", dco="000"), timeout=timeout_s,
+                                   mrs_timeout=timeout_s)
+    except ScaipSendError as exc:
+        return refused(f"unknown SCAIP device refused with SIP {exc.status}", request,
+                       {"sip_status": exc.status, "reason": exc.reason, "expected": "snu 3"})
+    except (TimeoutError, OSError, ConnectionError) as exc:
+        return refused(f"no answer to an unknown SCAIP device ({type(exc).__name__})", request,
+                       {"sip_status": None, "expected": "snu 3"})
+    finally:
+        await device.close()
+    snu = int(result.mrs.snu) if result.mrs is not None and result.mrs.snu is not None else None
+    answer = {"sip_status": result.status, "snu": snu, "expected": "snu 3"}
+    if snu == 0:
+        return accepted("the platform answered an unknown SCAIP device's alarm with snu 0 (OK)", request, answer)
+    detail = f"unknown SCAIP device refused with snu {snu}" if snu is not None else "unknown SCAIP device: no <mrs>"
+    return refused(detail if snu == 3 else f"{detail} (SS 91100 names snu 3)", request, answer)
+
+
+def fhir_without_token_check(
+    base_url: str,
+    ca: Path | str | None,
+    *,
+    bundle: dict[str, Any] | None = None,
+    timeout_s: float = 5.0,
+    search: str = "DetectedIssue?_count=1",
+) -> CheckResult:
+    """Write and read without a token: POST a valid Bundle and GET a search (`search`, relative to
+    `base_url`), neither with an Authorization header. 401 (or 403) is the refusal a FHIR server owes; a 2xx
+    to either is a finding (anyone may record, or read the records); any other status is a refusal for
+    another reason and says so (a read-only API answers a write with 405, a push-only one a search with
+    404: only the other attempt then shows the protection)."""
+    from harness.probes.epj import fhir_get, push_bundle
     from harness.protocols import vkp
 
     if bundle is None:
         patient = vkp.Ident(vkp.FNR_SYSTEM, "13896999876", "Syntetisk testbruker")
         device = vkp.Ident(vkp.DEVICE_SYSTEM, "vtlab-security-check")
         bundle = vkp.low_battery(patient, device, dt.datetime.now(dt.UTC))
-    request = {"url": base_url, "method": "POST", "authorization": "none", "resource": "Bundle (transaction)"}
+    search_url = f"{base_url.rstrip('/')}/{search}"
+    request = {
+        "url": base_url,
+        "attempts": ["POST Bundle (transaction)", f"GET {search}"],
+        "authorization": "none",
+    }
     try:
-        result = push_bundle(base_url, bundle, None, ca, timeout_s=timeout_s)
+        push = push_bundle(base_url, bundle, None, ca, timeout_s=timeout_s)
+        read = fhir_get(search_url, None, ca, timeout_s=timeout_s)
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise UnreachableError(
             f"nothing answers at {base_url}: {reason}", fix="check the platform's FHIR address in the lab file"
         ) from None
+    opened = [(what, r) for what, r in (("push", push), ("search", read)) if 200 <= r.status < 300]
+    decisive = opened[0][1] if opened else push
     answer: dict[str, Any] = {
-        "http_status": result.status,
-        "www_authenticate": next((v for k, v in result.headers.items() if k.lower() == "www-authenticate"), None),
-        "diagnostics": result.diagnostics[:3],
+        "http_status": decisive.status,
+        "push_status": push.status,
+        "search_status": read.status,
+        "www_authenticate": next((v for k, v in decisive.headers.items() if k.lower() == "www-authenticate"), None),
+        "diagnostics": (push.diagnostics + read.diagnostics)[:3],
     }
-    if 200 <= result.status < 300:
-        return accepted(f"the FHIR endpoint accepted a push without a token ({result.status})", request, answer)
-    if result.status in (401, 403):
-        return refused(f"push without a token refused with {result.status}", request, answer)
-    return refused(f"push without a token answered {result.status} (a FHIR server owes 401)", request, answer)
+    if opened:
+        what = " and ".join(w for w, _ in opened)
+        return accepted(f"the FHIR API answered a {what} without a token with {decisive.status}", request, answer)
+    statuses = {push.status, read.status}
+    if statuses & {401, 403}:
+        return refused(f"without a token: push {push.status}, search {read.status}", request, answer)
+    return refused(
+        f"without a token: push {push.status}, search {read.status} (a FHIR server owes 401)", request, answer
+    )

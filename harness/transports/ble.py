@@ -10,7 +10,8 @@ keep them short and hand the value over (a queue) for anything slow.
     BumbleCentral(link=BleLink())        emulated controller on an in-process LocalLink (CI, the lab)
     BumbleCentral(transport="usb:0")     Bumble host on a real controller (HCI over USB, serial, TCP)
     BleakCentral()                       the OS Bluetooth stack through bleak (real adapters only)
-    BumblePeripheral(link, ...)          vtlab playing a health meter or an alarm button
+    BumblePeripheral(link, ...)          vtlab playing a health meter or an alarm button (emulated radio)
+    BumblePeripheral(transport="usb:0")  the same on a real controller, for a supplier's gateway or tablet
 
 UUIDs are given as "2A35", 0x2A35 or the 128-bit text form.
 """
@@ -25,7 +26,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from harness.protocols import ble_adv
+from harness.protocols import ble_adv, ble_alarm
 from harness.protocols.ble_health import uuid16, uuid128
 
 if TYPE_CHECKING:
@@ -213,6 +214,7 @@ def _address(text: str) -> Any:
 class _Subscription:
     handler: NotifyHandler
     callback: Callable[[bytes], None] | None = None
+    indicate: bool = False  # asked for confirmed delivery on a characteristic that can do both
 
 
 class BumbleCentral:
@@ -370,10 +372,14 @@ class BumbleCentral:
         char = self._char(uuid, f"write {uuid_key(uuid)}")
         self._run(char.write_value(bytes(data), with_response=response), timeout_s, f"write {uuid_key(uuid)}")
 
-    def start_notify(self, uuid: int | str, handler: NotifyHandler, *, timeout_s: float = 5.0) -> None:
+    def start_notify(
+        self, uuid: int | str, handler: NotifyHandler, *, timeout_s: float = 5.0, indicate: bool = False
+    ) -> None:
+        """Subscribe: notifications where the characteristic can notify, else indications; `indicate=True`
+        asks for indications (confirmed delivery) where it can do both."""
         key = uuid_key(uuid)
         self._char(key, f"subscribe {key}")
-        sub = _Subscription(handler)
+        sub = _Subscription(handler, indicate=indicate)
         self._run(self._subscribe(key, sub), timeout_s, f"subscribe {key}")
         self._subs[key] = sub
 
@@ -381,16 +387,22 @@ class BumbleCentral:
         from bumble.gatt import Characteristic
 
         char = self._chars[key]
-        indication = not char.properties & Characteristic.Properties.NOTIFY
+        indication = sub.indicate or not char.properties & Characteristic.Properties.NOTIFY
         if not char.properties & (Characteristic.Properties.NOTIFY | Characteristic.Properties.INDICATE):
             raise BleError(f"{self.name}: {key} can neither notify nor indicate")
+        if indication and not char.properties & Characteristic.Properties.INDICATE:
+            raise BleError(f"{self.name}: {key} cannot indicate")
 
         def on_value(value: bytes) -> None:
             arrived = time.monotonic_ns()  # first thing: the arrival stamp
             sub.handler(Notification(key, bytes(value), arrived, indication))
 
         sub.callback = on_value
-        await char.subscribe(on_value, prefer_notify=not indication)
+        try:
+            await char.subscribe(on_value, prefer_notify=not indication)
+        except BaseException:
+            _forget_subscriber(char, on_value)  # refused (say, not encrypted): a retry must not deliver twice
+            raise
 
     def stop_notify(self, uuid: int | str, *, timeout_s: float = 5.0) -> None:
         key = uuid_key(uuid)
@@ -454,6 +466,13 @@ class BumbleCentral:
             self._own_loop.stop()
 
 
+def _forget_subscriber(char: Any, callback: Callable[[bytes], None]) -> None:
+    """Undo what Bumble's client registers before it writes the CCCD, without writing it again."""
+    proxy = char.subscribers.pop(callback, None)
+    for table in (char.client.notification_subscribers, char.client.indication_subscribers):
+        table.get(char.handle, set()).discard(proxy)
+
+
 def _bumble_uuid_key(uuid: Any) -> str:
     raw = bytes(uuid.to_bytes())
     if len(raw) == 2:
@@ -465,7 +484,7 @@ def _bumble_uuid_key(uuid: Any) -> str:
 
 NOTIFY, INDICATE, READ, WRITE, WRITE_NO_RESPONSE = "notify", "indicate", "read", "write", "write_no_response"
 
-PROFILES: dict[str, tuple[int, tuple[tuple[int, tuple[str, ...]], ...]]] = {
+PROFILES: dict[str, tuple[int | str, tuple[tuple[int | str, tuple[str, ...]], ...]]] = {
     "blood_pressure": (0x1810, ((0x2A35, (INDICATE,)), (0x2A36, (NOTIFY,)), (0x2A49, (READ,)))),
     "pulse_oximeter": (0x1822, ((0x2A5E, (INDICATE,)), (0x2A5F, (NOTIFY,)), (0x2A60, (READ,)))),
     "thermometer": (0x1809, ((0x2A1C, (INDICATE,)), (0x2A1D, (READ,)), (0x2A1E, (NOTIFY,)), (0x2A21, (READ,)))),
@@ -476,8 +495,29 @@ PROFILES: dict[str, tuple[int, tuple[tuple[int, tuple[str, ...]], ...]]] = {
     "device_information": (0x180A, ((0x2A29, (READ,)), (0x2A24, (READ,)), (0x2A25, (READ,)), (0x2A26, (READ,)))),
     "immediate_alert": (0x1802, ((0x2A06, (WRITE_NO_RESPONSE,)),)),
     "link_loss": (0x1803, ((0x2A06, (READ, WRITE)),)),
+    "vtlab_alarm": (ble_alarm.SERVICE_UUID, ((ble_alarm.ALARM_UUID, (READ, NOTIFY, INDICATE)),)),
 }
-"""Profile name -> (service UUID, ((characteristic UUID, properties), ...)): what a BumblePeripheral serves."""
+"""Profile name -> (service UUID, ((characteristic UUID, properties), ...)): what a BumblePeripheral serves.
+UUIDs are 16-bit SIG numbers or, for vendor services such as vtlab's alarm button, 128-bit text."""
+
+
+def _default_advertising(name: str, service_uuids: list[int | str]) -> bytes:
+    """Flags, name and 16-bit service UUIDs; with a vendor (128-bit) service, its UUID comes first and the
+    name is shortened to what still fits the 31 bytes of a legacy advertisement."""
+    short = [u for u in service_uuids if isinstance(u, int)]
+    long = [u for u in service_uuids if isinstance(u, str)]
+    if not long:
+        return ble_adv.ad_flags() + ble_adv.ad_name(name) + ble_adv.ad_uuid16_list(short)
+    data = ble_adv.ad_flags()
+    data += ble_adv.ad(ble_adv.AdType.COMPLETE_UUID128, b"".join(ble_alarm.uuid128_bytes(u) for u in long))
+    if short and len(data) + 2 + 2 * len(short) <= 31:
+        data += ble_adv.ad_uuid16_list(short)
+    room = 31 - len(data) - 2
+    if room > 0 and name:
+        cut = name.encode("utf-8")[:room].decode("utf-8", errors="ignore")
+        data += ble_adv.ad_name(cut, complete=cut == name) if cut else b""
+    return data
+
 
 DEFAULT_VALUES: dict[int, bytes] = {
     0x2A19: bytes([100]),
@@ -514,16 +554,19 @@ class _PeripheralState:
 
 
 class BumblePeripheral:
-    """A health meter or an alarm button on an emulated controller: GATT server, notifications/indications
-    of injected readings, connectable or connectionless advertising (BTHome, manufacturer data).
+    """A health meter or an alarm button: GATT server, notifications/indications of injected readings,
+    connectable or connectionless advertising (BTHome, manufacturer data). On an emulated controller of a
+    `BleLink`, or, with `transport=` (usb:0, hci-socket:0, tcp-client:HOST:PORT ...), on its own Bumble host
+    and loop thread over a real controller, so a supplier's gateway or tablet can pair with it.
 
     `encrypted` names characteristics that refuse reads and writes on an unencrypted link.
     """
 
     def __init__(
         self,
-        link: BleLink,
+        link: BleLink | None = None,
         *,
+        transport: str | None = None,
         name: str = "vtlab-meter",
         profiles: Iterable[str] = ("blood_pressure", "battery", "device_information"),
         values: Mapping[int | str, bytes] | None = None,
@@ -532,9 +575,16 @@ class BumblePeripheral:
         on_write: Callable[[Written], None] | None = None,
         timeout_s: float = 10.0,
     ) -> None:
+        if (link is None) == (transport is None):
+            raise ValueError("give either link (emulated) or transport= (a Bumble transport spec such as usb:0)")
         self.name = name
         self._link = link
-        self._loop = link.loop
+        self._transport: Any = None
+        self._own_loop = LoopThread(f"ble-{name}") if link is None else None
+        loop = link.loop if link is not None else self._own_loop
+        assert loop is not None
+        self._loop: LoopThread = loop
+        self._advertising: tuple[bytes, bool, float] | None = None  # what to resume after `reappear`
         self._state = _PeripheralState()
         self._on_write = on_write
         self._chars: dict[str, Any] = {}
@@ -549,8 +599,31 @@ class BumblePeripheral:
             self._state.values[uuid_key(uuid)] = bytes(value)
         self._encrypted = {uuid_key(u) for u in encrypted}
         self._vanish_on_read: set[str] = set()
-        self._device = link.make_device(name, address)
-        self._loop.run(self._setup(), timeout_s, f"{name}: set up GATT server")
+        if link is not None:
+            self._device = link.make_device(name, address)
+        else:
+            assert transport is not None
+            try:
+                opening = self._open_transport(transport, address)
+                self._loop.run(opening, timeout_s, f"open Bumble transport {transport}")
+            except BaseException:
+                self._own_loop.stop()  # type: ignore[union-attr]
+                raise
+        try:
+            self._loop.run(self._setup(), timeout_s, f"{name}: set up GATT server")
+        except BaseException:
+            if link is None:
+                self.close()
+            raise
+
+    async def _open_transport(self, spec: str, address: str | None) -> None:
+        from bumble.device import Device
+        from bumble.hci import Address
+        from bumble.transport import open_transport
+
+        self._transport = await open_transport(spec)
+        own = Address(address) if address else Address.generate_static_address()
+        self._device = Device.with_hci(self.name, own, self._transport.source, self._transport.sink)
 
     async def _setup(self) -> None:
         from bumble import gatt
@@ -577,18 +650,33 @@ class BumblePeripheral:
                         | gatt.Characteristic.Permissions.WRITE_REQUIRES_ENCRYPTION
                     )
                 value = gatt.CharacteristicValue(read=self._reader(key), write=self._writer(key))
-                char: Any = gatt.Characteristic(f"{char_uuid:04X}", flags, perms, value)
+                char: Any = gatt.Characteristic(uuid_key(char_uuid), flags, perms, value)
                 characteristics.append(char)
                 self._chars[key] = char
-            self._device.add_service(gatt.Service(f"{service_uuid:04X}", characteristics))
+            self._device.add_service(gatt.Service(uuid_key(service_uuid), characteristics))
+            for char in characteristics:
+                if _bumble_uuid_key(char.uuid) in self._encrypted:
+                    self._subscription_needs_encryption(char)
         self._device.pairing_config_factory = lambda _connection: _pairing_config(True)
         self._device.on("connection", self._on_connection)
         self._device.on("characteristic_subscription", self._on_subscription)
         await self._device.power_on()
 
+    def _subscription_needs_encryption(self, char: Any) -> None:
+        """An encrypted characteristic also refuses a subscription on an unencrypted link: its CCCD (which
+        Bumble adds readable and writeable by anyone) requires encryption to be written."""
+        from bumble import gatt
+
+        for attribute in self._device.gatt_server.attributes:
+            if (
+                attribute.type == gatt.GATT_CLIENT_CHARACTERISTIC_CONFIGURATION_DESCRIPTOR
+                and char.handle < attribute.handle <= char.end_group_handle
+            ):
+                attribute.permissions |= gatt.Characteristic.Permissions.WRITE_REQUIRES_ENCRYPTION
+
     def _reader(self, key: str) -> Callable[[Any], bytes]:
         def read(_connection: Any) -> bytes:
-            if key in self._vanish_on_read:
+            if key in self._vanish_on_read and self._link is not None:
                 self._vanish_on_read.discard(key)
                 self._link.detach_now(self._device)  # on the loop thread, before the response goes out
             return self._state.values.get(key, b"")
@@ -596,7 +684,10 @@ class BumblePeripheral:
         return read
 
     def fault_vanish_on_read(self, uuid: int | str) -> None:
-        """Fault: the next read of `uuid` takes the radio off the air mid-read (the response is never heard)."""
+        """Fault: the next read of `uuid` takes the radio off the air mid-read (the response is never heard).
+        Only an emulated radio can fall silent mid-read."""
+        if self._link is None:
+            raise BleError(f"{self.name}: vanishing mid-read needs an emulated radio (emulated:<name>)")
         self._vanish_on_read.add(uuid_key(uuid))
 
     def _writer(self, key: str) -> Callable[[Any, bytes], None]:
@@ -611,7 +702,14 @@ class BumblePeripheral:
 
     def _on_connection(self, connection: Any) -> None:
         self._state.connected.set()
-        connection.on("disconnection", lambda *_: self._state.connected.clear())
+        connection.on("disconnection", lambda *_: self._on_disconnection())
+
+    def _on_disconnection(self) -> None:
+        """A subscription lives as long as its link: after a disconnection nobody listens until the central
+        subscribes again (Bumble drops the link's CCCD values without a subscription event)."""
+        self._state.connected.clear()
+        for event in self._state.subscribed.values():
+            event.clear()
 
     def _on_subscription(self, _connection: Any, characteristic: Any, notify: bool, indicate: bool) -> None:
         key = _bumble_uuid_key(characteristic.uuid)
@@ -641,7 +739,8 @@ class BumblePeripheral:
         Connectable advertising restarts by itself after a disconnection, so a central can reconnect.
         """
         if data is None:
-            data = ble_adv.ad_flags() + ble_adv.ad_name(self.name) + ble_adv.ad_uuid16_list(self._service_uuids)
+            data = _default_advertising(self.name, self._service_uuids)
+        self._advertising = (bytes(data), connectable, interval_ms)
         self._loop.run(self._advertise(bytes(data), connectable, interval_ms), timeout_s, f"{self.name}: advertise")
 
     async def _advertise(self, data: bytes, connectable: bool, interval_ms: float) -> None:
@@ -682,9 +781,9 @@ class BumblePeripheral:
         from bumble.gatt import Characteristic
 
         if char.properties & Characteristic.Properties.NOTIFY:
-            await self._device.notify_subscribers(char, value)
-        else:
-            await self._device.indicate_subscribers(char, value)
+            await self._device.notify_subscribers(char, value)  # those whose CCCD asks for notifications
+        if char.properties & Characteristic.Properties.INDICATE:
+            await self._device.indicate_subscribers(char, value)  # those asking for indications
 
     def send_reading(self, reading: Any, *, timeout_s: float = 5.0) -> bytes:
         """Encode a `ble_health` reading and send it on its characteristic; returns the bytes sent."""
@@ -703,15 +802,36 @@ class BumblePeripheral:
             await connection.disconnect(HCI_REMOTE_USER_TERMINATED_CONNECTION_ERROR)
 
     def vanish(self) -> None:
-        """The radio goes silent (battery pulled, out of range): no disconnection is sent to anyone."""
-        self._link.detach(self._device)
+        """The radio goes silent (battery pulled, out of range): no disconnection is sent to anyone. A real
+        controller cannot fall silent on request: there it stops advertising and ends its links instead."""
+        if self._link is not None:
+            self._link.detach(self._device)
+            return
+        self._loop.run(self._switch_off(), 5.0, f"{self.name}: switch off")
+
+    async def _switch_off(self) -> None:
+        if self._device.is_advertising:
+            await self._device.stop_advertising()
+        await self._disconnect_all()
 
     def reappear(self) -> None:
-        self._link.attach(self._device)
+        if self._link is not None:
+            self._link.attach(self._device)
+        elif self._advertising is not None:
+            data, connectable, interval_ms = self._advertising
+            self.start_advertising(data, connectable=connectable, interval_ms=interval_ms)
 
     def close(self) -> None:
+        if self._own_loop is not None:  # a real controller: stop advertising first, so no restart races the close
+            with contextlib.suppress(BleError):
+                self._loop.run(self._switch_off(), 5.0, f"{self.name}: switch off")
         with contextlib.suppress(BleError):
             self._loop.run(self._device.power_off(), 5.0, f"{self.name}: power off")
+        if self._own_loop is not None:
+            if self._transport is not None:
+                with contextlib.suppress(BleError):
+                    self._own_loop.run(self._transport.close(), 5.0, f"{self.name}: close transport")
+            self._own_loop.stop()
 
 
 # --- bleak (real adapters through the OS stack) ------------------------------------------------------------------

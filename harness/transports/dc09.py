@@ -1,9 +1,12 @@
 """SIA DC-09 over TCP and UDP with asyncio: a receiving centre (`DC09Receiver`) and an alarm transmitter
 (`DC09Transmitter`). The protocol rules live in `harness.protocols.dc09`; this module only moves bytes.
 
-Arrivals are stamped with `time.monotonic_ns()` in the reading coroutine right after the bytes arrive, before
-any parsing or callback, so event-loop work after the read never enters a measured latency. The lead runs
-these on their own loop thread; no blocking entry points here.
+Arrivals are stamped with `time.monotonic_ns()` in the protocol callback that takes the bytes off the socket
+(`_StampedReader.feed_data` on TCP, `datagram_received` on UDP), before any parsing or callback, so the turns
+of the event loop between the bytes' arrival and the reading coroutine's wake-up (and whatever else the loop
+runs meanwhile) never enter a measured latency. Reads wait under `asyncio.timeout`, not `wait_for`, which
+would add a task and turns of the loop per read. The lead runs these on their own loop thread; no blocking
+entry points here. asyncio sets TCP_NODELAY on its TCP transports, so replies never wait for a delayed ACK.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, SupportsIndex
 
 from harness.protocols.base import ProtocolError
 from harness.protocols.dc09 import (
@@ -45,6 +48,35 @@ OnRefused = Callable[[bytes, str], None]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+class _StampedReader(asyncio.StreamReader):
+    """A StreamReader that notes when bytes last came off the socket (in the transport's callback)."""
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.arrived_ns = 0
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        self.arrived_ns = time.monotonic_ns()
+        super().feed_data(data)
+
+
+async def _read(reader: asyncio.StreamReader, n: int, timeout_s: float | None) -> tuple[bytes, int]:
+    """Up to `n` bytes and when the last of them arrived (TimeoutError after `timeout_s`)."""
+    async with asyncio.timeout(timeout_s):
+        data = await reader.read(n)
+    arrived_ns = reader.arrived_ns if isinstance(reader, _StampedReader) else time.monotonic_ns()
+    return data, arrived_ns
+
+
+async def _open_stamped(host: str, port: int, limit: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """`asyncio.open_connection` with a `_StampedReader`."""
+    loop = asyncio.get_running_loop()
+    reader = _StampedReader(limit, loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport, _ = await loop.create_connection(lambda: protocol, host, port)
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
 def _peer(addr: object) -> Peer:
@@ -108,7 +140,13 @@ class DC09Receiver:
             port = requested
             try:
                 if self._tcp:
-                    server = await asyncio.start_server(self._handle_tcp, self.host, port, limit=self.max_frame_bytes)
+
+                    def stamped() -> asyncio.StreamReaderProtocol:  # asyncio.start_server, with a _StampedReader
+                        return asyncio.StreamReaderProtocol(
+                            _StampedReader(self.max_frame_bytes, loop), self._handle_tcp, loop=loop
+                        )
+
+                    server = await loop.create_server(stamped, self.host, port)
                     port = server.sockets[0].getsockname()[1]
                 if self._udp:
                     transport, _ = await loop.create_datagram_endpoint(
@@ -182,13 +220,9 @@ class DC09Receiver:
         try:
             while True:
                 try:
-                    if self.idle_timeout_s is None:
-                        data = await reader.read(self.max_frame_bytes)
-                    else:
-                        data = await asyncio.wait_for(reader.read(self.max_frame_bytes), self.idle_timeout_s)
+                    data, arrived_ns = await _read(reader, self.max_frame_bytes, self.idle_timeout_s)
                 except (TimeoutError, ConnectionError, OSError):
                     break
-                arrived_ns = time.monotonic_ns()
                 if not data:
                     break
                 for item in splitter.feed(data):
@@ -305,7 +339,7 @@ class _Link:
     async def open(self, timeout_s: float) -> None:
         if self.path.protocol == "tcp":
             self.reader, self.writer = await asyncio.wait_for(
-                asyncio.open_connection(self.path.host, self.path.port, limit=self.max_frame_bytes), timeout_s
+                _open_stamped(self.path.host, self.path.port, self.max_frame_bytes), timeout_s
             )
         else:
             loop = asyncio.get_running_loop()
@@ -336,9 +370,9 @@ class _Link:
             if remaining <= 0:
                 raise TimeoutError
             if self.reader is None:
-                return await asyncio.wait_for(self.queue.get(), remaining)
-            data = await asyncio.wait_for(self.reader.read(self.max_frame_bytes), remaining)
-            arrived_ns = time.monotonic_ns()
+                async with asyncio.timeout(remaining):
+                    return await self.queue.get()
+            data, arrived_ns = await _read(self.reader, self.max_frame_bytes, remaining)
             if not data:
                 raise ConnectionError("receiver closed the connection")
             for item in self.splitter.feed(data):

@@ -92,6 +92,17 @@ def client_ssl_context(
     return ctx
 
 
+KEPT = 10_000
+"""A receiver keeps at most this many recent arrivals, refusals and deliveries for inspection (tools and
+tests); callbacks see every one. A long-running receiving centre must not grow without bound."""
+
+
+def _keep(items: list[Any], item: Any) -> None:
+    items.append(item)
+    if len(items) > KEPT:
+        del items[: len(items) - KEPT // 2]  # amortised: trim half at a time
+
+
 # --- the wire: sockets feeding one sans-I/O core -------------------------------------------------
 
 
@@ -668,43 +679,60 @@ class ScaipReceiver:
 
     def _on_output(self, out: Output) -> None:
         if isinstance(out, MrqArrived):
-            task = asyncio.create_task(self._answer(out))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._take(out)
         elif isinstance(out, Refused):
-            self.refused.append(out)
+            _keep(self.refused, out)
             if self.on_refused is not None:
                 try:
                     self.on_refused(out.raw, out.reason)
                 except Exception as exc:  # a user's callback must not stop the receiver
-                    self.callback_errors.append(exc)
+                    _keep(self.callback_errors, exc)
             self._notify()
         elif isinstance(out, MrsDelivered):
-            self.delivered.append(out)
+            _keep(self.delivered, out)
             self._notify()
 
-    async def _answer(self, arrived: MrqArrived) -> None:
-        mrs: Mrs | None
+    def _take(self, arrived: MrqArrived) -> None:
+        """Call `on_message` at once, in the callback that read the request (no turn of the loop between
+        the arrival and the harness's callback); only an awaitable answer waits in a task."""
         try:
             if self.on_message is None:
-                mrs = scaip.reply_for(arrived.mrq)
+                result: Mrs | Awaitable[Mrs | None] | None = scaip.reply_for(arrived.mrq)
             else:
                 result = self.on_message(arrived.mrq, arrived.arrived_ns, arrived.peer)
-                mrs = await result if inspect.isawaitable(result) else result
         except Exception as exc:  # the callback is the harness's own: record, answer "not treated"
-            self.callback_errors.append(exc)
-            mrs = scaip.reply_for(arrived.mrq, StatusNumber.NOT_TREATED, ste="receiver callback failed")
+            self._answer(arrived, self._callback_failed(arrived, exc))
+            return
+        if not inspect.isawaitable(result):
+            self._answer(arrived, result)
+            return
+        task = asyncio.ensure_future(self._answer_later(arrived, result))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer_later(self, arrived: MrqArrived, result: Awaitable[Mrs | None]) -> None:
+        try:
+            mrs = await result
+        except Exception as exc:
+            mrs = self._callback_failed(arrived, exc)
+        self._answer(arrived, mrs)
+
+    def _callback_failed(self, arrived: MrqArrived, exc: Exception) -> Mrs:
+        _keep(self.callback_errors, exc)
+        return scaip.reply_for(arrived.mrq, StatusNumber.NOT_TREATED, ste="receiver callback failed")
+
+    def _answer(self, arrived: MrqArrived, mrs: Mrs | None) -> None:
         replied_ns: int | None = None
         if mrs is not None and self.core is not None:
             replied_ns = time.monotonic_ns()
             self.wire.handle(self.core.reply(arrived, mrs, replied_ns))
         arrival = Arrival(arrived.mrq, arrived.peer, arrived.arrived_ns, mrs, replied_ns)
-        self.arrivals.append(arrival)
+        _keep(self.arrivals, arrival)
         if self.on_arrival is not None:
             try:
                 self.on_arrival(arrival)
             except Exception as exc:
-                self.callback_errors.append(exc)
+                _keep(self.callback_errors, exc)
         self._notify()
 
     def _notify(self) -> None:

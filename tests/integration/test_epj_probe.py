@@ -494,3 +494,25 @@ def test_failed_tls_handshake_and_unsupported_method_are_reported(
         urllib.request.urlopen(req, context=ctx, timeout=10)
     assert e.value.code == 501
     assert rec.refused[-1][0].method == "PATCH" and rec.refused[-1][1] == 501
+
+
+@pytest.mark.parametrize(("lookback_s", "found"), [(5, 1), (0, 0)])
+def test_a_record_committed_with_an_older_stamp_is_found_within_the_lookback(
+    probe: EpjProbe, certs: Certs, lookback_s: int, found: int
+) -> None:
+    """A record the platform commits after a newer one, stamped 2 s earlier (another writer, a clock a
+    little behind): a search from the newest stamp seen misses it; one that reaches back finds it, once."""
+    reader = probe.new_client("vtlab-epj-poller", READ)
+    now = time.time()
+
+    def add_at(at: float, code: str) -> None:  # the store stamps in order; the platform here does not
+        stored = probe.add_to_store(ORG, vkp.alert_issue(PATIENT, BUTTON, code, T0))
+        stored["meta"]["lastUpdated"] = dt.datetime.fromtimestamp(at, dt.UTC).isoformat().replace("+00:00", "Z")
+
+    poller = EpjPoller(probe.base_url(ORG), token_provider=provider(probe, reader, certs),
+                       on_resource=lambda s, ns: None, ca=certs.ca, lookback=timedelta(seconds=lookback_s))
+    add_at(now, "1.17")
+    assert poller.poll_once() == 1
+    add_at(now - 2, "1.19")
+    assert poller.poll_once() == found
+    assert poller.poll_once() == 0  # and never twice

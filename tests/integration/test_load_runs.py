@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from harness.errors import InputError
 from harness.lab.broker import find_mosquitto
 from harness.lab.config import BrokerSettings, DeviceSettings, LabConfig
 from harness.lab.process import LabProcess
@@ -248,3 +249,21 @@ def test_a_broker_restart_during_a_load_run_is_survived_and_counted(tmp_path: Pa
     assert crit["lost"]["measured"] == lost and crit["lost"]["verdict"] == ("pass" if lost == 0 else "fail")
     texts = " ".join(f["text"] for f in result.summary["findings"])
     assert "lost its connection" in texts  # the run says what happened
+
+
+def test_a_run_without_acknowledgement_sends_none_and_still_measures_every_alarm(tmp_path: Path) -> None:
+    """`acknowledge: false`: the probes answer nothing (the lab's ledger has no centre acknowledgement),
+    every alarm is still correlated and measured, and asking for ack_latency is refused at load time."""
+    need_mosquitto()
+    path = scenario(tmp_path, "{shape: steady, devices: 10, rate: 10/s, duration: 4s, heartbeat: 2s, drain: 2s, "
+                              "acknowledge: false}", CRITERIA)
+    result = run(tmp_path, path)
+    assert result.status == "completed", result.faults
+    crit = criteria(result)
+    assert crit["alarm_latency"]["n"] == crit["alarm_latency"]["arrived"] == 40
+    assert not [e for e in ledger(result.run_dir) if e["action"] == "centre_ack"]
+    (tmp_path / "bad").mkdir()
+    bad = scenario(tmp_path / "bad", "{shape: steady, devices: 10, rate: 10/s, duration: 4s, acknowledge: false}",
+                   CRITERIA + '  - {metric: ack_latency, p99: "<= 10s"}\n')
+    with pytest.raises(InputError, match="ack_latency"):
+        run(tmp_path / "bad", bad)

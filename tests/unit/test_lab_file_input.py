@@ -141,3 +141,18 @@ def test_a_dc09_device_without_an_account_is_refused(tmp_path: Path) -> None:
     data["devices"]["sa-odd"]["via"] = "dc09"  # type: ignore[index]
     err = refused(tmp_path, data)
     assert "DC-09 account" in err.problem
+
+
+@pytest.mark.parametrize(("key", "value", "words"), [
+    ("interval", "50ms", "a poll interval of 50ms is outside 100ms..10m"),
+    ("skew", "6m", "a clock-skew allowance of 6m is outside 0s..5m"),
+    ("timeout", "3m", "a search timeout of 3m is outside 100ms..2m"),
+])
+def test_pull_durations_out_of_range_are_refused_with_the_range(tmp_path: Path, key: str, value: str,
+                                                                words: str) -> None:
+    data = embedded()
+    probes = dict(data["probes"])  # type: ignore[arg-type]
+    probes["journal"] = {"kind": "epj", "epj": {"orgnr": "999888777", "mode": "pull", key: value}}
+    data["probes"] = probes
+    err = refused(tmp_path, data)
+    assert words in err.problem and "write e.g." in (err.fix or "")

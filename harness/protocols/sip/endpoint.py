@@ -5,11 +5,18 @@ it datagrams or stream frames with the arrival time and the peer address, sends 
 it returns, and calls `tick` at `wake_at_ns`. Requests other than MESSAGE are answered here (OPTIONS
 200, others 405) so the user sees only MESSAGE; malformed input becomes `MessageRefused` (with a 400 or
 505 when the request could be read far enough to answer it), never an exception.
+
+Timers are kept in a heap, so the cost of a message does not grow with the transactions still alive:
+over UDP a completed transaction lingers for Timer J (32 s) or Timer K (5 s), thousands of them under
+load, and a scan of them all on every message cost milliseconds per alarm.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Iterable
+from typing import Any
 
 from harness.protocols.base import ProtocolError
 from harness.protocols.sip.events import (
@@ -49,6 +56,10 @@ class SipEndpoint:
         self.user_agent = user_agent
         self._clients: dict[str, tuple[ClientTransaction, Peer]] = {}
         self._servers: dict[str, tuple[ServerTransaction, Peer]] = {}
+        self._wakes: list[tuple[int, int, bool, str]] = []
+        """Heap of (wake_at_ns, order, is_client, key); an entry is live while its transaction still wakes
+        at that time (entries left behind by a transaction that moved on are dropped when they surface)."""
+        self._order = itertools.count()
 
     # --- input ---------------------------------------------------------------------------------
 
@@ -83,7 +94,7 @@ class SipEndpoint:
         events: list[Event] = [Transmit(data, txn_peer) for data in step.transmit]
         if step.response is not None:
             events.append(ResponseReceived(key, step.response, peer, now_ns))
-        self._reap()
+        self._settle(True, key, txn)
         return events
 
     def _on_request(self, request: Request, peer: Peer, now_ns: int) -> list[Event]:
@@ -99,6 +110,7 @@ class SipEndpoint:
             return self._stateless(request, 503, peer, extra=(("Retry-After", "5"),))
         txn = ServerTransaction(request, reliable=self.reliable, timers=self.timers, now_ns=now_ns)
         self._servers[key] = (txn, peer)
+        self._settle(False, key, txn)
         if request.method == "OPTIONS":
             return self.respond(
                 request, self.response(request, 200, extra=(("Allow", ", ".join(ALLOWED_METHODS)),)), now_ns
@@ -161,7 +173,7 @@ class SipEndpoint:
             return []  # the transaction has ended (Timer J): too late to answer
         txn, peer = entry
         step = txn.respond(response, now_ns)
-        self._reap()
+        self._settle(False, txn.key, txn)
         return [Transmit(data, peer) for data in step.transmit]
 
     def send_request(self, request: Request, peer: Peer, now_ns: int) -> tuple[str, list[Event]]:
@@ -171,6 +183,7 @@ class SipEndpoint:
             raise ValueError(f"a transaction with branch/method {txn.key} is already running")
         self._clients[txn.key] = (txn, peer)
         step = txn.start(now_ns)
+        self._settle(True, txn.key, txn)
         return txn.key, [Transmit(data, peer) for data in step.transmit]
 
     def transport_failed(self, key: str) -> list[Event]:
@@ -191,31 +204,60 @@ class SipEndpoint:
     def tick(self, now_ns: int) -> list[Event]:
         """Fire due timers: retransmissions (Timer E), timeouts (Timer F), ends (Timers K, J)."""
         events: list[Event] = []
-        for key, (ctxn, peer) in list(self._clients.items()):
-            if ctxn.wake_at_ns is not None and ctxn.wake_at_ns <= now_ns:
+        while self._wakes and self._wakes[0][0] <= now_ns:
+            at, _, is_client, key = heapq.heappop(self._wakes)
+            if is_client:
+                centry = self._clients.get(key)
+                if centry is None or centry[0].wake_at_ns != at:
+                    continue  # the transaction ended or moved its timer since this entry was pushed
+                ctxn, peer = centry
                 step = ctxn.tick(now_ns)
                 events.extend(Transmit(data, peer) for data in step.transmit)
                 if step.timed_out:
                     events.append(TransactionTimedOut(key, ctxn.request))
-        for stxn, _ in list(self._servers.values()):
-            if stxn.wake_at_ns is not None and stxn.wake_at_ns <= now_ns:
-                stxn.tick(now_ns)
-        self._reap()
+                self._settle(True, key, ctxn)
+            else:
+                sentry = self._servers.get(key)
+                if sentry is None or sentry[0].wake_at_ns != at:
+                    continue
+                sentry[0].tick(now_ns)
+                self._settle(False, key, sentry[0])
         return events
 
     @property
     def wake_at_ns(self) -> int | None:
-        times = [t.wake_at_ns for t, _ in self._clients.values() if t.wake_at_ns is not None]
-        times += [t.wake_at_ns for t, _ in self._servers.values() if t.wake_at_ns is not None]
-        return min(times) if times else None
+        while self._wakes:
+            at, _, is_client, key = self._wakes[0]
+            entry = (self._clients if is_client else self._servers).get(key)
+            if entry is not None and entry[0].wake_at_ns == at:
+                return at
+            heapq.heappop(self._wakes)
+        return None
 
     @property
     def transactions(self) -> tuple[int, int]:
         """(client, server) transactions alive."""
         return len(self._clients), len(self._servers)
 
-    def _reap(self) -> None:
-        for key in [k for k, (c, _) in self._clients.items() if c.state is State.TERMINATED]:
-            del self._clients[key]
-        for key in [k for k, (s, _) in self._servers.items() if s.state is State.TERMINATED]:
-            del self._servers[key]
+    def _settle(self, is_client: bool, key: str, txn: ClientTransaction | ServerTransaction) -> None:
+        """After a call into transaction `key`: forget it once terminated, else queue its next wake-up."""
+        table: dict[str, Any] = self._clients if is_client else self._servers
+        if txn.state is State.TERMINATED:
+            if (entry := table.get(key)) is not None and entry[0] is txn:
+                del table[key]
+            return
+        at = txn.wake_at_ns
+        if at is not None:
+            heapq.heappush(self._wakes, (at, next(self._order), is_client, key))
+        if len(self._wakes) > 64 + 4 * (len(self._clients) + len(self._servers)):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Rebuild the heap from the live transactions (bounds the entries left behind)."""
+        wakes: list[tuple[int, int, bool, str]] = []
+        for is_client, table in ((True, self._clients), (False, self._servers)):
+            for key, (txn, _) in table.items():
+                if (at := txn.wake_at_ns) is not None:
+                    wakes.append((at, next(self._order), is_client, key))
+        heapq.heapify(wakes)
+        self._wakes = wakes

@@ -8,14 +8,18 @@ answer (400, 505, 413) and, when the headers could be read, the `partial` reques
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from harness.protocols.base import MAX_FRAME_BYTES, ProtocolError
 from harness.protocols.sip import _abnf
 from harness.protocols.sip.events import LIST_HEADERS, Headers, Message, Request, Response, canonical_name
+
+T = TypeVar("T")
 
 PROTOCOL = "SIP"
 MAX_MESSAGE_BYTES = MAX_FRAME_BYTES
@@ -161,8 +165,29 @@ def _params_text(params: Iterable[tuple[str, str | None]]) -> str:
     return out
 
 
+CACHED_VALUE_CHARS = 512
+"""Header values up to this long are parsed once and remembered (bounded LRU): a transaction reads the top
+Via, From, To and CSeq of one message several times (validation, transaction key, response), and the
+parsed forms are immutable. Longer values are parsed every time, so hostile input cannot fill memory."""
+
+
+def _remembered(parse: Callable[[str, str], T]) -> Callable[[str, str], T]:
+    cached = functools.lru_cache(maxsize=1024)(parse)
+
+    @functools.wraps(parse)
+    def read(value: str, what: str) -> T:
+        return cached(value, what) if len(value) <= CACHED_VALUE_CHARS else parse(value, what)
+
+    return read
+
+
 def parse_via(value: str) -> list[Via]:
     """Every Via entry in one header line's value."""
+    return list(_parse_vias(value, "Via"))
+
+
+@_remembered
+def _parse_vias(value: str, _what: str) -> tuple[Via, ...]:
     vias: list[Via] = []
     for entry in split_list(value):
         m = _abnf.sent_protocol.match(entry)
@@ -179,7 +204,7 @@ def parse_via(value: str) -> list[Via]:
         vias.append(Via(m.group("transport").upper(), sb.group("host"), port, params))
     if not vias:
         raise SipParseError("Via: empty")
-    return vias
+    return tuple(vias)
 
 
 def _port(text: str | None, what: str) -> int | None:
@@ -215,6 +240,11 @@ class NameAddr:
 
 def parse_name_addr(value: str, what: str = "name-addr") -> NameAddr:
     """`"Name" <sip:a@b>;tag=x`, `Name <sip:a@b>`, or `sip:a@b;tag=x` (addr-spec: parameters are the header's)."""
+    return _parse_name_addr(value, what)
+
+
+@_remembered
+def _parse_name_addr(value: str, what: str) -> NameAddr:
     text = value.strip()
     display: str | None = None
     if text.startswith('"'):
@@ -284,6 +314,11 @@ class CSeq:
 
 
 def parse_cseq(value: str) -> CSeq:
+    return _parse_cseq(value, "CSeq")
+
+
+@_remembered
+def _parse_cseq(value: str, _what: str) -> CSeq:
     m = _abnf.CSeq.fullmatch(value.strip())
     if not m:
         raise SipParseError(f"CSeq: malformed {value[:40]!r}")
