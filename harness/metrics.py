@@ -70,8 +70,15 @@ class Latency:
     samples: list[tuple[int, int]] = field(default_factory=list)  # (stimulus t_ns, latency ns), arrived in time
     late_samples: list[tuple[int, int]] = field(default_factory=list)  # arrived, but after `within`
     censored_by: dict[str, int] = field(default_factory=dict)  # outcome -> count
+    before_stimulus: int = 0  # arrivals stamped before their stimulus (recorded as 0)
 
     def record(self, t_ns: int, latency_ns: int) -> None:
+        """A real device observed by radio is stamped when vtlab hears it; the platform's own gateway may
+        hear it first and deliver before that stamp. The true latency is then unknown but not negative:
+        it is recorded as 0 and counted, never as a negative time."""
+        if latency_ns < 0:
+            self.before_stimulus += 1
+            latency_ns = 0
         self.histogram.record_value(max(1, min(latency_ns, HIGHEST_NS)))
         self.samples.append((t_ns, latency_ns))
 
@@ -125,6 +132,8 @@ class Latency:
             v = self.statistic(s)
             out[s] = None if v is not None and math.isinf(v) else v
         out.update(n=self.n, arrived=self.arrived, not_arrived=self.censored)
+        if self.before_stimulus:
+            out["before_stimulus"] = self.before_stimulus
         return out
 
 
@@ -264,8 +273,9 @@ def compute(
             m.problem_details.append(f"{row['stimulus_cid']}: {row['detail']}")
         elif outcome == "lost":
             m.counts["lost"] += 1
-            m.lost_cids.append(row["stimulus_cid"] if row["metric"] == "alarm_latency"
-                               else f"{row['stimulus_cid']} ({row['metric']})")
+            m.lost_cids.append(
+                row["stimulus_cid"] if row["metric"] == "alarm_latency" else f"{row['stimulus_cid']} ({row['metric']})"
+            )
     m.expected = len(expectations)
     m.arrivals = len(delivered)
     if stim and delivered:

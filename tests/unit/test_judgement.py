@@ -26,11 +26,25 @@ def arrival(row_id: int, cid: str, t_ms: float, kind: str = "alarm") -> dict[str
     return {"id": row_id, "cid": cid, "t_ns": int(t_ms * MS), "kind": kind, "payload": json.dumps({"cid": cid})}
 
 
-def match(cid: str, arrival_id: int | None, latency_ms: float | None, outcome: str = "ok", seq: int = 1,
-          metric: str = "alarm_latency") -> dict[str, Any]:
-    return {"stimulus_cid": cid, "arrival_id": arrival_id, "device": "sa-1", "seq": seq, "step": 1,
-            "metric": metric, "latency_ns": None if latency_ms is None else int(latency_ms * MS),
-            "outcome": outcome, "detail": None}
+def match(
+    cid: str,
+    arrival_id: int | None,
+    latency_ms: float | None,
+    outcome: str = "ok",
+    seq: int = 1,
+    metric: str = "alarm_latency",
+) -> dict[str, Any]:
+    return {
+        "stimulus_cid": cid,
+        "arrival_id": arrival_id,
+        "device": "sa-1",
+        "seq": seq,
+        "step": 1,
+        "metric": metric,
+        "latency_ns": None if latency_ms is None else int(latency_ms * MS),
+        "outcome": outcome,
+        "detail": None,
+    }
 
 
 def test_durations_rates_and_limits() -> None:
@@ -51,8 +65,12 @@ def test_durations_rates_and_limits() -> None:
 def test_lost_duplicated_and_out_of_order_alarms_are_counted_from_rows() -> None:
     stimuli = [stimulus("a", 0, 1), stimulus("b", 10, 2), stimulus("c", 20, 3), stimulus("d", 30, 4)]
     arrivals = [arrival(1, "a", 1), arrival(2, "c", 21), arrival(3, "b", 25), arrival(4, "b", 26)]
-    matches = [match("a", 1, 1, seq=1), match("b", 3, 15, seq=2), match("c", 2, 1, seq=3),
-               match("d", None, None, "lost", seq=4)]
+    matches = [
+        match("a", 1, 1, seq=1),
+        match("b", 3, 15, seq=2),
+        match("c", 2, 1, seq=3),
+        match("d", None, None, "lost", seq=4),
+    ]
     m = compute(stimuli, arrivals, matches)
     assert m.counts["lost"] == 1 and m.lost_cids == ["d"]
     assert m.counts["duplicates"] == 1 and m.duplicate_cids == ["b"]
@@ -60,6 +78,19 @@ def test_lost_duplicated_and_out_of_order_alarms_are_counted_from_rows() -> None
     lat = m.latencies["alarm_latency"]
     assert (lat.n, lat.arrived, lat.censored) == (4, 3, 1)  # n counts every expectation, the lost one too
     assert m.value("lost", "rate") == pytest.approx(0.25)
+
+
+def test_an_arrival_stamped_before_its_observed_stimulus_counts_as_zero_latency_not_negative() -> None:
+    """A real device observed by radio: the platform's gateway heard it first and delivered 2 ms before
+    vtlab's own radio stamped the event. Not a negative time, not a lost alarm: 0, and counted."""
+    stimuli = [stimulus("a", 10, 1), stimulus("b", 20, 2)]
+    arrivals = [arrival(1, "a", 8), arrival(2, "b", 25)]
+    m = compute(stimuli, arrivals, [match("a", 1, -2, seq=1), match("b", 2, 5, seq=2)])
+    lat = m.latencies["alarm_latency"]
+    assert [v for _, v in lat.samples] == [0, 5 * MS]
+    assert (lat.arrived, lat.censored, lat.before_stimulus) == (2, 0, 1)
+    assert lat.summary()["before_stimulus"] == 1 and lat.summary()["min"] is not None and lat.summary()["min"] >= 0
+    assert m.counts["lost"] == 0
 
 
 def test_latency_percentiles_keep_three_significant_digits() -> None:
@@ -91,7 +122,7 @@ def test_no_samples_is_a_failure_not_a_pass() -> None:
 
 
 def _judgement(covers: list[str], metric: str, measured_fail: bool) -> ScenarioJudgement:
-    rows = ([match("a", None, None, "lost")] if measured_fail else [match("a", 1, 5)])
+    rows = [match("a", None, None, "lost")] if measured_fail else [match("a", 1, 5)]
     m = compute([stimulus("a", 0, 1)], [arrival(1, "a", 5)] if not measured_fail else [], rows)
     crit = CriterionDef(metric, "count", "== 0", None, "count", tuple(covers))
     return ScenarioJudgement("s", "t", ScenarioStatus.COMPLETED, covers, judge("s", [crit], m), m)
@@ -191,11 +222,18 @@ def test_a_latency_percentile_is_over_every_alarm_sent_not_only_those_that_arriv
 
 def test_five_percent_dropped_fails_p99_as_well_as_lost() -> None:
     stimuli = [stimulus(f"s{i}", i, i) for i in range(100)]
-    matches = [match(f"s{i}", None, None, "lost", seq=i) if i % 20 == 0 else match(f"s{i}", i, 6, seq=i)
-               for i in range(100)]
+    matches = [
+        match(f"s{i}", None, None, "lost", seq=i) if i % 20 == 0 else match(f"s{i}", i, 6, seq=i) for i in range(100)
+    ]
     m = compute(stimuli, [arrival(i, f"s{i}", i + 6) for i in range(100) if i % 20], matches)
-    results = judge("s", [_criterion("alarm_latency", "p99", "<= 30s", None, Dimension.TIME),
-                          CriterionDef("lost", "count", "== 0", None, "count", ("TA-1.4",))], m)
+    results = judge(
+        "s",
+        [
+            _criterion("alarm_latency", "p99", "<= 30s", None, Dimension.TIME),
+            CriterionDef("lost", "count", "== 0", None, "count", ("TA-1.4",)),
+        ],
+        m,
+    )
     assert [r.verdict for r in results] == ["fail", "fail"]
     assert "95 arrived in time, 5 did not: 5 lost" in results[0].detail
 
