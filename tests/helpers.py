@@ -57,16 +57,23 @@ def partial_suite_contract() -> Path:
     return _RELAXED[0]
 
 
-def run_vtlab(*args: str, report_dir: Path, run_id: str = "test-run", cwd: Path = ROOT,
-              timeout: float = 300, env: dict[str, str] | None = None,
-              contract: Path | None = None) -> VtlabResult:
+def run_vtlab(
+    *args: str,
+    report_dir: Path,
+    run_id: str = "test-run",
+    cwd: Path = ROOT,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+    contract: Path | None = None,
+) -> VtlabResult:
     """`vtlab run ...` as a user types it, in a subprocess. Without `contract`, a single scenario is judged
     alone (partial_suite_contract); pass `contract=CONTRACT` for the example contract's own rule."""
     chosen = contract or (None if "--contract" in args else partial_suite_contract())
     extra = ["--contract", str(chosen)] if chosen else []
     cmd = [str(VTLAB), "run", "--report-dir", str(report_dir), "--run-id", run_id, *extra, *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=timeout,
-                          env={**os.environ, **(env or {})}, check=False)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=cwd, timeout=timeout, env={**os.environ, **(env or {})}, check=False
+    )
     result = VtlabResult(proc.returncode, proc.stdout, proc.stderr, report_dir, run_id)
     assert_one_verdict(result)
     return result
@@ -153,7 +160,6 @@ class Suite:
         return path
 
 
-
 BUTTON_PRESSES = """
     title: Knappetrykk {repeat} ganger
     covers: [TA-1.1, TA-1.4, TA-1.5, TA-1.6]
@@ -176,3 +182,16 @@ BUTTON_PRESSES = """
 
 def button_presses(repeat: int = 100, pace: str = "50/s", within: str = "1s") -> str:
     return BUTTON_PRESSES.format(repeat=repeat, pace=pace, within=within)
+
+
+def load_scenario_with(path: Path, folder: Path, **load: object) -> Path:
+    """A copy of a load scenario file with some of its `load:` settings changed (e.g. a short `within`, so
+    a run with dropped alarms judges them lost after seconds instead of the contract's limit)."""
+    import yaml
+
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["load"].update(load)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / path.name
+    out.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return out

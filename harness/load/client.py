@@ -66,6 +66,7 @@ class FleetClient(MqttClient):
         self._green: Any = None
         self._poll: Any = None  # a poll object on the current socket (readable now?), with its fd
         self._poll_fd = -1
+        self._flushing: Any = None  # the greenlet finishing a write the publisher could not complete
         if green_loop_default():
             # MqttClient.connect/close call loop_start/loop_stop: here they start and stop the greenlet
             self._client.loop_start = self._green_start  # type: ignore[method-assign]
@@ -154,10 +155,44 @@ class FleetClient(MqttClient):
         except (OSError, ValueError):
             return False
 
+    def _flush_later(self) -> None:
+        """Finish a write the publishing greenlet left half done (a full send buffer). The connection's
+        greenlet may be waiting for a read alone, decided before this publish; without this the rest of
+        the message waited for the next packet from the broker or the idle wake-up (up to IDLE_WAKE_S),
+        and its latency was charged to the platform."""
+        if self._green is None or self._flushing is not None:
+            return
+        import gevent
+
+        self._flushing = gevent.spawn(self._flush)
+
+    def _flush(self) -> None:
+        from gevent.socket import wait_write
+
+        c = self._client
+        try:
+            while not self._closing and c.want_write():
+                sock = c.socket()
+                if sock is None:
+                    return
+                try:
+                    wait_write(sock.fileno(), timeout=IDLE_WAKE_S)
+                except TimeoutError:
+                    continue
+                except (OSError, ValueError):
+                    return
+                c.loop_write()  # a lost connection shows on the connection's own greenlet, which reconnects
+                if c.socket() is not sock:
+                    return
+        finally:
+            self._flushing = None
+
     def publish_queued(self, topic: str, payload: bytes) -> bool:
         """Publish at QoS 1; False when the connection is down and paho queued the message for later."""
         info = self._client.publish(topic, payload, qos=1)
         if info.rc == paho.MQTT_ERR_SUCCESS:
+            if self._client.want_write():
+                self._flush_later()
             return True
         if info.rc == paho.MQTT_ERR_NO_CONN:
             return False

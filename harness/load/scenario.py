@@ -49,8 +49,9 @@ def _rate_or_zero(v: str) -> str:
     return v
 
 
-def _dur(v: str) -> str:
-    parse_duration(v)
+def _dur(v: str | None) -> str | None:
+    if v is not None:
+        parse_duration(v)
     return v
 
 
@@ -114,7 +115,13 @@ class LoadSpec(_Model):
     duration: str = Field(description="How long alarms are sent")
     heartbeat: str = Field("60s", description="Each device's heartbeat interval")
     within: str = Field("30s", description="An alarm arriving later than this after its intended send is late")
-    drain: str = Field("5s", description="How long to wait after the last send for alarms still out")
+    drain: str | None = Field(
+        None,
+        description="The longest the run waits after the schedule's end for alarms still out (default: `within`, so "
+        "every alarm is judged against its limit). The run ends as soon as nothing is out. With a drain shorter than "
+        "`within`, an alarm still inside its limit when the drain ends is neither lost nor delivered: the run is "
+        "incomplete",
+    )
     connect: str | None = Field(
         None, description="Time the fleet has to connect before the schedule starts (default: 2s + 10ms per device)"
     )
@@ -358,6 +365,12 @@ def load_load_scenario(
         )
     schedule = build_schedule(load, src)
     connect = parse_duration(load.connect) if load.connect else 2_000_000_000 + 10_000_000 * load.devices
+    within_ns = parse_bounded_duration(load.within, src.place("load", "within"), what="`within`")
+    drain_ns = (  # by default every alarm's limit has passed when the drain ends (it ends early when nothing is out)
+        within_ns
+        if load.drain is None
+        else parse_bounded_duration(load.drain, src.place("load", "drain"), low_ns=0, high_ns=H, what="a drain")
+    )
     plan = LoadPlan(
         id=scenario_id or str(path),
         path=path,
@@ -369,8 +382,8 @@ def load_load_scenario(
         heartbeat_ns=parse_bounded_duration(
             load.heartbeat, src.place("load", "heartbeat"), low_ns=100_000_000, what="a heartbeat interval"
         ),
-        within_ns=parse_bounded_duration(load.within, src.place("load", "within"), what="`within`"),
-        drain_ns=parse_bounded_duration(load.drain, src.place("load", "drain"), low_ns=0, high_ns=H, what="a drain"),
+        within_ns=within_ns,
+        drain_ns=drain_ns,
         connect_ns=connect,
         max_lag_ns=parse_bounded_duration(load.max_lag, src.place("load", "max_lag"), what="`max_lag`"),
         max_cpu=_fraction(load.max_cpu, src.place("load", "max_cpu")),

@@ -135,7 +135,7 @@ def test_a_fault_free_load_run_passes_its_criteria(tmp_path: Path) -> None:
 def test_dropped_alarms_fail_the_capacity_criteria_with_exact_counts(tmp_path: Path) -> None:
     need_mosquitto()
     path = scenario(
-        tmp_path, "{shape: steady, devices: 20, rate: 10/s, duration: 6s, heartbeat: 2s, drain: 2s}", CRITERIA
+        tmp_path, "{shape: steady, devices: 20, rate: 10/s, duration: 6s, heartbeat: 2s, within: 2s}", CRITERIA
     )
     result = run(tmp_path, path, faults="drop=0.2,seed=11")
     assert result.status == "completed", result.faults
@@ -149,6 +149,46 @@ def test_dropped_alarms_fail_the_capacity_criteria_with_exact_counts(tmp_path: P
     assert lost == {e["cid"] for e in drops}  # exactly the alarms the lab says it dropped
     deviations = result.summary["deviations"]
     assert any(d["requirement"] == "TA-4.1" and d["evidence"].get("lost_alarms") for d in deviations)
+
+
+def test_a_drain_shorter_than_the_limit_leaves_unarrived_alarms_undecided_not_lost(tmp_path: Path) -> None:
+    """An alarm the lab dropped 1 s before the run ends may still be on its way as far as a 30 s limit goes:
+    vtlab must not call it lost (a finding against the supplier); the run is incomplete and says why."""
+    need_mosquitto()
+    path = scenario(
+        tmp_path, "{shape: steady, devices: 10, rate: 10/s, duration: 3s, heartbeat: 2s, drain: 1s}", CRITERIA
+    )
+    result = run(tmp_path, path, faults="drop=0.3,seed=3")
+    drops = [e for e in ledger(result.run_dir) if e["action"] == "drop"]
+    assert drops
+    assert result.status == "harness_fault"
+    assert any(f"{len(drops)} alarm(s) were still inside their limit" in f for f in result.faults), result.faults
+    assert evidence(result.run_dir, "SELECT count(*) FROM matches WHERE outcome = 'lost'")[0][0] == 0
+    assert result.summary["verdict"] == "incomplete" and not result.summary["deviations"]
+
+
+def test_alarms_delayed_beyond_the_old_drain_are_judged_and_the_run_ends_once_they_are_in(tmp_path: Path) -> None:
+    """No `drain`: the run waits up to `within` (30 s) after the schedule, and stops as soon as the last
+    alarm, held 4 s by the lab, is in."""
+    need_mosquitto()
+    path = scenario(tmp_path, "{shape: steady, devices: 10, rate: 5/s, duration: 3s, heartbeat: 2s}", CRITERIA)
+    t0 = time.monotonic()
+    result = run(tmp_path, path, faults="delay=4s")
+    took = time.monotonic() - t0
+    assert result.status == "completed", result.faults
+    outcomes = dict(
+        evidence(
+            result.run_dir, "SELECT outcome, count(*) FROM matches WHERE metric = 'alarm_latency' GROUP BY outcome"
+        )
+    )
+    assert outcomes == {"ok": 15}
+    latencies = [
+        r[0] for r in evidence(result.run_dir, "SELECT latency_ns FROM matches WHERE metric = 'alarm_latency'")
+    ]
+    assert min(latencies) >= 4_000_000_000
+    # the whole run (lab start, connect, 3 s of schedule, 4 s of delay) took less than the 30 s drain
+    # alone would have, had it waited in full
+    assert took < 30, f"the run took {took:.0f}s: the drain did not end when nothing was out"
 
 
 def test_a_master_and_two_workers_merge_counts_exactly(tmp_path: Path) -> None:
@@ -220,7 +260,7 @@ def test_a_broker_restart_during_a_load_run_is_survived_and_counted(tmp_path: Pa
         threading.Thread(target=go, daemon=True).start()
 
     path = scenario(
-        tmp_path, "{shape: steady, devices: 16, rate: 8/s, duration: 8s, heartbeat: 2s, drain: 8s}", CRITERIA
+        tmp_path, "{shape: steady, devices: 16, rate: 8/s, duration: 8s, heartbeat: 2s, within: 8s}", CRITERIA
     )
     try:
         with LabProcess(config, tmp_path / "router"):
@@ -255,15 +295,21 @@ def test_a_run_without_acknowledgement_sends_none_and_still_measures_every_alarm
     """`acknowledge: false`: the probes answer nothing (the lab's ledger has no centre acknowledgement),
     every alarm is still correlated and measured, and asking for ack_latency is refused at load time."""
     need_mosquitto()
-    path = scenario(tmp_path, "{shape: steady, devices: 10, rate: 10/s, duration: 4s, heartbeat: 2s, drain: 2s, "
-                              "acknowledge: false}", CRITERIA)
+    path = scenario(
+        tmp_path,
+        "{shape: steady, devices: 10, rate: 10/s, duration: 4s, heartbeat: 2s, drain: 2s, acknowledge: false}",
+        CRITERIA,
+    )
     result = run(tmp_path, path)
     assert result.status == "completed", result.faults
     crit = criteria(result)
     assert crit["alarm_latency"]["n"] == crit["alarm_latency"]["arrived"] == 40
     assert not [e for e in ledger(result.run_dir) if e["action"] == "centre_ack"]
     (tmp_path / "bad").mkdir()
-    bad = scenario(tmp_path / "bad", "{shape: steady, devices: 10, rate: 10/s, duration: 4s, acknowledge: false}",
-                   CRITERIA + '  - {metric: ack_latency, p99: "<= 10s"}\n')
+    bad = scenario(
+        tmp_path / "bad",
+        "{shape: steady, devices: 10, rate: 10/s, duration: 4s, acknowledge: false}",
+        CRITERIA + '  - {metric: ack_latency, p99: "<= 10s"}\n',
+    )
     with pytest.raises(InputError, match="ack_latency"):
         run(tmp_path / "bad", bad)
