@@ -10,12 +10,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import gevent
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from harness.load.fleet import Job
 from harness.load.merge import FINAL_MESSAGE, report_final, write_merged, write_progress
-from harness.load.node import ARRIVALS_MESSAGE, Node
+from harness.load.node import ARRIVALS_MESSAGE, DRAINED_MESSAGE, FINISH_MESSAGE, Node
 
 JOB_ENV = "VTLAB_LOAD_JOB"
 
@@ -23,6 +24,7 @@ _JOB: Job | None = None
 NODE: Node | None = None
 _FINALS: dict[str, dict[str, Any]] = {}
 _REPORTS: dict[str, dict[str, Any]] = {}
+_DRAINED: set[str] = set()
 
 
 def job() -> Job:
@@ -44,6 +46,13 @@ def on_init(environment: Environment, **_kw: Any) -> None:
         def on_final(environment: Environment, msg: Any, **_k: Any) -> None:
             _FINALS[msg.node_id] = msg.data
             write_merged(out, list(_FINALS.values()))
+            if len(_FINALS) >= job().workers:  # every figure is in: stop as the run time would
+                gevent.spawn(runner.quit)  # not from this handler: quitting kills the greenlet it runs on
+
+        def on_drained(environment: Environment, msg: Any, **_k: Any) -> None:
+            _DRAINED.add(msg.node_id)
+            if len(_DRAINED) >= job().workers:
+                runner.send_message(FINISH_MESSAGE, None)
 
         def on_report(client_id: str, data: dict[str, Any]) -> None:
             if "vtlab" in data:
@@ -54,6 +63,7 @@ def on_init(environment: Environment, **_kw: Any) -> None:
             runner.send_message(ARRIVALS_MESSAGE, msg.data)  # to every worker; the owner takes its own
 
         runner.register_message(FINAL_MESSAGE, on_final)
+        runner.register_message(DRAINED_MESSAGE, on_drained)
         runner.register_message(ARRIVALS_MESSAGE, on_arrivals)
         environment.events.worker_report.add_listener(on_report)
         return
@@ -71,6 +81,12 @@ def on_init(environment: Environment, **_kw: Any) -> None:
                 NODE.on_forwarded(msg.data)
 
         runner.register_message(ARRIVALS_MESSAGE, on_arrivals)
+
+        def on_finish(environment: Environment, msg: Any, **_k: Any) -> None:
+            if NODE is not None:
+                NODE.finish_now = True
+
+        runner.register_message(FINISH_MESSAGE, on_finish)
 
 
 def on_test_start(environment: Environment, **_kw: Any) -> None:

@@ -13,6 +13,7 @@ two stamps of one clock.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import time
@@ -41,6 +42,8 @@ from harness.transports.mqtt import MqttClient
 
 CONCURRENT_HANDSHAKES = 32
 ARRIVALS_MESSAGE = "vtlab_arrivals"
+DRAINED_MESSAGE = "vtlab_drained"  # worker -> master: every alarm of mine sent and in, every ack back
+FINISH_MESSAGE = "vtlab_finish"  # master -> workers: all are drained, judge and report now
 NS = 1_000_000_000
 _LINE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 """One encoder for every evidence line (json.dumps with options builds a new encoder per call)."""
@@ -134,6 +137,7 @@ class Node:
         self.started = False
         self.storm_last_ns: int | None = None
         self.finished = False
+        self.finish_now = False  # the master says every worker is drained (a distributed run)
         self.final: dict[str, Any] = {}
         self._greenlets: list[Any] = []
         self._order: list[Sent] = []  # in send order, for the overdue count
@@ -230,25 +234,39 @@ class Node:
 
     def _finisher(self) -> None:
         """At the end of the drain, judge what is still out and report, while locust is still running (a
-        master that stops thousands of users may quit before a report sent from test_stop arrives). A lone
-        node ends the drain early once nothing is out: every alarm arrived, every acknowledgement back."""
+        master that stops thousands of users may quit before a report sent from test_stop arrives). The
+        drain ends early once nothing is out: every alarm of the schedule sent and arrived, every
+        acknowledgement back. A lone node sees that itself; in a distributed run each worker tells the
+        master, which tells them all to finish once every worker is drained (the probing worker serves
+        the others until then)."""
         end = self.mono(self.job.end)
         end_sending = self.mono(self.job.end_of_sending)
-        alone = self.job.workers <= 1  # in a distributed run the probing node serves every worker to the end
-        early = False
-        while (wait := end - time.monotonic_ns()) > 0:
-            gevent.sleep(min(wait / NS, 0.25 if alone else 1.0))
-            if alone and time.monotonic_ns() >= end_sending and self.all_sent() and not self.outstanding():
-                early = True
-                break
+        alone = not isinstance(self.env.runner, WorkerRunner)
+        told = False
+        while (wait := end - time.monotonic_ns()) > 0 and not self.finish_now:
+            gevent.sleep(min(wait / NS, 0.25))
+            if time.monotonic_ns() < end_sending or told or not self.all_sent() or self.outstanding():
+                continue
+            if alone:
+                self.finish_now = True
+            else:
+                self.env.runner.send_message(DRAINED_MESSAGE, self.name)
+                told = True
         report_final(self.env, self.finish(), Path(self.job.out_dir))
-        if early:  # end locust as its run time would: users stopped, its CSV and HTML written
+        if alone and self.finish_now:  # end locust as its run time would: users stopped, CSV and HTML written
             self.env.runner.quit()
 
     def all_sent(self) -> bool:
-        """Every alarm of the schedule has left (a lone node sends them all; one behind its schedule, or a
+        """Every alarm this node's part of the schedule asks for has left (one behind its schedule, or a
         device that never connected, keeps the drain going)."""
-        return len(self.sent) >= self.schedule.planned()
+        return len(self.sent) >= self.planned_here
+
+    @functools.cached_property
+    def planned_here(self) -> int:
+        """Alarms of the schedule this node's devices send (slots dealt round the workers)."""
+        slots = range(self.index, len(self.job.devices), max(1, self.job.workers))
+        background = sum(1 for slot in slots for _ in self.schedule.device_times(slot))
+        return background + sum(1 for slot in slots if self.schedule.storm_slot(slot) is not None)
 
     def outstanding(self) -> int:
         """Alarms sent that have not arrived, and acknowledgements given that have not reached their device."""
