@@ -6,6 +6,7 @@ The CLI and the pytest plugin print these without a traceback and exit with stat
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,15 +27,36 @@ class Place:
         return cls(str(path), line)
 
 
+MAX_RUN = 160
+"""Longest unbroken run of characters (a value, a path, a list item) an error message repeats in full."""
+MAX_TEXT = 1200
+"""Longest problem or fix text: a message quotes what was written, and what was written may be huge."""
+_LONG_RUN = re.compile(rf"\S{{{MAX_RUN + 1},}}")
+
+
+def bounded(text: str) -> str:
+    """`text` with every very long unbroken run and the whole shortened, so that an error quoting a 100 kB
+    value (or a list of such values) stays readable; the length left out is said."""
+
+    def cut(m: re.Match[str]) -> str:
+        run = m.group()
+        return f"{run[:100]}...({len(run) - 120} more characters)...{run[-20:]}"
+
+    text = _LONG_RUN.sub(cut, text)
+    if len(text) > MAX_TEXT:
+        text = f"{text[: MAX_TEXT - 60]}...({len(text) - MAX_TEXT + 60} more characters)"
+    return text
+
+
 class VtlabError(Exception):
     """Bad input or an unusable target. Message format: `place: problem. fix`."""
 
     exit_code = 2
 
     def __init__(self, problem: str, *, place: Place | str | None = None, fix: str | None = None):
-        self.problem = problem
+        self.problem = bounded(problem)
         self.place = Place(place) if isinstance(place, str) else place
-        self.fix = fix
+        self.fix = None if fix is None else bounded(fix)
         super().__init__(self.message)
 
     @property

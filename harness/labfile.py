@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ DEFAULT_TOPICS = {
 
 
 MIN_HEARTBEAT_NS = 100_000_000
+MAX_TOPIC = 1024
+"""Longest topic template (an MQTT topic may be 65535 bytes; a vtlab topic is a few dozen characters)."""
 _HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 
 
@@ -163,7 +166,7 @@ def _address(v: str | None) -> str | None:
     if v is None:
         return v
     host, sep, port = v.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 <= int(port) <= 65535:
         raise InputError(f"`{v}` is not HOST:PORT", fix="write e.g. 127.0.0.1:10500 (port 0: any free port)")
     return v
 
@@ -381,11 +384,22 @@ class LabFile(_Model):
         for name, template in v.items():
             needed = {"site"} | ({"device"} if name.startswith("device_") else set()) \
                 | ({"centre"} if name.startswith("centre_") else set())
+            if len(template) > MAX_TOPIC:
+                raise InputError(
+                    f"topic `{name}` is {len(template)} characters long",
+                    fix=f"write a topic of at most {MAX_TOPIC} characters, like the default `{DEFAULT_TOPICS[name]}`",
+                )
             try:
-                fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+                parts = list(string.Formatter().parse(template))
             except ValueError as exc:
                 raise InputError(f"topic `{name}`: {exc} in `{template}`",
                                  fix="write placeholders as {site}, {device} or {centre}") from None
+            fields = {f for _, f, _, _ in parts if f is not None}
+            if any(spec or conversion for _, f, spec, conversion in parts if f is not None):
+                raise InputError(
+                    f"topic `{name}` has a format spec or conversion in a placeholder (`{{name:...}}`, `{{name!r}}`)",
+                    fix="write placeholders plainly as {site}, {device} or {centre}",
+                )
             allowed = {"site", "device", "centre"}
             if fields - allowed:
                 raise InputError(f"topic `{name}` uses unknown placeholder(s) {sorted(fields - allowed)}",
@@ -536,7 +550,7 @@ def _pull_api(spec: LabFile, epj: EpjSettings, folder: Path) -> PullApi | None:
     ca = epj.ca
     if ca is None and fhir is not None and fhir.ca and urlsplit(url)[:2] == urlsplit(fhir.url)[:2]:
         ca = fhir.ca
-    return PullApi(url, (folder / ca).resolve() if ca else None)
+    return PullApi(url, _resolved(folder / ca) if ca else None)
 
 
 def _check_pull(spec: LabFile, src: SourceFile, name: str, epj: EpjSettings, folder: Path) -> None:
@@ -550,26 +564,57 @@ def _check_pull(spec: LabFile, src: SourceFile, name: str, epj: EpjSettings, fol
         raise InputError(f"probe `{name}` pulls, but names no FHIR API to pull from", place=place,
                          fix="add `api: https://platform.example/fhir/<orgnr>` (the platform's FHIR base URL), "
                          "or the platform's `fhir: {url: ..., ca: ...}` at the top of the lab file")
-    if api is not None and api.ca is not None and not api.ca.is_file():
-        raise InputError(f"the CA file of the FHIR API probe `{name}` reads ({api.ca}) was not found", place=place,
+    if api is not None and api.ca is not None and (problem := file_problem(api.ca)):
+        raise InputError(f"the CA file of the FHIR API probe `{name}` reads ({api.ca}) {problem}", place=place,
                          fix="give `ca:` (here or under `fhir:`) as a path relative to the lab file")
     if not own_api and not (epj.client_id and epj.key_file):
         raise InputError(f"probe `{name}` pulls from the platform's API but has no client to get a token with",
                          place=place, fix="add client_id and key_file (vtlab's private key, PEM) for private_key_jwt")
     for field in ("key_file", "ca"):
         rel = getattr(epj, field)
-        if rel and not (folder / rel).is_file():
-            raise InputError(f"{field} `{rel}` of probe `{name}` not found (looked for {(folder / rel).resolve()})",
+        if rel and (problem := file_problem(folder / rel)):
+            raise InputError(f"{field} `{rel}` of probe `{name}` {problem} (looked for {_resolved(folder / rel)})",
                              place=place, fix="give a path relative to the lab file")
+
+
+def file_problem(file: Path) -> str | None:
+    """Why `file` (named in a lab file) cannot be used as a regular file, or None when it can. Never raises:
+    a name too long for the file system, a loop of links or a device is an answer, not a crash."""
+    try:
+        st = os.stat(file)
+    except FileNotFoundError:
+        return "not found"
+    except OSError as exc:
+        return f"cannot be opened ({exc.strerror or type(exc).__name__})"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a folder, not a file"
+    return None if stat.S_ISREG(st.st_mode) else "is not a regular file (a device, pipe or socket)"
+
+
+def _resolved(file: Path) -> Path:
+    """`file` resolved where it can be (a loop of links or an unreadable folder leaves it as written)."""
+    try:
+        return file.resolve()
+    except (OSError, RuntimeError):
+        return file.absolute()
+
+
+def _head(file: Path, size: int = 65536) -> bytes:
+    """The first bytes of a regular file (not the whole file, which might be huge)."""
+    try:
+        with open(file, "rb") as fh:
+            return fh.read(size)
+    except OSError:
+        return b""
 
 
 def load_lab(path: Path) -> Lab:
     src = load_yaml(path, "lab")
     spec = src.validate(LabFile)
-    users_path = (path.parent / spec.users).resolve()
-    if not users_path.exists():
+    users_path = _resolved(path.parent / spec.users)
+    if problem := file_problem(users_path):
         raise InputError(
-            f"users file `{spec.users}` not found (looked for {users_path})",
+            f"users file `{spec.users}` {problem} (looked for {users_path})",
             place=src.place("users"),
             fix="point `users:` at the personas file, relative to the lab file",
         )
@@ -642,13 +687,13 @@ def load_lab(path: Path) -> Lab:
             if not rel:
                 continue
             file = path.parent / rel
-            if not file.is_file():
+            if problem := file_problem(file):
                 raise InputError(
-                    f"TLS {field} file `{rel}` not found (looked for {file.resolve()})",
+                    f"TLS {field} file `{rel}` {problem} (looked for {_resolved(file)})",
                     place=src.place("mqtt", "tls", field),
                     fix="give a path relative to the lab file, or generate the certificates first",
                 )
-            if b"-----BEGIN " not in file.read_bytes()[:65536]:
+            if b"-----BEGIN " not in _head(file):
                 raise InputError(f"TLS {field} file `{rel}` is not PEM", place=src.place("mqtt", "tls", field),
                                  fix="give the PEM file (text starting with -----BEGIN ...); convert DER with openssl")
         if bool(tls.cert) != bool(tls.key):

@@ -13,7 +13,7 @@ from enum import Enum
 
 from harness.errors import InputError, Place
 
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$", re.ASCII)
 
 UNITS_NS = {
     "ns": 1,
@@ -23,7 +23,19 @@ UNITS_NS = {
     "m": 60_000_000_000,
     "h": 3_600_000_000_000,
 }
-DURATION_RE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>[a-zA-Z]*)\s*$")
+DURATION_RE = re.compile(r"^\s*(?P<num>\d+(?:\.\d+)?|\.\d+)\s*(?P<unit>[a-zA-Z]*)\s*$", re.ASCII)
+MAX_DIGITS = 24
+"""Most digits a duration, rate or limit may have (enough for any nanosecond count, short of the
+interpreter's limit on converting long digit strings, which would fail with an error naming no place)."""
+
+
+def _too_many_digits(num: str, text: str, place: Place | str | None, what: str, example: str) -> None:
+    if len(num) > MAX_DIGITS:
+        raise InputError(
+            f"`{text.strip()}` has {len(num)} digits, too many for {what}",
+            place=place,
+            fix=f"write at most {MAX_DIGITS} digits, e.g. {example}",
+        )
 
 
 def parse_duration(text: object, place: Place | str | None = None) -> int:
@@ -37,6 +49,7 @@ def parse_duration(text: object, place: Place | str | None = None) -> int:
             fix="write a number with a unit, e.g. 250ms, 30s, 5m, 2h or 1.5s",
         )
     num, unit = m.group("num"), m.group("unit")
+    _too_many_digits(num, text, place, "a duration", "250ms, 30s, 5m or 2h")
     if not unit:
         raise InputError(
             f"`{text.strip()}` has no unit",
@@ -94,6 +107,7 @@ def parse_rate(text: object, place: Place | str | None = None) -> float:
     m = _RATE.match(str(text))
     if not m:
         raise InputError(f"`{text}` is not a rate", place=place, fix="write events per unit time, e.g. 2/s, 30/m")
+    _too_many_digits(m.group(1), str(text), place, "a rate", "10/s or 30/m")
     rate = float(m.group(1)) / {"s": 1, "m": 60, "h": 3600}[m.group(2)]
     if not 0 < rate <= MAX_RATE_PER_S:
         raise InputError(f"a rate of `{text}` is outside what a run can do (above 0, at most 100000/s)",
@@ -158,7 +172,7 @@ def parse_limit(text: object, dimension: Dimension, place: Place | str | None = 
         )
     op, value = m.group(1), m.group(2)
     if dimension is Dimension.TIME:
-        if re.fullmatch(r"\d+(\.\d+)?", value):
+        if re.fullmatch(r"\d+(\.\d+)?", value, re.ASCII):
             raise InputError(
                 f"limit `{raw}` has no unit",
                 place=place,
@@ -166,12 +180,13 @@ def parse_limit(text: object, dimension: Dimension, place: Place | str | None = 
             )
         return Limit(op, float(parse_duration(value, place)), raw)
     if dimension is Dimension.COUNT:
-        m2 = re.fullmatch(r"(\d+)(\s*alarms?)?", value)
+        m2 = re.fullmatch(r"(\d+)(\s*alarms?)?", value, re.ASCII)
         if not m2:
             raise InputError(f"limit `{raw}` is not a count", place=place, fix=f"write a whole number: \"{op} 0\"")
+        _too_many_digits(m2.group(1), raw, place, "a count", f'"{op} 0"')
         return Limit(op, float(m2.group(1)), raw)
     if dimension is Dimension.RATIO:
-        m2 = re.fullmatch(r"(\d+(?:\.\d+)?)\s*%", value)
+        m2 = re.fullmatch(r"(\d+(?:\.\d+)?)\s*%", value, re.ASCII)
         if not m2:
             raise InputError(
                 f"limit `{raw}` is not a percentage", place=place, fix=f"write a share with %: \"{op} 0.5%\""

@@ -267,9 +267,7 @@ def build_schedule(spec: LoadSpec, src: SourceFile | None = None) -> Schedule:
             rate,
             _rate(p.rate, place("peak", "rate")),
             duration,
-            parse_duration(p.at),
-            parse_duration(p.length),
-            parse_duration(p.rise),
+            *(_offset(getattr(p, key), place("peak", key), f"`peak.{key}`") for key in ("at", "length", "rise")),
         )
     else:
         if spec.storm is None:
@@ -282,8 +280,14 @@ def build_schedule(spec: LoadSpec, src: SourceFile | None = None) -> Schedule:
             s.within, place("storm", "within"), low_ns=1_000_000, high_ns=24 * H, what="a storm window"
         )
         curve = steady(rate, duration)
-        storm = Storm(parse_duration(s.at), count, within, s.event or spec.event)
+        storm = Storm(_offset(s.at, place("storm", "at"), "`storm.at`"), count, within, s.event or spec.event)
     return Schedule(curve, spec.devices, storm)
+
+
+def _offset(text: str, place: Any, what: str) -> int:
+    """A time within the schedule (when a storm or a peak starts, how long a peak lasts): at most a day, so the
+    schedule, and its per-second plot, stay as long as a load duration may be."""
+    return parse_bounded_duration(text, place, low_ns=0, high_ns=24 * H, what=what)
 
 
 def _storm_devices(value: int | str, devices: int, place: Any) -> int:
@@ -295,7 +299,12 @@ def _storm_devices(value: int | str, devices: int, place: Any) -> int:
             raise InputError(
                 f"`{value}` is neither a number of devices nor a share", place=place, fix="write e.g. 500 or 100%"
             )
-        count = round(devices * float(m.group(1)) / 100.0)
+        share = float(m.group(1))
+        if not 0 < share <= 100:
+            raise InputError(
+                f"a storm of `{value}` of the fleet", place=place, fix="write a share above 0% and at most 100%"
+            )
+        count = round(devices * share / 100.0)
     if not 1 <= count <= devices:
         raise InputError(
             f"a storm of {count} devices in a fleet of {devices}",
@@ -326,6 +335,8 @@ def load_load_scenario(
         )
     if overrides:
         data = dict(src.data)
+        if not isinstance(data.get("load") or {}, dict):
+            src.validate(LoadScenarioFile)  # names what is wrong with `load:` at its line
         data["load"] = {**(data.get("load") or {}), **overrides}
         spec = src.validate(LoadScenarioFile, data=data)
     else:
@@ -364,7 +375,13 @@ def load_load_scenario(
             fix="write `via: dc09` or `via: scaip` for the fleet, or `centres: mqtt`",
         )
     schedule = build_schedule(load, src)
-    connect = parse_duration(load.connect) if load.connect else 2_000_000_000 + 10_000_000 * load.devices
+    connect = (
+        parse_bounded_duration(
+            load.connect, src.place("load", "connect"), low_ns=1_000_000, high_ns=H, what="`connect`"
+        )
+        if load.connect
+        else 2_000_000_000 + 10_000_000 * load.devices
+    )
     within_ns = parse_bounded_duration(load.within, src.place("load", "within"), what="`within`")
     drain_ns = (  # by default every alarm's limit has passed when the drain ends (it ends early when nothing is out)
         within_ns

@@ -146,6 +146,12 @@ def resolve_criteria(src: SourceFile, criteria: list[dict[str, Any]], covers: li
         metric = crit.pop("metric", None)
         if metric is None:
             raise InputError("criterion has no `metric`", place=place, fix=f"add `metric:` with one of {sorted(kinds)}")
+        if not isinstance(metric, str):
+            raise InputError(
+                f"`metric` is {_kind_of(metric)}, not the name of a metric",
+                place=src.place("criteria", i, "metric"),
+                fix=f"write one name, e.g. `metric: lost`; metrics here: {sorted(kinds)}",
+            )
         if metric not in kinds:
             raise InputError(
                 f"unknown metric `{metric}` (no step in this scenario measures it)",
@@ -157,6 +163,12 @@ def resolve_criteria(src: SourceFile, criteria: list[dict[str, Any]], covers: li
         statistic = crit.pop("statistic", None)
         limit_text = crit.pop("limit", None)
         allowed = statistics_for(kinds[metric])
+        if statistic is not None and not isinstance(statistic, str):
+            raise InputError(
+                f"`statistic` is {_kind_of(statistic)}, not the name of a statistic",
+                place=src.place("criteria", i, "statistic"),
+                fix=f"write one of {allowed}, e.g. `statistic: p99` with `limit:`",
+            )
         if statistic is None:
             stat_keys = [k for k in crit if k in allowed]
             if len(stat_keys) != 1:
@@ -181,7 +193,13 @@ def resolve_criteria(src: SourceFile, criteria: list[dict[str, Any]], covers: li
         if reqs is None:
             requirements = tuple(covers)
         else:
-            requirements = tuple([reqs] if isinstance(reqs, str) else reqs)
+            requirements = tuple([reqs] if isinstance(reqs, str) else reqs if isinstance(reqs, list) else [None])
+            if not requirements or not all(isinstance(r, str) for r in requirements):
+                raise InputError(
+                    "`requirement` is neither a requirement id nor a list of them",
+                    place=src.place("criteria", i, "requirement"),
+                    fix=f"write one id or a list of ids from `covers:`, e.g. `requirement: {covers[0]}`",
+                )
             for r in requirements:
                 if r not in covers:
                     raise InputError(
@@ -191,3 +209,16 @@ def resolve_criteria(src: SourceFile, criteria: list[dict[str, Any]], covers: li
                     )
         out.append(Criterion(metric, statistic, limit, marginal, dim, requirements, place))
     return out
+
+
+def _kind_of(value: Any) -> str:
+    """What a YAML value that should have been a name is, for a message."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number" if isinstance(value, int | float) else f"`{value}`"
