@@ -75,6 +75,13 @@ class StormSpec(_Model):
     _t = field_validator("at", "within", mode="before")(_text)
     _d = field_validator("at", "within")(_dur)
 
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _no_bool(cls, v: Any) -> Any:
+        if isinstance(v, bool):  # YAML `true` would otherwise be read as 1 device
+            raise ValueError("write a number of devices (e.g. 500) or a share (e.g. 100%), not true/false")
+        return v
+
 
 class PeakSpec(_Model):
     """The morning peak: the rate rises from the base `rate` to `rate` here and falls back."""
@@ -291,6 +298,10 @@ def _offset(text: str, place: Any, what: str) -> int:
 
 
 def _storm_devices(value: int | str, devices: int, place: Any) -> int:
+    if isinstance(value, bool):  # YAML `true` is not a number of devices (Python would read it as 1)
+        raise InputError(
+            f"`{value}` is neither a number of devices nor a share", place=place, fix="write e.g. 500 or 100%"
+        )
     if isinstance(value, int):
         count = value
     else:

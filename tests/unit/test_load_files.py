@@ -100,6 +100,16 @@ def test_a_storm_larger_than_the_fleet_is_refused(tmp_path: Path) -> None:
         load_load_scenario(write(tmp_path, text), CONTRACT)
 
 
+@pytest.mark.parametrize("devices", ["true", "false", "0", "-3", "0%", "101%"])
+def test_a_storm_of_no_sensible_size_is_refused_at_its_line(tmp_path: Path, devices: str) -> None:
+    text = GOOD.replace("shape: steady", "shape: storm").replace(
+        "  duration: 5s", f"  duration: 5s\n  storm: {{devices: {devices}, within: 5s}}"
+    )
+    with pytest.raises(InputError) as e:
+        load_load_scenario(write(tmp_path, text), CONTRACT)
+    assert ":8" in str(e.value) and e.value.fix
+
+
 def test_a_file_without_load_is_sent_to_vtlab_run(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not a load scenario") as exc:
         load_load_scenario(ROOT / "scenarios" / "capacity" / "samtidige_alarmer.yaml", CONTRACT)
