@@ -221,6 +221,26 @@ class LoadPlan:
         return data
 
 
+_OPTION_OF = {"devices": "--users", "rate": "--rate", "duration": "--duration"}
+
+
+def _check_overrides(overrides: dict[str, Any]) -> None:
+    """A bad command-line value is named by its option, not by the file line it would replace."""
+    for key, value in overrides.items():
+        option = _OPTION_OF.get(key, f"--{key}")
+        if key == "devices":
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DEVICES:
+                raise InputError(
+                    f"{value!r} is not a fleet size",
+                    place=option,
+                    fix=f"give a whole number of devices from 1 to {MAX_DEVICES}",
+                )
+        elif key == "rate":
+            _rate(str(value), option)
+        elif key == "duration":
+            parse_bounded_duration(str(value), option, low_ns=1_000_000, high_ns=24 * H, what="a load duration")
+
+
 def _rate(text: str, place: Any) -> float:
     return 0.0 if str(text).strip() in ("0", "0/s") else parse_rate(text, place)
 
@@ -345,6 +365,7 @@ def load_load_scenario(
             fix="run functional scenarios with `vtlab run`; a load scenario has `load: {shape: ...}`",
         )
     if overrides:
+        _check_overrides(overrides)
         data = dict(src.data)
         if not isinstance(data.get("load") or {}, dict):
             src.validate(LoadScenarioFile)  # names what is wrong with `load:` at its line

@@ -67,6 +67,26 @@ def test_cli_overrides_replace_the_files_values(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("overrides", "option"),
+    [
+        ({"devices": 0}, "--users"),
+        ({"devices": -5}, "--users"),
+        ({"devices": True}, "--users"),
+        ({"rate": "fast"}, "--rate"),
+        ({"rate": "-3/s"}, "--rate"),
+        ({"duration": "5"}, "--duration"),
+        ({"duration": "99999h"}, "--duration"),
+    ],
+)
+def test_a_bad_command_line_value_is_named_by_its_option(
+    tmp_path: Path, overrides: dict[str, object], option: str
+) -> None:
+    with pytest.raises(InputError) as e:
+        load_load_scenario(write(tmp_path, GOOD), CONTRACT, overrides=overrides)
+    assert str(e.value).startswith(option) and e.value.fix and "capacity" not in str(e.value.place or "")
+
+
+@pytest.mark.parametrize(
     ("edit", "line", "words"),
     [
         (("devices: 20", "devices: 0"), 5, "devices"),
