@@ -166,6 +166,30 @@ class Node:
     def observe(self, kind: str, text: str) -> None:
         self.line(k="obs", kind=kind, text=text)
 
+    def match_line(
+        self,
+        cid: str,
+        s: Any,
+        step: int,
+        metric: str,
+        outcome: str,
+        *,
+        arr: int | None = None,
+        lat: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """One expectation's result for the evidence (`s`: a Sent, or anything with device, seq and it)."""
+        self.line(
+            k="match", cid=cid, device=s.device, seq=s.seq, it=s.it, step=step, metric=metric,
+            outcome=outcome, arr=arr, lat=lat, d=detail,
+        )  # fmt: skip
+
+    def request(self, kind: str, name: str, ms: float, length: int = 0, exception: Exception | None = None) -> None:
+        """The same result as a locust request event: the UI and CSV show alarm latency, not MQTT's."""
+        self.env.events.request.fire(
+            request_type=kind, name=name, response_time=ms, response_length=length, exception=exception, context={}
+        )
+
     # --- lifecycle --------------------------------------------------------------------------------
     @property
     def probing(self) -> bool:
@@ -423,19 +447,7 @@ class Node:
             if s.storm:
                 self.storm_last_ns = max(self.storm_last_ns or 0, msg.arrived_ns)
         self.counts[outcome] += 1
-        self.line(
-            k="match",
-            cid=s.cid,
-            device=s.device,
-            seq=s.seq,
-            it=s.it,
-            step=0,
-            metric="alarm_latency",
-            outcome=outcome,
-            arr=n,
-            lat=latency,
-            d=detail,
-        )
+        self.match_line(s.cid, s, 0, "alarm_latency", outcome, arr=n, lat=latency, detail=detail)
         if self.job.keyed:
             # DC-09/SCAIP devices had their receipt from the platform's receiver: the operator's
             # acknowledgement goes to the platform (it records the handling), no device measures it
@@ -449,13 +461,12 @@ class Node:
                 self.on_device_ack(s.device, early)
         elif self.job.acknowledge and outcome in ("ok", "late", "altered") and self.probing:
             self.acknowledge(alarm.cid, s, probe, centre)
-        self.env.events.request.fire(
-            request_type="ALARM",
-            name=s.spec["name"],
-            response_time=latency / 1e6,
-            response_length=len(msg.payload),
+        self.request(
+            "ALARM",
+            s.spec["name"],
+            latency / 1e6,
+            len(msg.payload),
             exception=None if outcome in ("ok", "altered") else LostAlarm(f"{outcome}: {detail}"),
-            context={},
         )
 
     def _by_key(self, alarm: RoutedAlarm) -> tuple[Sent | None, int]:
@@ -534,27 +545,8 @@ class Node:
         latency = msg.arrived_ns - s.ack_t
         outcome = "late" if latency > self.job.within_ns else "ok"
         self.counts[f"ack_{outcome}"] += 1
-        self.line(
-            k="match",
-            cid=ack.cid,
-            device=s.device,
-            seq=s.seq,
-            it=s.it,
-            step=3,
-            metric="ack_latency",
-            outcome=outcome,
-            arr=n,
-            lat=latency,
-            d=None,
-        )
-        self.env.events.request.fire(
-            request_type="ACK",
-            name="device_ack",
-            response_time=latency / 1e6,
-            response_length=len(msg.payload),
-            exception=None,
-            context={},
-        )
+        self.match_line(ack.cid, s, 3, "ack_latency", outcome, arr=n, lat=latency)
+        self.request("ACK", "device_ack", latency / 1e6, len(msg.payload))
 
     # --- the end ---------------------------------------------------------------------------------
     def finish(self) -> dict[str, Any]:
@@ -570,27 +562,8 @@ class Node:
                 continue
             if not s.arrived:
                 self.counts["lost"] += 1
-                self.line(
-                    k="match",
-                    cid=cid,
-                    device=s.device,
-                    seq=s.seq,
-                    it=s.it,
-                    step=0,
-                    metric="alarm_latency",
-                    outcome="lost",
-                    arr=None,
-                    lat=None,
-                    d="did not arrive by the end of the run",
-                )
-                self.env.events.request.fire(
-                    request_type="ALARM",
-                    name=s.spec["name"],
-                    response_time=0.0,
-                    response_length=0,
-                    exception=LostAlarm("lost"),
-                    context={},
-                )
+                self.match_line(cid, s, 0, "alarm_latency", "lost", detail="did not arrive by the end of the run")
+                self.request("ALARM", s.spec["name"], 0.0, exception=LostAlarm("lost"))
         if undecided:
             self.counts["undecided"] = undecided
             self.observe(
@@ -603,19 +576,7 @@ class Node:
         for cid, s in self.sent.items():
             if s.ack_t is not None and not s.acked:
                 self.counts["ack_lost"] += 1
-                self.line(
-                    k="match",
-                    cid=cid,
-                    device=s.device,
-                    seq=s.seq,
-                    it=s.it,
-                    step=3,
-                    metric="ack_latency",
-                    outcome="lost",
-                    arr=None,
-                    lat=None,
-                    d="the acknowledgement never reached the device",
-                )
+                self.match_line(cid, s, 3, "ack_latency", "lost", detail="the acknowledgement never reached the device")
         storm = None
         if self.schedule.storm is not None:
             storm_end = self.t0 + self.schedule.storm.at_ns + self.schedule.storm.within_ns

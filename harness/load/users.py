@@ -17,6 +17,7 @@ import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import gevent
@@ -56,6 +57,7 @@ class Device(User):
         self.device = node.job.devices[slot]
         did = self.device["id"]
         rng = random.Random(slot)
+        connection = SimpleNamespace(device=did, seq=0, it=slot)  # what connect_time's evidence line names
         started: int | None = None  # the first attempt's start, once a handshake slot is free
         backoff = 0.5
         attempt = 0
@@ -72,26 +74,19 @@ class Device(User):
                     client.close()  # never leave a half-open connection behind for the broker to kick
                 if time.monotonic_ns() + backoff * NS >= node.end_sending:
                     node.counts["connect_failed"] += 1
-                    node.line(
-                        k="match",
-                        cid=f"{node.job.tag}-connect-{did}",
-                        device=did,
-                        seq=0,
-                        it=slot,
-                        step=1,
-                        metric="connect_time",
-                        outcome="not_reached",
-                        arr=None,
-                        lat=None,
-                        d=f"never connected: {exc}",
+                    node.match_line(
+                        f"{node.job.tag}-connect-{did}",
+                        connection,
+                        1,
+                        "connect_time",
+                        "not_reached",
+                        detail=f"never connected: {exc}",
                     )
-                    self.environment.events.request.fire(
-                        request_type="CONNECT",
-                        name="device",
-                        response_time=(time.monotonic_ns() - (started or time.monotonic_ns())) / 1e6,
-                        response_length=0,
+                    node.request(
+                        "CONNECT",
+                        "device",
+                        (time.monotonic_ns() - (started or time.monotonic_ns())) / 1e6,
                         exception=exc,
-                        context={},
                     )
                     return
                 node.counts["connect_retries"] += 1
@@ -99,27 +94,8 @@ class Device(User):
                 backoff = min(backoff * 2, 10.0)
         took = time.monotonic_ns() - (started or time.monotonic_ns())
         node.counts["connected"] += 1
-        node.line(
-            k="match",
-            cid=f"{node.job.tag}-connect-{did}",
-            device=did,
-            seq=0,
-            it=slot,
-            step=1,
-            metric="connect_time",
-            outcome="ok",
-            arr=None,
-            lat=took,
-            d=None,
-        )
-        self.environment.events.request.fire(
-            request_type="CONNECT",
-            name="device",
-            response_time=took / 1e6,
-            response_length=0,
-            exception=None,
-            context={},
-        )
+        node.match_line(f"{node.job.tag}-connect-{did}", connection, 1, "connect_time", "ok", lat=took)
+        node.request("CONNECT", "device", took / 1e6)
         self.client = client
         if node.job.acknowledge and node.job.via == "mqtt":
             try:
