@@ -5,7 +5,8 @@ Vol 3 Part C §11; types from the Assigned Numbers). A zero length ends the data
 
 Alarm buttons and fall detectors rarely use a standard GATT profile: they advertise, connectionless, either
 BTHome (service data 0xFCD2, decoded by `harness.protocols.bthome`) or vendor bytes under a company id
-(AD type 0xFF). Vendor formats are plugged in by company id:
+(AD type 0xFF); or they list vtlab's 128-bit alarm service (`harness.protocols.ble_alarm`), which `to_json`
+names under `vendor_services`, and report by GATT. Vendor formats are plugged in by company id:
 
     registry = ManufacturerRegistry()
     registry.register(0x1234, my_decoder, name="Acme fall sensor")   # my_decoder(bytes) -> a frozen event
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.protocols import bthome
+from harness.protocols import ble_alarm, bthome
 from harness.protocols.base import ProtocolError
 
 PROTOCOL = "ble-adv"
@@ -318,6 +319,8 @@ def to_json(decoded: DecodedAdvertisement) -> dict[str, Any]:
         "tx_power": d.tx_power,
         "appearance": d.appearance,
     }
+    if ble_alarm.SERVICE_UUID in d.service_uuids:  # a button that reports by GATT (harness.protocols.ble_alarm)
+        out["vendor_services"] = [ble_alarm.service_json()]
     if decoded.bthome is not None:
         out["bthome"] = bthome.to_json(decoded.bthome)
     if decoded.manufacturer:

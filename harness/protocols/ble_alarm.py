@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 from harness.protocols.base import ProtocolError
 
@@ -31,6 +32,10 @@ SERVICE_UUID = "911e0001-0c92-42e3-97bf-2a12643687cd"
 """The vendor alarm service (a random v4 UUID: the 16-bit space belongs to the SIG)."""
 ALARM_UUID = "911e0002-0c92-42e3-97bf-2a12643687cd"
 """The alarm characteristic within it."""
+SERVICE_NAME = "vtlab alarm service"
+ALARM_NAME = "vtlab alarm"
+LAYOUT = "version u8 (= 1) | state u8 | battery u8 (0-100, 0xFF unknown) | counter u16 little-endian"
+"""The value's layout in one line, for error messages (a tester holding the wrong bytes sees what is expected)."""
 
 VERSION = 1
 LENGTH = 5
@@ -70,17 +75,39 @@ def decode(data: bytes) -> AlarmValue:
     """The alarm characteristic's value; ProtocolError (with the byte offset) for anything malformed."""
     raw = bytes(data)
     if len(raw) != LENGTH:
-        raise ProtocolError(PROTOCOL, f"alarm value is {len(raw)} bytes, expected {LENGTH}")
+        raise ProtocolError(PROTOCOL, f"alarm value is {len(raw)} bytes, expected {LENGTH}: {LAYOUT}")
     if raw[0] != VERSION:
         raise ProtocolError(PROTOCOL, f"alarm value format version {raw[0]}, only {VERSION} is known", offset=0)
     try:
         event = AlarmEvent(raw[1])
     except ValueError:
-        raise ProtocolError(PROTOCOL, f"alarm state {raw[1]} is not a known event", offset=1) from None
+        known = ", ".join(f"{e.value} {e.name}" for e in AlarmEvent)
+        raise ProtocolError(PROTOCOL, f"alarm state {raw[1]} is not a known event ({known})", offset=1) from None
     battery = raw[2]
     if battery > 100 and battery != BATTERY_UNKNOWN:
         raise ProtocolError(PROTOCOL, f"battery {battery} % is above 100", offset=2)
     return AlarmValue(event, None if battery == BATTERY_UNKNOWN else battery, int.from_bytes(raw[3:5], "little"))
+
+
+def to_json(value: AlarmValue) -> dict[str, Any]:
+    """The value as `vtlab decode ble` prints it: the event by name, an unknown battery as null."""
+    return {
+        "type": "AlarmValue",
+        "event": value.event.name,
+        "battery_percent": value.battery_percent,
+        "counter": value.counter,
+        "version": value.version,
+    }
+
+
+def service_json() -> dict[str, Any]:
+    """What an advertisement listing SERVICE_UUID tells a reader: where the alarms will come from."""
+    return {
+        "uuid": SERVICE_UUID,
+        "name": SERVICE_NAME,
+        "alarm_characteristic": ALARM_UUID,
+        "reports_by": "GATT notification or indication after connecting and pairing (Just Works)",
+    }
 
 
 def uuid128_bytes(uuid: str) -> bytes:
