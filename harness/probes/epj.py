@@ -20,10 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import email.utils
+import heapq
+import http.client
+import itertools
 import json
 import logging
 import re
 import shutil
+import socket
 import ssl
 import tempfile
 import threading
@@ -36,7 +41,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal, Self
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
 from harness.protocols import vkp
 from harness.protocols.base import ProtocolError
@@ -231,7 +236,9 @@ class EpjProbe:
     `read_only` makes it a platform's own search API (the reference lab's, harness.lab.fhir_api): writes
     are refused with 405. `require_token=False` is the insecure profile's switch: every request is let in
     without a token (a finding for `fhir_without_token`). `max_count` bounds a search page (`_count` above
-    it is clamped, as FHIR servers do).
+    it is clamped, as FHIR servers do). `io_timeout_s` bounds each read and write; `request_timeout_s` a
+    whole request (a client trickling bytes is cut off, a 408 refusal); `max_connections` how many
+    connections are served at once.
     """
 
     def __init__(
@@ -254,8 +261,12 @@ class EpjProbe:
         read_only: bool = False,
         require_token: bool = True,
         max_count: int = 200,
+        request_timeout_s: float = 30.0,
+        max_connections: int = 64,
     ) -> None:
         self.name = name
+        self.request_timeout_s = request_timeout_s
+        self.max_connections = max_connections
         self.read_only = read_only
         self.require_token = require_token
         self.max_count = max_count
@@ -398,7 +409,15 @@ class EpjProbe:
     # -- request handling (called on the handler thread)
 
     def _report_refusal(self, req: RequestSummary, status: int, reason: str) -> None:
-        """Status 0: no HTTP exchange took place (the TLS handshake failed)."""
+        """Status 0: no HTTP exchange took place (the TLS handshake failed). What the peer sent is bounded to
+        one printable line, and anything token-like in it is replaced, before a callback or log sees it."""
+        req = dataclasses.replace(
+            req,
+            method=_clean(req.method, 16),
+            path=_clean(redact(req.path), 200),
+            client_id=_clean(req.client_id, 100) if req.client_id else None,
+        )
+        reason = _clean(redact(reason), 300)
         log.info("%s refused %s %s: %d %s", self.name, req.method, req.path, status, reason)
         with self._callback_lock:
             self.refused += 1
@@ -444,14 +463,18 @@ class EpjProbe:
             h.close_connection = True
             if req.content_length <= _DRAIN_LIMIT:  # read it away, so the client gets to see the answer
                 left = req.content_length
-                while left > 0 and (chunk := h.rfile.read(min(left, 65536))):
-                    left -= len(chunk)
+                with contextlib.suppress(OSError):  # cut off at the request's deadline
+                    while left > 0 and (chunk := h.rfile.read(min(left, 65536))):
+                        left -= len(chunk)
                 h.body_consumed = True
             raise _outcome(413, "too-long", f"body of {req.content_length} bytes exceeds {MAX_FHIR_BYTES}")
         data = h.rfile.read(req.content_length)
         h.body_consumed = True
         if len(data) != req.content_length:
             h.close_connection = True
+            if h.deadline_passed():
+                h._deadline_reported = True
+                raise _outcome(408, "timeout", f"request not complete within {self.request_timeout_s:g}s")
             raise _outcome(400, "structure", "body shorter than Content-Length")
         return data
 
@@ -705,6 +728,36 @@ class _Server(ThreadingHTTPServer):
         self.probe = probe
         super().__init__(addr, handler)
 
+    _active = 0
+    _active_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """At most `max_connections` at once: a client opening connections without end gets the rest closed
+        at once (one refusal each), and cannot take every thread and socket of the process."""
+        with self._active_lock:
+            full = self._active >= self.probe.max_connections
+            if not full:
+                self._active += 1
+        if full:
+            peer = f"{client_address[0]}:{client_address[1]}"
+            req = RequestSummary("-", "", None, peer, None, time.monotonic_ns())
+            self.shutdown_request(request)
+            self.probe._report_refusal(req, 503, f"more than {self.probe.max_connections} connections at once")
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            with self._active_lock:
+                self._active -= 1
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._active_lock:
+                self._active -= 1
+
     def get_request(self) -> tuple[Any, Any]:
         sock, addr = self.socket.accept()
         sock.settimeout(self.probe.io_timeout_s)
@@ -722,20 +775,54 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
 
     body_consumed = False
+    _watch: _Watch | None = None
+    _deadline_reported = False
 
     def setup(self) -> None:
         super().setup()
+        watch = _REAPER.watch(self.request, self.server.probe.request_timeout_s)
         try:
             self.request.do_handshake()
         except (ssl.SSLError, OSError) as e:
             peer = f"{self.client_address[0]}:{self.client_address[1]}"
             req = RequestSummary("-", "", None, peer, None, time.monotonic_ns())
-            self.server.probe._report_refusal(req, 0, f"TLS handshake failed: {type(e).__name__}")
+            why = "not complete within the deadline" if watch.fired else type(e).__name__
+            self.server.probe._report_refusal(req, 0, f"TLS handshake failed: {why}")
             self.close_connection = True
             raise
+        finally:
+            watch.cancel()
+
+    def handle_one_request(self) -> None:
+        """One request within the probe's `request_timeout_s`, however slowly the client sends it."""
+        self._watch = _REAPER.watch(self.request, self.server.probe.request_timeout_s)
+        self._deadline_reported = False
+        self.raw_requestline = b""
+        try:
+            super().handle_one_request()
+        finally:
+            self._watch.cancel()
+        if self._watch.fired:
+            self.close_connection = True
+            if self.raw_requestline and not self._deadline_reported:  # an idle keep-alive connection is no finding
+                self._report_slow()
+
+    def deadline_passed(self) -> bool:
+        return self._watch is not None and self._watch.fired
+
+    def _report_slow(self) -> None:
+        self._deadline_reported = True
+        peer = f"{self.client_address[0]}:{self.client_address[1]}"
+        path = urlsplit(getattr(self, "path", "") or "").path
+        req = RequestSummary(getattr(self, "command", None) or "-", path, None, peer, None, time.monotonic_ns())
+        timeout = self.server.probe.request_timeout_s
+        self.server.probe._report_refusal(req, 408, f"request not complete within {timeout:g}s (a stalled client)")
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Requests http.server refuses itself (malformed request line, unsupported method) are refusals too."""
+        if self.deadline_passed():  # what was read is a fragment of a request cut off at the deadline
+            self.close_connection = True
+            return
         arrived = time.monotonic_ns()
         path = urlsplit(getattr(self, "path", "") or "").path
         peer = f"{self.client_address[0]}:{self.client_address[1]}"
@@ -794,30 +881,186 @@ def _ssl_context(ca: Path | str | None) -> ssl.SSLContext:
     try:
         return ssl.create_default_context(cafile=str(ca) if ca else None)
     except (OSError, ValueError) as e:
-        raise LocalSetupError(f"vtlab's CA file {ca} could not be loaded: {type(e).__name__}: "
-                              f"{getattr(e, 'strerror', None) or e}"[:300]) from None
+        raise LocalSetupError(
+            f"vtlab's CA file {ca} could not be loaded: {type(e).__name__}: {getattr(e, 'strerror', None) or e}"[:300]
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
 class _Response:
     status: int
     headers: Mapping[str, str]
-    body: bytes
+    body: bytes  # at most MAX_FHIR_BYTES + 1: one byte more says the answer was larger than that
     answered_ns: int
+
+    def header(self, name: str) -> str:
+        return next((v for k, v in self.headers.items() if k.lower() == name.lower()), "")
+
+
+class _Watch:
+    """A socket's deadline: when it passes, the connection is shut down (through a duplicate of the socket,
+    so the owner's object is never touched from another thread), and any read blocked on it returns."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._sock = socket.fromfd(sock.fileno(), sock.family, sock.type)  # SSLSocket has no dup()
+        self.deadline = deadline
+        self._lock = threading.Lock()
+        self.fired = False
+        self.done = False
+
+    def fire(self) -> None:
+        with self._lock:
+            if self.done:
+                return
+            self.fired = True
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.done = True
+            self._sock.close()
+
+
+class _Reaper:
+    """One daemon thread that fires the deadlines of watched sockets. A socket timeout bounds each read,
+    not the whole: a peer trickling one byte per second would hold a request (and the thread serving it)
+    for as long as it likes without this."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._heap: list[tuple[float, int, _Watch]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, sock: socket.socket, seconds: float) -> _Watch:
+        w = _Watch(sock, time.monotonic() + seconds)
+        with self._cv:
+            heapq.heappush(self._heap, (w.deadline, next(self._seq), w))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="vtlab-epj-deadlines", daemon=True)
+                self._thread.start()
+            self._cv.notify()
+        return w
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._heap:
+                    self._cv.wait()
+                deadline, _, w = self._heap[0]
+                wait = deadline - time.monotonic()
+                if not w.done and wait > 0:
+                    self._cv.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+            w.fire()
+
+
+_REAPER = _Reaper()
+
+
+class _Deadline:
+    """The whole of one HTTP exchange (connect, TLS, request, status, headers, body) within `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+        self._watches: list[_Watch] = []
+
+    @property
+    def fired(self) -> bool:
+        return any(w.fired for w in self._watches) or time.monotonic() > self.end
+
+    def connect(
+        self, address: tuple[str, int], timeout: float | None = None, source_address: tuple[str, int] | None = None
+    ) -> socket.socket:
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("deadline passed before connecting")
+        sock = socket.create_connection(address, min(left, timeout or left), source_address)
+        self._watches.append(_REAPER.watch(sock, max(0.0, self.end - time.monotonic())))
+        return sock
+
+    def close(self) -> None:
+        for w in self._watches:
+            w.cancel()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is the answer, never followed: the bearer token would go along to wherever it points."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _guarded(cls: type[http.client.HTTPConnection], deadline: _Deadline) -> Callable[..., http.client.HTTPConnection]:
+    def connection(host: str, **kw: Any) -> http.client.HTTPConnection:
+        conn = cls(host, **kw)
+        conn._create_connection = deadline.connect  # type: ignore[attr-defined]
+        return conn
+
+    return connection
+
+
+class _GuardedHTTPS(urllib.request.HTTPSHandler):
+    def __init__(self, context: ssl.SSLContext, deadline: _Deadline) -> None:
+        super().__init__(context=context)
+        self._ctx = context
+        self._deadline = deadline
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_guarded(http.client.HTTPSConnection, self._deadline), req, context=self._ctx)
+
+
+class _GuardedHTTP(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._deadline = deadline
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_guarded(http.client.HTTPConnection, self._deadline), req)
+
+
+def _read_body(resp: Any, length: str | None) -> bytes:
+    """Up to MAX_FHIR_BYTES + 1 bytes of the body; a body that ends before its Content-Length is broken off
+    (http.client returns it short without a word when asked for a bounded read)."""
+    data: bytes = resp.read(MAX_FHIR_BYTES + 1)
+    if length is not None and length.strip().isdigit() and len(data) < min(int(length), MAX_FHIR_BYTES + 1):
+        raise http.client.IncompleteRead(data[:0], int(length) - len(data))
+    return data
 
 
 def _http(
     method: str, url: str, *, body: bytes | None, headers: Mapping[str, str], ca: Path | str | None, timeout_s: float
 ) -> _Response:
+    """One exchange, bounded for any peer: all of it within `timeout_s` (TimeoutError otherwise), the body
+    read up to MAX_FHIR_BYTES + 1, redirects answered, not followed (proxies from the environment apply)."""
     request = urllib.request.Request(url, data=body, method=method, headers=dict(headers))
-    context = _ssl_context(ca)
+    deadline = _Deadline(timeout_s)
+    opener = urllib.request.build_opener(
+        _NoRedirect(), _GuardedHTTPS(_ssl_context(ca), deadline), _GuardedHTTP(deadline)
+    )
     try:
-        with urllib.request.urlopen(request, context=context, timeout=timeout_s) as resp:
-            data = resp.read(MAX_FHIR_BYTES + 1)
-            return _Response(resp.status, dict(resp.headers.items()), data, time.monotonic_ns())
-    except urllib.error.HTTPError as e:
-        data = e.read(MAX_FHIR_BYTES + 1) if e.fp is not None else b""
-        return _Response(e.code, dict(e.headers.items()) if e.headers else {}, data, time.monotonic_ns())
+        try:
+            with opener.open(request, timeout=timeout_s) as resp:
+                data = _read_body(resp, resp.headers.get("Content-Length"))
+                status, got = resp.status, dict(resp.headers.items())
+        except urllib.error.HTTPError as e:
+            try:
+                data = _read_body(e, e.headers.get("Content-Length") if e.headers else None) if e.fp else b""
+            finally:
+                e.close()
+            status, got = e.code, dict(e.headers.items()) if e.headers else {}
+    except Exception:
+        if deadline.fired:
+            raise TimeoutError(f"no complete answer within {timeout_s:g}s") from None
+        raise
+    finally:
+        deadline.close()
+    if deadline.fired:  # a body without a length ends where the connection was shut down: not an answer
+        raise TimeoutError(f"no complete answer within {timeout_s:g}s")
+    return _Response(status, got, data, time.monotonic_ns())
 
 
 class TokenError(Exception):
@@ -851,8 +1094,10 @@ def fetch_token(
     try:
         key = vkp.load_private_key(client.private_key.read_bytes())
     except (OSError, ValueError, TypeError) as e:  # the text of a parse error never quotes the key
-        raise LocalSetupError(f"vtlab's private key {client.private_key} could not be read as a PEM key: "
-                              f"{type(e).__name__}: {getattr(e, 'strerror', None) or 'not a usable key'}") from None
+        raise LocalSetupError(
+            f"vtlab's private key {client.private_key} could not be read as a PEM key: "
+            f"{type(e).__name__}: {getattr(e, 'strerror', None) or 'not a usable key'}"
+        ) from None
     assertion = vkp.make_client_assertion(client.client_id, token_url, key, now=t, kid=client.kid)
     form = urlencode(
         {
@@ -873,16 +1118,34 @@ def fetch_token(
     )
     try:
         answer = json.loads(resp.body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, nested too deep, too many digits
         answer = {}
-    if resp.status != 200 or not isinstance(answer, dict) or "access_token" not in answer:
+    if resp.status == 200 and (not isinstance(answer, dict) or "access_token" not in answer):
+        raise TokenError(200, "invalid_token_response", "the answer is not a JSON object with an access_token")
+    if resp.status != 200:
         err = answer if isinstance(answer, dict) else {}
-        raise TokenError(resp.status, str(err.get("error", "unknown")), str(err.get("error_description", ""))[:200])
-    return AccessToken(
-        str(answer["access_token"]),
-        t + float(answer.get("expires_in", 60)),
-        tuple(str(answer.get("scope", "")).split()),
-    )
+        description = redact(str(err.get("error_description", ""))[:4000])
+        raise TokenError(resp.status, _clean(str(err.get("error", "unknown")), 60), _clean(description, 200))
+    token = answer["access_token"]
+    if not isinstance(token, str) or not _TOKEN_CHARS.fullmatch(token):  # it goes into a header line as it is
+        raise TokenError(resp.status, "invalid_token_response", "access_token is not a token (RFC 6750 b64token)")
+    try:
+        lifetime = min(max(float(answer.get("expires_in", 60)), 0.0), 86400.0)
+    except (TypeError, ValueError, OverflowError):
+        raise TokenError(resp.status, "invalid_token_response", "expires_in is not a number of seconds") from None
+    if lifetime != lifetime:  # NaN
+        lifetime = 0.0
+    return AccessToken(token, t + lifetime, tuple(str(answer.get("scope", ""))[:4000].split()))
+
+
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~+/=-]{1,8192}")
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e\u00a0-\ufffc]+")
+
+
+def _clean(text: str, limit: int) -> str:
+    """Peer text made one printable line of at most `limit` characters (it goes into evidence and reports)."""
+    text = _UNPRINTABLE.sub(" ", text[: limit * 4])
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class HelseIdTokenProvider:
@@ -897,7 +1160,9 @@ class HelseIdTokenProvider:
         scopes: Sequence[str] | None = None,
         margin_s: float = 30.0,
         clock: Callable[[], float] = time.time,
+        timeout_s: float = 10.0,
     ) -> None:
+        self.timeout_s = timeout_s
         self.token_url = token_url
         self.client = client
         self.ca = ca
@@ -911,7 +1176,9 @@ class HelseIdTokenProvider:
         with self._lock:
             now = self._clock()
             if self._token is None or self._token.expires_at - now < self.margin_s:
-                self._token = fetch_token(self.token_url, self.client, ca=self.ca, scopes=self.scopes, now=now)
+                self._token = fetch_token(
+                    self.token_url, self.client, ca=self.ca, scopes=self.scopes, now=now, timeout_s=self.timeout_s
+                )
             return self._token.token
 
 
@@ -1003,13 +1270,18 @@ class PollFailure:
         return f"{self.message}: {self.detail}" if self.detail else self.message
 
 
-_JWT = re.compile(r"[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{4,}")
-_BEARER = re.compile(r"(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)  # RFC 6750 b64token
+_JWT = re.compile(r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{8,}+\.[A-Za-z0-9_-]{8,}+\.[A-Za-z0-9_-]{4,}+")
+"""Starts only where a run of base64url characters starts, and never backtracks into one: linear in the text
+(the plain pattern took minutes on half a megabyte of letters a platform sent)."""
+MAX_REDACTED = 20_000
+"""Characters of peer text redacted and kept; callers keep a few hundred of them."""
+_BEARER = re.compile(r"(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)  # RFC 6750 b64token, not a word
 
 
 def redact(text: str, *secrets: str) -> str:
     """Text from a peer or an exception with every token-like thing replaced: the secrets given, JWTs,
     bearer credentials and `access_token=`/`client_assertion=` values."""
+    text = text[:MAX_REDACTED]
     for secret in secrets:
         if secret and len(secret) >= 8:
             text = text.replace(secret, "[token]")
@@ -1053,6 +1325,19 @@ def _unreachable(e: BaseException, timeout_s: float) -> tuple[str, str]:
     return type(reason).__name__, f"could not be reached: {type(reason).__name__}: {str(reason)[:160]}"
 
 
+def _retry_after(value: str) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), or None when it is neither."""
+    if value.isdigit():
+        return float(value[:12])
+    try:
+        when = email.utils.parsedate_to_datetime(value[:64])
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
 class EpjPoller:
     """Polls a supplier's FHIR API by search (`GET <base>/<Resource>?_lastUpdated=ge<t>`, following `next`
     links) and hands each new resource version to `on_resource` exactly once.
@@ -1084,9 +1369,13 @@ class EpjPoller:
         timeout_s: float = 10.0,
         lookback: timedelta = timedelta(0),
         name: str = "epj-poller",
+        max_backoff_s: float | None = None,
     ) -> None:
         """`lookback`: every search reaches this far behind the newest lastUpdated seen, so a record the platform
-        commits with a slightly older stamp (another writer, a clock a little behind) is still found."""
+        commits with a slightly older stamp (another writer, a clock a little behind) is still found.
+        `max_backoff_s`: the longest Retry-After (of a 429 or 503) honoured before the next round (default
+        the search timeout or 5 intervals, whichever is longer, at most 60s): a platform cannot stop the
+        polling by asking for a day's rest."""
         self.base_url = base_url.rstrip("/")
         self.lookback = lookback
         self._origin = urlsplit(self.base_url)[:2]
@@ -1113,6 +1402,8 @@ class EpjPoller:
         self.polls = 0
         self.errors = 0
         self.too_old = 0  # listed although last updated before what was asked for (not handed over)
+        self.max_backoff_s = max_backoff_s if max_backoff_s is not None else min(60.0, max(timeout_s, 5 * interval_s))
+        self._backoff_s = 0.0  # a Retry-After to honour before the next round
 
     def poll_once(self) -> int:
         """One round over every resource type; returns how many new resources were handed over."""
@@ -1124,10 +1415,16 @@ class EpjPoller:
                 if self._on_round is not None:
                     self._on_round()
 
-    def _fail(self, side: Literal["platform", "harness"], rtype: str, signature: str, message: str,
-              detail: str = "") -> None:
-        failure = PollFailure(side, rtype, signature, redact(message, self._last_token)[:300],
-                              redact(detail, self._last_token)[:400])
+    def _fail(
+        self, side: Literal["platform", "harness"], rtype: str, signature: str, message: str, detail: str = ""
+    ) -> None:
+        failure = PollFailure(
+            side,
+            _clean(rtype, 64),
+            _clean(redact(signature, self._last_token), 80),
+            _clean(redact(message, self._last_token), 300),
+            _clean(redact(detail, self._last_token), 400),
+        )
         self.errors += 1
         log.info("%s: %s", self.name, failure.text)
         try:
@@ -1147,21 +1444,36 @@ class EpjPoller:
             self._fail("harness", rtype, "local key", f"search {rtype} not sent: vtlab's side failed", str(e))
             return None
         except TokenError as e:
-            self._fail("platform", rtype, f"token HTTP {e.status} {e.error}",
-                       f"search {rtype} not sent: the token endpoint answered {e.status} {e.error}", e.description)
+            self._fail(
+                "platform",
+                rtype,
+                f"token HTTP {e.status} {e.error}",
+                f"search {rtype} not sent: the token endpoint answered {e.status} {e.error}",
+                e.description,
+            )
             return None
         except (OSError, urllib.error.URLError) as e:
             sig, words = _unreachable(e, self.timeout_s)
             self._fail("platform", rtype, f"token {sig}", f"search {rtype} not sent: the token endpoint {words}")
             return None
         except Exception as e:  # the token endpoint's answer broke the client: say so, never crash the poller
-            self._fail("platform", rtype, f"token {type(e).__name__}",
-                       f"search {rtype} not sent: the token endpoint's answer could not be used",
-                       f"{type(e).__name__}: {e}")
+            self._fail(
+                "platform",
+                rtype,
+                f"token {type(e).__name__}",
+                f"search {rtype} not sent: the token endpoint's answer could not be used",
+                f"{type(e).__name__}: {e}",
+            )
             return None
         try:
-            return _http("GET", url, body=None, headers={"Accept": FHIR_JSON, "Authorization": f"Bearer {token}"},
-                         ca=self.ca, timeout_s=self.timeout_s)
+            return _http(
+                "GET",
+                url,
+                body=None,
+                headers={"Accept": FHIR_JSON, "Authorization": f"Bearer {token}"},
+                ca=self.ca,
+                timeout_s=self.timeout_s,
+            )
         except LocalSetupError as e:
             self._fail("harness", rtype, "local CA", f"search {rtype} not sent: vtlab's side failed", str(e))
         except Exception as e:  # OSError, URLError, http.client.HTTPException: no usable answer
@@ -1171,33 +1483,103 @@ class EpjPoller:
 
     def _page(self, rtype: str, resp: _Response) -> vkp.ParsedBundle | None:
         """The answer as a searchset Bundle; None (after reporting what was wrong) otherwise."""
-        body: Any = None
-        with contextlib.suppress(ValueError):
-            body = json.loads(resp.body) if resp.body else None
         if resp.status != 200:
-            self._fail("platform", rtype, f"HTTP {resp.status}", f"search {rtype} answered {resp.status}",
-                       f"HTTP {resp.status}" + (f", {_outcome_text(body)}" if _outcome_text(body) else ""))
+            self._refused(rtype, resp)
             return None
-        if body is None:
-            self._fail("platform", rtype, "not JSON", f"search {rtype} answered 200 with a body that is not JSON",
-                       f"malformed JSON, {len(resp.body)} bytes")
+        if len(resp.body) > MAX_FHIR_BYTES:
+            self._fail(
+                "platform",
+                rtype,
+                "too large",
+                f"search {rtype} answered 200 with a body larger than {MAX_FHIR_BYTES} bytes; not read further",
+            )
             return None
-        if isinstance(body, Mapping) and body.get("resourceType") == "OperationOutcome":
-            self._fail("platform", rtype, "OperationOutcome",
-                       f"search {rtype} answered 200 with an OperationOutcome, not a searchset Bundle",
-                       _outcome_text(body))
+        ctype = resp.header("Content-Type").split(";")[0].strip().lower()
+        if ctype not in (FHIR_JSON, "application/json"):
+            self._fail(
+                "platform",
+                rtype,
+                "Content-Type",
+                f"search {rtype} answered 200 with Content-Type {ctype[:60]!r}, not {FHIR_JSON}; not read",
+            )
             return None
         try:
-            page = vkp.parse_bundle(resp.body, codes=self.codes)
+            body = vkp.decode(resp.body)  # bounded: size, depth, digits; never raises anything else
+        except FhirError as e:
+            detail = f"malformed JSON, {len(resp.body)} bytes" if e.reason.startswith("not JSON") else ""
+            if e.reason.startswith(("not JSON", "not UTF-8", "JSON nested")):
+                self._fail(
+                    "platform",
+                    rtype,
+                    "not JSON",
+                    f"search {rtype} answered 200 with a body that is not JSON vtlab can read",
+                    f"{detail} ({e.reason})" if detail else e.reason,
+                )
+            else:
+                self._fail(
+                    "platform",
+                    rtype,
+                    "invalid FHIR",
+                    f"search {rtype} answered a Bundle that is not valid FHIR",
+                    e.reason,
+                )
+            return None
+        if body.get("resourceType") == "OperationOutcome":
+            self._fail(
+                "platform",
+                rtype,
+                "OperationOutcome",
+                f"search {rtype} answered 200 with an OperationOutcome, not a searchset Bundle",
+                _outcome_text(body),
+            )
+            return None
+        try:
+            page = vkp.parse_bundle(body, codes=self.codes)
         except ProtocolError as e:
-            self._fail("platform", rtype, "invalid FHIR",
-                       f"search {rtype} answered a Bundle that is not valid FHIR", e.reason)
+            self._fail(
+                "platform", rtype, "invalid FHIR", f"search {rtype} answered a Bundle that is not valid FHIR", e.reason
+            )
+            return None
+        except Exception as e:  # vtlab's reader failed on what the platform sent: say so, keep polling
+            log.warning("%s: the FHIR reader failed on a search answer: %s", self.name, type(e).__name__)
+            self._fail(
+                "platform",
+                rtype,
+                "unreadable FHIR",
+                f"search {rtype} answered a Bundle vtlab's FHIR reader could not read",
+                type(e).__name__,
+            )
             return None
         if page.type != "searchset":
-            self._fail("platform", rtype, "not a searchset",
-                       f"search {rtype} answered a {page.type} Bundle, not a searchset")
+            self._fail(
+                "platform", rtype, "not a searchset", f"search {rtype} answered a {page.type} Bundle, not a searchset"
+            )
             return None
         return page
+
+    def _refused(self, rtype: str, resp: _Response) -> None:
+        """A search answered with a status other than 200: a finding saying what came back. A redirect is
+        never followed (the token would go along); a Retry-After of 429 or 503 is honoured up to
+        `max_backoff_s` before the next round."""
+        body: Any = None
+        with contextlib.suppress(FhirError):
+            body = vkp.decode(resp.body) if resp.body and len(resp.body) <= MAX_FHIR_BYTES else None
+        extra = []
+        message = f"search {rtype} answered {resp.status}"
+        if 300 <= resp.status < 400:
+            where = urlsplit(resp.header("Location"))
+            message += f" (a redirect to {where.scheme}://{where.netloc}{where.path}); not followed"
+        if resp.status in (429, 503) and resp.header("Retry-After"):
+            raw = resp.header("Retry-After").strip()
+            wait = _retry_after(raw)
+            if wait is None:
+                extra.append(f"Retry-After {_clean(raw, 40)!r} not understood")
+            else:
+                self._backoff_s = max(self._backoff_s, min(wait, self.max_backoff_s))
+                extra.append(f"Retry-After {_clean(raw, 40)}: next search in {self._backoff_s:g}s")
+        if _outcome_text(body):
+            extra.append(_outcome_text(body))
+        self._fail("platform", rtype, f"HTTP {resp.status}", message, ", ".join([f"HTTP {resp.status}", *extra]))
 
     def _poll_type(self, rtype: str) -> int:
         params: list[tuple[str, str]] = []
@@ -1212,12 +1594,34 @@ class EpjPoller:
         pages = 0
         too_old = 0
         seen = self._seen[rtype]
-        while url is not None and pages < self.max_pages:
+        visited: set[str] = set()
+        while url is not None:
+            if pages >= self.max_pages:
+                self._fail(
+                    "platform",
+                    rtype,
+                    "too many pages",
+                    f"search {rtype}: next link after {pages} pages; the rest is read by the next round",
+                )
+                break
             pages += 1
             if urlsplit(url)[:2] != self._origin:
-                self._fail("platform", rtype, "next link elsewhere",
-                           f"search {rtype}: next link leaves {self._origin[1]}; not followed (the token stays here)")
+                self._fail(
+                    "platform",
+                    rtype,
+                    "next link elsewhere",
+                    f"search {rtype}: next link leaves {self._origin[1]}; not followed (the token stays here)",
+                )
                 break
+            if url in visited:
+                self._fail(
+                    "platform",
+                    rtype,
+                    "next link loops",
+                    f"search {rtype}: next link points to a page already read in this search; not followed",
+                )
+                break
+            visited.add(url)
             resp = self._get(rtype, url)
             page = self._page(rtype, resp) if resp is not None else None
             if page is None:
@@ -1240,14 +1644,23 @@ class EpjPoller:
                     self._on_resource(s, resp.answered_ns)  # type: ignore[union-attr]
                 except Exception as e:
                     log.exception("%s: on_resource callback failed (harness fault)", self.name)
-                    self._fail("harness", rtype, "handover", f"a {rtype} read could not be recorded",
-                               f"{type(e).__name__}: {e}")
-            url = page.next_url
+                    self._fail(
+                        "harness",
+                        rtype,
+                        "handover",
+                        f"a {rtype} read could not be recorded",
+                        f"{type(e).__name__}: {e}",
+                    )
+            url = urljoin(url, page.next_url) if page.next_url else None
         if too_old:
             self.too_old += too_old
-            self._fail("platform", rtype, "ignores _lastUpdated",
-                       f"search {rtype} listed {too_old} record(s) last updated before the requested "
-                       f"_lastUpdated=ge{_instant(high) if high else ''}; not taken (the API seems to ignore it)")
+            self._fail(
+                "platform",
+                rtype,
+                "ignores _lastUpdated",
+                f"search {rtype} listed {too_old} record(s) last updated before the requested "
+                f"_lastUpdated=ge{_instant(high) if high else ''}; not taken (the API seems to ignore it)",
+            )
         hw = self._high[rtype]
         if hw is not None:  # only what sits at or after the next search's bound can come back from a `ge` search
             keep_from = hw - self.lookback
@@ -1264,9 +1677,15 @@ class EpjPoller:
                 self.poll_once()
             except Exception as e:
                 log.exception("%s: poll failed", self.name)
-                self._fail("harness", "*", f"poller {type(e).__name__}", "a poll failed inside vtlab",
-                           f"{type(e).__name__}: {e}")
-            self._stop.wait(self.interval_s)
+                self._fail(
+                    "harness",
+                    "*",
+                    f"poller {type(e).__name__}",
+                    "a poll failed inside vtlab",
+                    f"{type(e).__name__}: {e}",
+                )
+            backoff, self._backoff_s = self._backoff_s, 0.0
+            self._stop.wait(max(self.interval_s, backoff))
 
     def close(self) -> None:
         self._stop.set()

@@ -37,8 +37,10 @@ from harness.units import parse_duration
 
 log = logging.getLogger("vtlab.probes.patient_record")
 
-WRITE_SCOPES = tuple(scope_for(t, "write") for t in
-                     ("Bundle", "DetectedIssue", "Encounter", "Composition", "MedicationDispense", "Observation"))
+WRITE_SCOPES = tuple(
+    scope_for(t, "write")
+    for t in ("Bundle", "DetectedIssue", "Encounter", "Composition", "MedicationDispense", "Observation")
+)
 READER_ID = "vtlab-epj-reader"
 """vtlab's client id at the embedded lab's token endpoint (pull mode)."""
 
@@ -55,23 +57,53 @@ class RecordEndpoint:
     client: ClientKey | None  # the platform's generated client (embedded lab); None: registered from the lab file
 
 
+MAX_FIELD = 2000
+"""Characters of one text field of a record kept in the evidence (a platform may send megabytes in a note)."""
+MAX_READINGS = 50
+
+
+def _bounded(text: str | None) -> str | None:
+    if text is None or len(text) <= MAX_FIELD:
+        return text
+    return f"{text[:MAX_FIELD]}… ({len(text)} characters in all)"
+
+
 def fields_of(s: ResourceSummary) -> dict[str, Any]:
+    """The record's fields as the tracker and the evidence keep them, every text bounded (MAX_FIELD)."""
+    b = _bounded
     return {
-        "resource": s.resource_type, "kind": s.kind, "id": s.id,
-        "patient": s.patient.value if s.patient else None,
-        "device": s.device.value if s.device else None,
-        "code": s.code, "code_system": s.code_system, "display": s.display, "severity": s.severity,
-        "status": s.status, "time": s.time.isoformat() if s.time else None,
-        "readings": [{"loinc": r.loinc, "value": str(r.value), "unit": r.unit} for r in s.readings],
-        "note": s.note, "orgnr": s.orgnr,
+        "resource": s.resource_type,
+        "kind": s.kind,
+        "id": b(s.id),
+        "patient": b(s.patient.value) if s.patient else None,
+        "device": b(s.device.value) if s.device else None,
+        "code": b(s.code),
+        "code_system": b(s.code_system),
+        "display": b(s.display),
+        "severity": b(s.severity),
+        "status": b(s.status),
+        "time": s.time.isoformat() if s.time else None,
+        "readings": [
+            {"loinc": b(r.loinc), "value": b(str(r.value)), "unit": b(r.unit)} for r in s.readings[:MAX_READINGS]
+        ],
+        "note": b(s.note),
+        "orgnr": b(s.orgnr),
         "last_updated": s.last_updated.isoformat() if s.last_updated else None,  # the platform's clock
-        "findings": [f"{f.code} at {f.path}: {f.message}" for f in s.findings],
+        "findings": [b(f"{f.code} at {f.path}: {f.message}") for f in s.findings[:MAX_READINGS]],
     }
 
 
 class PatientRecordProbe:
-    def __init__(self, name: str, settings: Any, lab_dir: Path, tracker: Tracker, *, pull_api: Any = None,
-                 on_fault: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        settings: Any,
+        lab_dir: Path,
+        tracker: Tracker,
+        *,
+        pull_api: Any = None,
+        on_fault: Callable[[str], None] | None = None,
+    ) -> None:
         """`pull_api`: the lab file's PullApi for a pulling probe (None: `settings.api`, or the embedded lab's
         own API); `on_fault`: the test bed's harness-fault log (vtlab's own side of a search failed)."""
         self.name = name
@@ -98,10 +130,18 @@ class PatientRecordProbe:
         self.ca = pki.ca_cert
         host, _, port = (settings.listen or "127.0.0.1:0").rpartition(":")
         self.orgnr = settings.orgnr
-        self._probe = EpjProbe(certfile=pki.server_cert, keyfile=pki.server_key, orgnrs=[settings.orgnr],
-                               on_resource=self._on_resource, on_refused=self._on_refused, host=host,
-                               port=int(port), strict=settings.strict, name=name,
-                               codes=DEFAULT_CODES.with_alert_codes(settings.alert_codes))
+        self._probe = EpjProbe(
+            certfile=pki.server_cert,
+            keyfile=pki.server_key,
+            orgnrs=[settings.orgnr],
+            on_resource=self._on_resource,
+            on_refused=self._on_refused,
+            host=host,
+            port=int(port),
+            strict=settings.strict,
+            name=name,
+            codes=DEFAULT_CODES.with_alert_codes(settings.alert_codes),
+        )
         for client_id, key_file in settings.clients.items():
             self._probe.register_client(client_id, (lab_dir / key_file).read_bytes(), WRITE_SCOPES)
         self._platform = None
@@ -141,15 +181,22 @@ class PatientRecordProbe:
         self._make_poller(base_url, token_url, ca, client)
 
     def _make_poller(self, api: str, token_url: str, ca: Path | None, client: ClientKey) -> None:
-        tokens = HelseIdTokenProvider(token_url, client, ca=ca)
-        self._poller = EpjPoller(api, token_provider=tokens, on_resource=self._on_resource,
-                                 resource_types=tuple(self.settings.resources), ca=ca, since=self.since,
-                                 interval_s=parse_duration(self.settings.interval) / 1e9,
-                                 timeout_s=parse_duration(self.settings.timeout) / 1e9,
-                                 codes=DEFAULT_CODES.with_alert_codes(self.settings.alert_codes),
-                                 on_failure=self._on_poll_failure, on_round=self._on_round,
-                                 lookback=timedelta(microseconds=parse_duration(self.settings.skew) / 1000),
-                                 name=f"{self.name}-poller")
+        tokens = HelseIdTokenProvider(token_url, client, ca=ca, timeout_s=parse_duration(self.settings.timeout) / 1e9)
+        self._poller = EpjPoller(
+            api,
+            token_provider=tokens,
+            on_resource=self._on_resource,
+            resource_types=tuple(self.settings.resources),
+            ca=ca,
+            since=self.since,
+            interval_s=parse_duration(self.settings.interval) / 1e9,
+            timeout_s=parse_duration(self.settings.timeout) / 1e9,
+            codes=DEFAULT_CODES.with_alert_codes(self.settings.alert_codes),
+            on_failure=self._on_poll_failure,
+            on_round=self._on_round,
+            lookback=timedelta(microseconds=parse_duration(self.settings.skew) / 1000),
+            name=f"{self.name}-poller",
+        )
         if self._started:
             self._poller.start()
 
@@ -177,8 +224,9 @@ class PatientRecordProbe:
         assert self._probe is not None, "a pulling probe has no endpoint"
         if generate_client and self._platform is None:
             self._platform = self._probe.new_client("vtlab-reference-lab", WRITE_SCOPES)
-        return RecordEndpoint(self.settings, self._probe.base_url(self.orgnr), self._probe.token_url, self.ca,
-                              self.orgnr, self._platform)
+        return RecordEndpoint(
+            self.settings, self._probe.base_url(self.orgnr), self._probe.token_url, self.ca, self.orgnr, self._platform
+        )
 
     def start(self) -> None:
         self._started = True
@@ -190,13 +238,29 @@ class PatientRecordProbe:
     def _on_resource(self, summary: ResourceSummary, arrived_ns: int) -> None:
         fields = fields_of(summary)
         self.accepted += 1
-        self._tracker.on_incoming(self.name, "record", Incoming(
-            arrived_ns, fields, defect="; ".join(fields["findings"]) or None, evidence=fields,
-            where=f"{summary.path}", carries=("patient", "device", "code", "readings")))
+        self._tracker.on_incoming(
+            self.name,
+            "record",
+            Incoming(
+                arrived_ns,
+                fields,
+                defect="; ".join(fields["findings"]) or None,
+                evidence=fields,
+                where=f"{summary.path}",
+                carries=("patient", "device", "code", "readings"),
+            ),
+        )
 
     def _on_refused(self, request: RequestSummary, status: int, reason: str) -> None:
-        self._tracker.on_refused(self.name, Refused(request.arrived_ns, f"{request.method} {request.path}",
-                                                    f"HTTP {status}: {reason}", f"epj client {request.client_id}"))
+        self._tracker.on_refused(
+            self.name,
+            Refused(
+                request.arrived_ns,
+                f"{request.method} {request.path}",
+                f"HTTP {status}: {reason}",
+                f"epj client {request.client_id}",
+            ),
+        )
 
     def close(self) -> None:
         if self._poller is not None:
