@@ -39,6 +39,10 @@ class Arrival:
 Predicate = Callable[[Arrival], bool]
 
 
+DESCRIBED_MALFORMED = 100
+"""Malformed messages described one by one as findings per probe and scenario; all are kept as arrivals."""
+
+
 @dataclass(slots=True)
 class _Waiter:
     probes: frozenset[str] | None
@@ -55,10 +59,12 @@ class Tracker:
     _claimed: set[int] = field(default_factory=set)
     _waiters: list[_Waiter] = field(default_factory=list)
     malformed: int = 0
+    _described: dict[str, int] = field(default_factory=dict)  # probe -> malformed messages described this scenario
 
     def begin(self, scenario: str, loop: asyncio.AbstractEventLoop) -> None:
         self.scenario, self._loop = scenario, loop
         self._arrivals, self._claimed, self._waiters = [], set(), []
+        self._described = {}
 
     def end(self) -> None:
         self._loop = None
@@ -66,8 +72,14 @@ class Tracker:
     # --- transport threads ------------------------------------------------------------------------
     def on_incoming(self, probe: str, kind: str, got: Incoming) -> None:
         """Record what a probe received (decoded by its link); never raises on what the platform sent."""
-        row_id = self.evidence.arrival(self.scenario, got.cid, probe, kind, got.t_ns,
-                                       got.evidence if got.evidence is not None else dict(got.fields))
+        row_id = self.evidence.arrival(
+            self.scenario,
+            got.cid,
+            probe,
+            kind,
+            got.t_ns,
+            got.evidence if got.evidence is not None else dict(got.fields),
+        )
         arrival = Arrival(row_id, probe, kind, got.cid, got.fields, got.t_ns, got.defect, got.key, got.carries)
         loop = self._loop
         if loop is not None and not loop.is_closed():
@@ -79,11 +91,23 @@ class Tracker:
         """Bytes a link could not decode at all: recorded as a malformed arrival and a finding."""
         self.malformed += 1
         self.evidence.arrival(self.scenario, None, probe, "malformed", refused.t_ns, refused.raw)
-        self.evidence.observation(
-            self.scenario, "finding",
-            f"{probe} received a malformed message{' on ' + refused.where if refused.where else ''}: "
-            f"{refused.reason}: {refused.raw!r}",
-        )
+        described = self._described.get(probe, 0)
+        self._described[probe] = described + 1
+        if described < DESCRIBED_MALFORMED:
+            raw = refused.raw if len(refused.raw) <= 200 else refused.raw[:200] + "..."
+            self.evidence.observation(
+                self.scenario,
+                "finding",
+                f"{probe} received a malformed message{' on ' + refused.where if refused.where else ''}: "
+                f"{str(refused.reason)[:500]}: {raw!r}",
+            )
+        elif described == DESCRIBED_MALFORMED:  # a platform flooding garbage must not flood the report
+            self.evidence.observation(
+                self.scenario,
+                "finding",
+                f"{probe} received more than {DESCRIBED_MALFORMED} malformed messages in this scenario: the rest are "
+                "counted (arrivals of kind malformed in the evidence) but not described one by one",
+            )
 
     # --- event loop -------------------------------------------------------------------------------
     def _dispatch(self, arrival: Arrival) -> None:
