@@ -35,6 +35,9 @@ from harness.labfile import Lab
 CENTRE_VIAS = ("dc09", "scaip")
 READ = 65536
 NS = 1_000_000_000
+SEND_STALL_S = 10.0
+"""An answer that moves no byte for this long means the platform stopped reading: its connection is closed
+(the platform's own retry is the recovery) instead of holding the serving greenlet forever."""
 
 
 @dataclass(slots=True)
@@ -144,7 +147,7 @@ class _Centre:
         self.sock = socket.socket(fileno=int(spec["fd"]))
         self.users: dict[str, str] = spec["users"]  # device -> its user, for the routing check
         self.counts: dict[str, int] = {}
-        self._greenlets: list[Any] = []
+        self._greenlets: set[Any] = set()
         self._conns: dict[Any, Any] = {}
 
     def count(self, what: str) -> int:
@@ -159,10 +162,15 @@ class _Centre:
         import gevent
 
         loop = self._accept if self.transport == "tcp" else self._datagrams
-        self._greenlets.append(gevent.spawn(loop))
+        self._spawn(gevent.spawn(loop))
+
+    def _spawn(self, greenlet: Any) -> None:
+        """Keep a greenlet until it ends (a platform that reconnects all day leaves no dead ones behind)."""
+        self._greenlets.add(greenlet)
+        greenlet.link(self._greenlets.discard)
 
     def close(self) -> None:
-        for g in self._greenlets:
+        for g in list(self._greenlets):
             g.kill(block=False)
         for conn in list(self._conns.values()):
             with contextlib.suppress(OSError):
@@ -182,7 +190,7 @@ class _Centre:
                 continue
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._conns[peer[:2]] = conn
-            self._greenlets.append(gevent.spawn(self._serve, conn, peer[:2]))
+            self._spawn(gevent.spawn(self._serve, conn, peer[:2]))
 
     def _serve(self, conn: Any, peer: tuple[str, int]) -> None:
         self.opened(peer)
@@ -200,15 +208,36 @@ class _Centre:
                 except Exception as exc:  # what the platform sends never stops the centre
                     self.refuse(f"{peer[0]}:{peer[1]}", f"{type(exc).__name__}: {exc}")
         finally:
-            self._conns.pop(peer, None)
+            if self._conns.get(peer) is conn:
+                del self._conns[peer]
+                self.closed(peer)
             with contextlib.suppress(OSError):
                 conn.close()
 
+    def sendall(self, conn: Any, data: bytes) -> None:
+        """Write an answer; a platform that reads nothing for `SEND_STALL_S` has its connection closed."""
+        import gevent
+
+        view = memoryview(data)
+        while view:
+            try:
+                with gevent.Timeout(SEND_STALL_S, TimeoutError(f"it read nothing for {SEND_STALL_S:g} s")):
+                    sent = conn.send(view)
+            except TimeoutError:
+                self.count("send_stalled")
+                with contextlib.suppress(OSError):
+                    conn.close()  # a shutdown alone would leave Linux queueing what the platform still sends
+                raise OSError(f"the platform stopped reading: connection closed after {SEND_STALL_S:g} s") from None
+            view = view[sent:]
+
     def _datagrams(self) -> None:
+        import gevent
+
         while True:
             try:
                 data, peer = self.sock.recvfrom(READ)
             except OSError:
+                gevent.sleep(0.01)  # e.g. an ICMP error reported on the socket: never a busy loop
                 continue
             arrived = time.monotonic_ns()
             try:
@@ -218,6 +247,9 @@ class _Centre:
 
     def opened(self, peer: tuple[str, int]) -> None:
         """Hook: a TCP connection was accepted."""
+
+    def closed(self, peer: tuple[str, int]) -> None:
+        """Hook: a TCP connection ended (what was kept for it goes)."""
 
     def handover(self, device: str, code: str, qualifier: str, zone: str, arrived_ns: int, where: str) -> None:
         """The arrival, named as the functional centre links name it, to the node's correlation."""
@@ -259,6 +291,11 @@ class Dc09Centre(_Centre):
 
         self._splitters[peer] = FrameSplitter()
 
+    def closed(self, peer: tuple[str, int]) -> None:
+        splitter = self._splitters.pop(peer, None)
+        for junk in splitter.close() if splitter is not None else ():
+            self.refuse(f"{peer[0]}:{peer[1]}", junk.reason)
+
     def stream(self, data: bytes, arrived_ns: int, peer: tuple[str, int], conn: Any) -> None:
         from harness.protocols.dc09 import Junk
 
@@ -266,7 +303,7 @@ class Dc09Centre(_Centre):
             if isinstance(item, Junk):
                 self.refuse(f"{peer[0]}:{peer[1]}", item.reason)
                 continue
-            self.frame(item, arrived_ns, peer, conn.sendall)
+            self.frame(item, arrived_ns, peer, lambda reply: self.sendall(conn, reply))
 
     def datagram(self, data: bytes, arrived_ns: int, peer: tuple[str, int]) -> None:
         self.frame(data, arrived_ns, peer, lambda reply: self.sock.sendto(reply, peer))
@@ -288,7 +325,8 @@ class Dc09Centre(_Centre):
         try:
             answer(decision.reply_bytes)
         except OSError as exc:
-            self.on_state("finding", f"{self.probe}: the DC-09 reply to {where} was not sent: {exc}")
+            if self.count("reply_unsent") <= 20:  # a dead connection fails every reply after it: say it once
+                self.on_state("finding", f"{self.probe}: the DC-09 reply to {where} was not sent: {exc}")
         content = decision.content
         if decision.accepted and isinstance(content, SiaData):
             sia, content = content, Dc09CentreLink._as_contact_id(self.sia, content, decision)  # type: ignore[arg-type]
@@ -334,11 +372,14 @@ class ScaipCentre(_Centre):
 
         self._readers[peer] = StreamReader()
 
+    def closed(self, peer: tuple[str, int]) -> None:
+        self._readers.pop(peer, None)
+
     def datagram(self, data: bytes, arrived_ns: int, peer: tuple[str, int]) -> None:
         self._handle(self.core.receive_datagram(data, peer, arrived_ns))
 
     def stream(self, data: bytes, arrived_ns: int, peer: tuple[str, int], conn: Any) -> None:
-        from harness.protocols.sip.message import SipParseError
+        from harness.protocols.sip.message import SipParseError, StreamReader
 
         reader = self._readers[peer]
         reader.feed(data)
@@ -346,8 +387,10 @@ class ScaipCentre(_Centre):
             try:
                 msg = reader.next_message()
             except SipParseError as exc:
+                self._readers[peer] = StreamReader()  # framing is lost: drop what was held with the connection
                 self._handle(self.core.refuse_frame(data, exc, peer, arrived_ns))
-                conn.close()
+                with contextlib.suppress(OSError):
+                    conn.close()  # the serving greenlet's next read fails and it lets the connection go
                 return
             if msg is None:
                 return
@@ -360,11 +403,13 @@ class ScaipCentre(_Centre):
                 return
             conn = self._conns.get(tuple(peer[:2]))
             if conn is None:
-                self.on_state("finding", f"{self.probe}: no connection to {peer[0]}:{peer[1]} for the answer")
+                if self.count("answer_unsent") <= 20:
+                    self.on_state("finding", f"{self.probe}: no connection to {peer[0]}:{peer[1]} for the answer")
                 return
-            conn.sendall(data)
+            self.sendall(conn, data)
         except OSError as exc:
-            self.on_state("finding", f"{self.probe}: SIP answer to {peer[0]}:{peer[1]} not sent: {exc}")
+            if self.count("answer_unsent") <= 20:
+                self.on_state("finding", f"{self.probe}: SIP answer to {peer[0]}:{peer[1]} not sent: {exc}")
 
     def _handle(self, outputs: list[Any]) -> None:
         from harness.protocols.scaip import reply_for

@@ -44,6 +44,12 @@ OnReply = Callable[[str, bool, int, dict[str, Any]], None]
 OnState = Callable[[str, str], None]
 READ = 65536
 NS = 1_000_000_000
+MAX_BACKLOG = 1024 * 1024
+"""Bytes a connection may hold unwritten. A platform that stops reading gets nothing more (the protocol's own
+timeout then reports the alarms), so a generator with thousands of devices never grows without bound."""
+WRITE_STALL_S = 30.0
+"""A write that moves no byte for this long means the platform stopped reading: the connection is dropped
+and reopened, as for any other loss."""
 
 
 def _utc() -> datetime:
@@ -84,6 +90,8 @@ class _Line:
         self._out = bytearray()
         self._writer: Any = None
         self._reader: Any = None
+        self.dropped_bytes = 0
+        """Bytes not queued because the platform left `MAX_BACKLOG` unread."""
 
     # --- connection ---------------------------------------------------------------------------
     def _open(self) -> None:
@@ -136,6 +144,11 @@ class _Line:
             except OSError as exc:
                 self.on_state("error", f"{self.name}: datagram not sent: {exc}")
             return
+        if len(self._out) + len(data) > MAX_BACKLOG:
+            if not self.dropped_bytes:
+                self.on_state("error", f"{self.name}: the platform reads nothing: {len(self._out)} bytes wait")
+            self.dropped_bytes += len(data)
+            return  # the alarm stays in flight; its timeout reports it
         self._out += data
         if self._writer is None:
             self._writer = gevent.spawn(self._drain, self.sock)
@@ -145,8 +158,12 @@ class _Line:
             while self._out and sock is self.sock:
                 data = bytes(self._out)
                 self._out.clear()
-                sock.sendall(data)
-        except OSError as exc:
+                view = memoryview(data)
+                while view:  # each send must move bytes within WRITE_STALL_S (sendall alone waits forever)
+                    with gevent.Timeout(WRITE_STALL_S, TimeoutError(f"no byte written for {WRITE_STALL_S:g} s")):
+                        sent = sock.send(view)
+                    view = view[sent:]
+        except (OSError, TimeoutError) as exc:
             self._lost(sock, f"write failed: {exc}")
         finally:
             self._writer = None
@@ -174,8 +191,8 @@ class _Line:
         raise NotImplementedError
 
     def _lost(self, sock: Any, why: str) -> None:
-        if sock is not self.sock or self.closed:
-            return
+        if sock is not self.sock or self.closed or not self.connected:
+            return  # another greenlet already saw this connection go: one reconnect, not two
         self.connected = False
         self._out.clear()
         with contextlib.suppress(OSError):
@@ -217,6 +234,7 @@ class Dc09Line(_Line):
         line: str | None = "0",
         timeout_s: float = 5.0,
         retries: int = 2,
+        max_naks: int = 2,
         on_reply: OnReply,
         on_state: OnState,
         rng: random.Random | None = None,
@@ -226,8 +244,9 @@ class Dc09Line(_Line):
         self.state = TransmitterState(account, key, receiver=receiver, line=line, rng=rng)
         self.timeout_ns = int(timeout_s * NS)
         self.retries = retries
+        self.max_naks = max_naks
         self._splitter = FrameSplitter()
-        self._flight: dict[int, list[Any]] = {}  # sequence -> [key, sent_ns, attempts]
+        self._flight: dict[int, list[Any]] = {}  # sequence -> [key, sent_ns, attempts, naks]
         self._watch: Any = None
 
     def _opened(self, sock: Any) -> None:
@@ -245,14 +264,14 @@ class Dc09Line(_Line):
         event = ContactIdEvent(self.state.account, int(qualifier), code, "01", zone)
         data = encode_adm_cid(event)
         msg = self.state.message(ADM_CID, data, _utc())
-        self._flight[msg.sequence] = [key, time.monotonic_ns(), 1]
+        self._flight[msg.sequence] = [key, time.monotonic_ns(), 1, 0]
         self.write(self.state.encode(msg))
         return {"account": self.state.account, "adm_cid": data, "sequence": msg.sequence}
 
     def heartbeat(self) -> None:
         """A NULL link test: DC-09's supervision message."""
         msg = self.state.poll(_utc())
-        self._flight[msg.sequence] = ["", time.monotonic_ns(), 1]
+        self._flight[msg.sequence] = ["", time.monotonic_ns(), 1, 0]
         self.write(self.state.encode(msg))
 
     def _received(self, data: bytes, arrived_ns: int) -> None:
@@ -269,13 +288,28 @@ class Dc09Line(_Line):
             if msg is None:
                 continue  # a late reply to something already given up
             if result.reply.kind == NAK:  # the receiver's clock: resend with the corrected timestamp
-                self._send_again(msg)
+                self._nak(msg, arrived_ns)
                 continue
             entry = self._flight.pop(msg.sequence, None)
             if entry is None or not entry[0]:
                 continue  # a NULL link test's answer
             ok = result.reply.kind not in (DUH,)
             self.on_reply(entry[0], ok, arrived_ns, {"reply": result.reply.kind, "attempts": entry[2]})
+
+    def _nak(self, msg: DC09Message, arrived_ns: int) -> None:
+        """A NAK is answered by a corrected resend, `max_naks` times per alarm; a receiver that NAKs every
+        frame then has the alarm given up, not a resend loop at wire speed."""
+        entry = self._flight.get(msg.sequence)
+        if entry is None:
+            return
+        entry[3] += 1
+        if entry[3] > self.max_naks:
+            self.state.forget(msg)
+            self._flight.pop(msg.sequence, None)
+            if entry[0]:
+                self.on_reply(entry[0], False, arrived_ns, {"reply": NAK, "attempts": entry[2], "naks": entry[3]})
+            return
+        self._send_again(msg)
 
     def _send_again(self, msg: DC09Message) -> None:
         again = self.state.restamp(msg, _utc())
@@ -324,8 +358,14 @@ class ScaipLine(_Line):
         on_reply: OnReply,
         on_state: OnState,
         rng: random.Random | None = None,
+        answer_timeout_s: float = 45.0,
     ) -> None:
         super().__init__(name, host, port, on_reply=on_reply, on_state=on_state, rng=rng, ssl_context=ssl_context)
+        self.answer_timeout_ns = int(answer_timeout_s * NS)
+        """An alarm whose `<mrs>` has not come this long after sending is reported unanswered (a 200 OK with
+        no `<mrs>` after it must not keep the alarm, and its memory, forever). Past Timer F (32 s)."""
+        self._sent_ns: dict[str, int] = {}
+        self._watch: Any = None
         self.kind = "udp" if transport == "udp" else "tcp"
         self.transport = transport
         self.cid = cid
@@ -344,14 +384,18 @@ class ScaipLine(_Line):
             endpoint=SipEndpoint(transport=self.transport.upper()),
         )
         self._stream = StreamReader()
+        if self._watch is None:
+            self._watch = gevent.spawn(self._watchdog)
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.kill(block=False)
+        for g in (self._timer, self._watch):
+            if g is not None:
+                g.kill(block=False)
         super().close()
 
     def send_alarm(self, mrq: Mrq, key: str) -> dict[str, Any]:
         self._refs[mrq.ref] = key
+        self._sent_ns[mrq.ref] = time.monotonic_ns()
         self._send(mrq)
         return {"ref": mrq.ref, "cid": mrq.cid, "did": mrq.did, "dty": mrq.dty, "stc": mrq.stc, "dco": mrq.dco}
 
@@ -360,8 +404,9 @@ class ScaipLine(_Line):
 
     def _send(self, mrq: Mrq) -> None:
         if self.core is None or not self.connected:
-            if mrq.ref in self._refs:  # never sent: the platform cannot have it
-                self.on_reply(self._refs.pop(mrq.ref), False, time.monotonic_ns(), {"error": "not connected"})
+            key = self._answered(mrq.ref)
+            if key is not None:  # never sent: the platform cannot have it
+                self.on_reply(key, False, time.monotonic_ns(), {"error": "not connected"})
             return
         self._handle(self.core.send_mrq(mrq, self.target_uri, self.peer, time.monotonic_ns()))
 
@@ -370,11 +415,11 @@ class ScaipLine(_Line):
             if isinstance(out, Transmit):
                 self.write(out.data)
             elif isinstance(out, MrsArrived):
-                key = self._refs.pop(out.mrs.ref, None)
+                key = self._answered(out.mrs.ref)
                 if key is not None:
                     self.on_reply(key, out.mrs.snu is StatusNumber.OK, out.arrived_ns, {"snu": int(out.mrs.snu)})
             elif isinstance(out, MrqFailed):
-                key = self._refs.pop(out.ref, None)
+                key = self._answered(out.ref)
                 if key is not None:
                     self.on_reply(key, False, time.monotonic_ns(), {"sip_status": out.status, "error": out.reason})
             elif isinstance(out, Refused):
@@ -420,11 +465,28 @@ class ScaipLine(_Line):
                 return
             self._handle(core.receive_message(msg, self.peer, arrived_ns))
 
+    def _answered(self, ref: str) -> str | None:
+        self._sent_ns.pop(ref, None)
+        return self._refs.pop(ref, None)
+
+    def _watchdog(self) -> None:
+        """Alarms with no `<mrs>` within `answer_timeout_s` are reported unanswered and forgotten."""
+        while not self.closed:
+            gevent.sleep(min(1.0, self.answer_timeout_ns / NS / 4))
+            now = time.monotonic_ns()
+            for ref, sent in list(self._sent_ns.items()):
+                if now - sent >= self.answer_timeout_ns:
+                    key = self._answered(ref)
+                    if key is not None:
+                        wait = self.answer_timeout_ns / NS
+                        self.on_reply(key, False, now, {"error": f"no <mrs> within {wait:g} s"})
+
     def _resend(self) -> None:
         """Alarms in flight on a dropped stream: their transactions failed; the core reports them."""
-        for ref, key in list(self._refs.items()):
-            self._refs.pop(ref, None)
-            self.on_reply(key, False, time.monotonic_ns(), {"error": "connection lost before the <mrs>"})
+        for ref in list(self._refs):
+            key = self._answered(ref)
+            if key is not None:
+                self.on_reply(key, False, time.monotonic_ns(), {"error": "connection lost before the <mrs>"})
 
 
 __all__ = ["Dc09Line", "LineError", "ScaipLine"]

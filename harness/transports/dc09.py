@@ -38,6 +38,11 @@ from harness.protocols.dc09 import (
 
 log = logging.getLogger(__name__)
 
+CLOSE_WAIT_S = 1.0
+"""How long closing a link waits for its unsent bytes to leave before the connection is reset."""
+KEPT_REFUSED = 100
+"""Replies that could not be read, kept for inspection (the newest); `counts` has them all."""
+
 Peer = tuple[str, int]
 Clock = Callable[[], datetime]
 OnMessage = Callable[[Decision, int, Peer, bytes], None]
@@ -326,7 +331,7 @@ class SendResult:
 class _Link:
     """One open path: TCP stream or connected UDP socket; yields (frame, arrived_ns)."""
 
-    def __init__(self, path: Path, max_frame_bytes: int) -> None:
+    def __init__(self, path: Path, max_frame_bytes: int, on_junk: Callable[[bytes, str], None]) -> None:
         self.path = path
         self.max_frame_bytes = max_frame_bytes
         self.reader: asyncio.StreamReader | None = None
@@ -334,7 +339,8 @@ class _Link:
         self.udp: asyncio.DatagramTransport | None = None
         self.queue: asyncio.Queue[tuple[bytes, int]] = asyncio.Queue(maxsize=64)
         self.splitter = FrameSplitter(max_frame_bytes)
-        self.junk: list[Junk] = []
+        self.on_junk = on_junk
+        """Bytes that are no frame go here at once (the transmitter keeps a bounded record), never a list."""
 
     async def open(self, timeout_s: float) -> None:
         if self.path.protocol == "tcp":
@@ -344,7 +350,7 @@ class _Link:
         else:
             loop = asyncio.get_running_loop()
             self.udp, _ = await loop.create_datagram_endpoint(
-                lambda: _ClientUdp(self.queue), remote_addr=(self.path.host, self.path.port)
+                lambda: _ClientUdp(self), remote_addr=(self.path.host, self.path.port)
             )
 
     @property
@@ -377,30 +383,51 @@ class _Link:
                 raise ConnectionError("receiver closed the connection")
             for item in self.splitter.feed(data):
                 if isinstance(item, Junk):
-                    self.junk.append(item)
+                    self.on_junk(item.raw, item.reason)
                 elif not self.queue.full():
                     self.queue.put_nowait((item, arrived_ns))
 
+    def stale(self) -> int:
+        """Drop frames already queued: read before the next message was written, none can answer it."""
+        n = self.queue.qsize()
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        return n
+
     async def close(self) -> None:
         if self.writer is not None:
-            self.writer.close()
-            with contextlib.suppress(Exception):
-                await self.writer.wait_closed()
-            self.writer = None
-            self.reader = None
+            writer, self.writer, self.reader = self.writer, None, None
+            writer.close()
+            # a receiver that reads nothing keeps unsent bytes in the transport, and an orderly close waits
+            # for them forever: give it a moment, then reset the connection
+            try:
+                async with asyncio.timeout(CLOSE_WAIT_S):
+                    await writer.wait_closed()
+            except TimeoutError:
+                writer.transport.abort()
+            except Exception:
+                writer.transport.abort()
         if self.udp is not None:
             self.udp.close()
             self.udp = None
 
 
 class _ClientUdp(asyncio.DatagramProtocol):
-    def __init__(self, queue: asyncio.Queue[tuple[bytes, int]]) -> None:
-        self.queue = queue
+    """A datagram should hold one frame; one holding several (or junk around one) is split as a stream is,
+    so a receiver that batches its replies is still understood and its junk still reported."""
+
+    def __init__(self, link: _Link) -> None:
+        self.link = link
 
     def datagram_received(self, data: bytes, addr: object) -> None:
         arrived_ns = time.monotonic_ns()
-        if not self.queue.full():
-            self.queue.put_nowait((data, arrived_ns))
+        link = self.link
+        splitter = FrameSplitter(link.max_frame_bytes)
+        for item in [*splitter.feed(data), *splitter.close()]:
+            if isinstance(item, Junk):
+                link.on_junk(item.raw, item.reason)
+            elif not link.queue.full():
+                link.queue.put_nowait((item, arrived_ns))
 
 
 class DC09Transmitter:
@@ -432,7 +459,10 @@ class DC09Transmitter:
         self._links: dict[Path, _Link] = {}
         self._lock = asyncio.Lock()
         self.refused: list[tuple[bytes, str]] = []
-        """Replies that could not be read (bounded to the last 100)."""
+        """Replies that could not be read (bounded to the last `KEPT_REFUSED`, each cut to the frame bound)."""
+        self.counts = {"refused": 0, "unmatched": 0, "stale": 0}
+        """refused: bytes that were no readable reply; unmatched: replies for a sequence not in flight (late,
+        duplicated or never sent); stale: replies already waiting when a new message was sent."""
 
     async def send(self, token: str, data: str, extended: tuple[tuple[str, str], ...] = ()) -> SendResult:
         """Send one SIA-DCS / ADM-CID / NULL message (data without brackets) and wait for its reply."""
@@ -478,7 +508,7 @@ class DC09Transmitter:
             return link
         if link is not None:
             await link.close()
-        link = _Link(path, self.max_frame_bytes)
+        link = _Link(path, self.max_frame_bytes, self._note_refused)
         await link.open(self.timeout_s)
         self._links[path] = link
         return link
@@ -487,6 +517,7 @@ class DC09Transmitter:
         attempts = 0
         naks = 0
         sent_ns = time.monotonic_ns()
+        writes: list[int] = []  # when each attempt was written
         error = ""
         for path in self.paths:
             tries = 0
@@ -498,22 +529,34 @@ class DC09Transmitter:
                 raw = self.state.encode(msg)
                 try:
                     link = await self._link(path)
+                    if attempts == 1:
+                        self.counts["stale"] += link.stale()
                     sent_ns = time.monotonic_ns()
+                    writes.append(sent_ns)
                     link.write(raw)
                     deadline = sent_ns + int(self.timeout_s * 1e9)
                     while True:
                         frame, arrived_ns = await link.next_frame(deadline)
+                        if arrived_ns < writes[0]:  # in the socket before this message was first written
+                            self.counts["stale"] += 1
+                            continue
                         try:
                             result = self.state.on_reply(frame, self.clock())
                         except ProtocolError as exc:
                             self._note_refused(frame, exc.reason)
                             continue
+                        except Exception as exc:  # a bug in vtlab must not lose the send: a refusal to report
+                            log.exception("DC-09 transmitter rules failed on a reply from %s", path)
+                            self._note_refused(frame, f"internal error: {exc!r}")
+                            continue
                         if result.reply.kind == NAK:
                             break
                         if result.message is None or result.message.sequence != msg.sequence:
-                            continue  # a late reply to an earlier message
+                            self.counts["unmatched"] += 1
+                            continue  # a late, duplicated or invented reply: it answers nothing in flight
+                        answered = max(t for t in writes if t <= arrived_ns)  # a late answer to an earlier try
                         return SendResult(
-                            msg, result.reply, arrived_ns - sent_ns, path, attempts, naks, sent_ns, arrived_ns
+                            msg, result.reply, arrived_ns - answered, path, attempts, naks, answered, arrived_ns
                         )
                     naks += 1
                     error = "NAK: timestamp outside the receiver's window"
@@ -536,5 +579,6 @@ class DC09Transmitter:
             await link.close()
 
     def _note_refused(self, frame: bytes, reason: str) -> None:
-        self.refused.append((frame, reason))
-        del self.refused[:-100]
+        self.counts["refused"] += 1
+        self.refused.append((frame[: self.max_frame_bytes], reason))
+        del self.refused[:-KEPT_REFUSED]

@@ -97,6 +97,13 @@ KEPT = 10_000
 tests); callbacks see every one. A long-running receiving centre must not grow without bound."""
 
 
+MAX_BACKLOG = 1024 * 1024
+"""Bytes a stream may hold unsent: a peer that reads nothing past this has its connection reset (requests in
+flight on it fail at once), so a platform that stops reading never makes vtlab grow."""
+EARLY_MRS = 1000
+"""`<mrs>` documents kept whose ref no send waits for yet (one may overtake its 200 OK); the oldest go first."""
+
+
 def _keep(items: list[Any], item: Any) -> None:
     items.append(item)
     if len(items) > KEPT:
@@ -150,19 +157,35 @@ class _StreamProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         arrived_ns = time.monotonic_ns()
-        assert self.peer is not None
+        peer = self.peer
+        assert peer is not None
+        if self.transport is None or self.transport.is_closing():
+            return  # framing was already lost on this connection: nothing after it is read
         self.reader.feed(data)
         while True:
             try:
                 msg = self.reader.next_message()
             except SipParseError as exc:
-                self.wire._handle(self.wire.core.refuse_frame(data, exc, self.peer, arrived_ns))
+                error = exc
+                self.reader = StreamReader()  # drop what was held; the connection is going
+                self.wire._guarded(
+                    lambda: self.wire.core.refuse_frame(data, error, peer, arrived_ns),  # noqa: B023 - called at once
+                    data,
+                    peer,
+                    arrived_ns,
+                )
                 if self.transport is not None:
-                    self.transport.close()
+                    self.transport.abort()  # an orderly close would wait for a peer that may never read
                 return
             if msg is None:
                 return
-            self.wire._handle(self.wire.core.receive_message(msg, self.peer, arrived_ns))
+            message = msg
+            self.wire._guarded(
+                lambda: self.wire.core.receive_message(message, peer, arrived_ns),  # noqa: B023 - called at once
+                data,
+                peer,
+                arrived_ns,
+            )
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.peer is not None and self.wire._connections.get(self.peer) is self:
@@ -210,6 +233,8 @@ class SipWire:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.sent = 0
         self.received = 0
+        self.internal_errors = 0
+        self.backlog_resets = 0
 
     async def open(self, core_factory: Callable[[Local], Any], on_output: Callable[[Output], None], user: str) -> Local:
         """Bind, build the core for the bound address, start the timer task."""
@@ -246,8 +271,11 @@ class SipWire:
             if conn.transport is not None:
                 conn.transport.close()
         for conn in list(self._connections.values()):
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            try:
                 await asyncio.wait_for(asyncio.shield(conn.closed), 1.0)
+            except (TimeoutError, asyncio.CancelledError):
+                if conn.transport is not None:
+                    conn.transport.abort()  # a peer that reads nothing holds an orderly close open forever
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(TimeoutError):
@@ -258,7 +286,20 @@ class SipWire:
     # input
     def _feed_datagram(self, data: bytes, peer: Peer, arrived_ns: int) -> None:
         self.received += 1
-        self._handle(self.core.receive_datagram(data, peer, arrived_ns))
+        self._guarded(lambda: self.core.receive_datagram(data, peer, arrived_ns), data, peer, arrived_ns)
+
+    def _guarded(
+        self, step: Callable[[], list[Output]], raw: bytes, peer: Peer | None = None, arrived_ns: int = 0
+    ) -> None:
+        """Run one input step; an exception (a bug in vtlab or a user's callback) becomes a refusal of that
+        input. Raised out of an asyncio protocol callback it would close the socket for good."""
+        try:
+            self._handle(step())
+        except Exception as exc:
+            self.internal_errors += 1
+            if peer is not None:
+                with contextlib.suppress(Exception):
+                    self.on_output(Refused(raw[:4096], f"internal error: {exc!r}", peer, None, arrived_ns=arrived_ns))
 
     def _handle(self, outputs: list[Output]) -> None:
         for out in outputs:
@@ -280,7 +321,7 @@ class SipWire:
             return
         conn = self._connections.get(peer)
         if conn is not None and conn.transport is not None and not conn.transport.is_closing():
-            conn.transport.write(data)
+            self._write(conn, data)
             return
         task = asyncio.create_task(self._connect_and_send(peer, data))
         self._tasks.add(task)
@@ -290,6 +331,16 @@ class SipWire:
         conn = await self._connection(peer)
         if conn is None or conn.transport is None:
             self._handle(self.core.peer_failed(peer, time.monotonic_ns()))
+            return
+        self._write(conn, data)
+
+    def _write(self, conn: _StreamProtocol, data: bytes) -> None:
+        """Write, unless the peer has left `MAX_BACKLOG` bytes unread: then reset the connection (its
+        requests fail at once through `connection_lost`) rather than hold more."""
+        assert conn.transport is not None
+        if conn.transport.get_write_buffer_size() + len(data) > MAX_BACKLOG:
+            self.backlog_resets += 1
+            conn.transport.abort()
             return
         conn.transport.write(data)
 
@@ -457,6 +508,9 @@ class ScaipDevice:
         self._answers: dict[str, asyncio.Future[MrqAnswered]] = {}
         self._mrs: dict[str, asyncio.Future[MrsArrived]] = {}
         self._early: dict[str, MrsArrived] = {}
+        self.unmatched_mrs = 0
+        """`<mrs>` that arrived with no send waiting for its ref (early, late, duplicated or for a ref never sent)."""
+        self.callback_errors: list[BaseException] = []
         self._heartbeat: asyncio.Task[None] | None = None
         self.heartbeats: list[ScaipResult | BaseException] = []
 
@@ -505,12 +559,19 @@ class ScaipDevice:
             mfut = self._mrs.get(out.mrs.ref)
             if mfut is not None and not mfut.done():
                 mfut.set_result(out)
-            elif len(self._early) < 1000:
+            else:
+                self.unmatched_mrs += 1
+                self._early.pop(out.mrs.ref, None)
                 self._early[out.mrs.ref] = out
+                while len(self._early) > EARLY_MRS:  # refs never sent must not crowd out a real early one
+                    del self._early[next(iter(self._early))]
         elif isinstance(out, Refused):
-            self.refused.append(out)
+            _keep(self.refused, out)
             if self.on_refused is not None:
-                self.on_refused(out.raw, out.reason)
+                try:
+                    self.on_refused(out.raw, out.reason)
+                except Exception as exc:  # a user's callback must not stop the device
+                    _keep(self.callback_errors, exc)
 
     def mrq(
         self, *, stc: str | None = "0010", dty: str = "0003", mty: MessageType = MessageType.MESSAGE, **fields: Any

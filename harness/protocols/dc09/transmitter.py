@@ -22,6 +22,8 @@ from harness.protocols.dc09.frame import (
 )
 
 PROTOCOL = "dc09"
+CLOCK_MARGIN = timedelta(days=366)
+"""A NAK's clock is adopted only if timestamps a year either side of it still exist."""
 
 
 class SequenceCounter:
@@ -88,7 +90,11 @@ class TransmitterState:
 
     def stamp(self, now: datetime) -> datetime:
         """The timestamp to send: our clock corrected by the last NAK, whole seconds."""
-        return (now + self.clock_offset).replace(microsecond=0)
+        try:
+            return (now + self.clock_offset).replace(microsecond=0)
+        except OverflowError:  # an offset adopted near the calendar's end: our own clock is all we have
+            self.clock_offset = timedelta(0)
+            return now.replace(microsecond=0)
 
     def message(self, token: str, data: str, now: datetime, extended: tuple[tuple[str, str], ...] = ()) -> DC09Message:
         """A new message with the next sequence number. `data` is without brackets; for SIA-DCS and ADM-CID
@@ -137,7 +143,14 @@ class TransmitterState:
         if event.kind == NAK:
             if event.timestamp is None:
                 raise ProtocolError(PROTOCOL, "NAK without the receiver's timestamp")
-            self.clock_offset = event.timestamp - now.replace(microsecond=0)
+            offset = event.timestamp - now.replace(microsecond=0)
+            try:  # a receiver's clock at the calendar's edge would make every later timestamp overflow
+                now + offset + CLOCK_MARGIN, now + offset - CLOCK_MARGIN
+            except OverflowError:
+                raise ProtocolError(
+                    PROTOCOL, f"NAK timestamp {event.timestamp.isoformat()} is too near the calendar's end to adopt"
+                ) from None
+            self.clock_offset = offset
             oldest = next(iter(self._pending.values()), None)
             return ReplyResult(event, oldest, self.clock_offset)
         msg = self._pending.pop(event.sequence, None)
