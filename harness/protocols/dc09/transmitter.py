@@ -153,5 +153,10 @@ class TransmitterState:
             self.clock_offset = offset
             oldest = next(iter(self._pending.values()), None)
             return ReplyResult(event, oldest, self.clock_offset)
+        if event.account and event.account.upper() != self.account:
+            # an ACK echoes the account it answers: one for another account is not this message's receipt
+            raise ProtocolError(
+                PROTOCOL, f"{event.kind} for account {event.account}, expected {self.account}: not paired"
+            )
         msg = self._pending.pop(event.sequence, None)
         return ReplyResult(event, msg)

@@ -168,6 +168,21 @@ def test_replies_pair_by_sequence() -> None:
         tx.on_reply(tx.encode(tx.message("NULL", "", NOW)), NOW)  # a message, not a reply
 
 
+def test_an_ack_for_another_account_is_not_this_messages_receipt() -> None:
+    """The platform acknowledges sequence 1 of account 5678 on the line of account 1234: that alarm of
+    1234 has no receipt yet (it stays pending and is retried or reported unanswered)."""
+    rx = ReceiverState([Account("1234"), Account("5678")], ReceiverPolicy())
+    mine, other = TransmitterState("1234"), TransmitterState("5678")
+    msg = mine.message("SIA-DCS", "Nri1/MA1", NOW)
+    wrong = rx.receive(other.encode(other.message("SIA-DCS", "Nri1/MA1", NOW)), NOW).reply_bytes
+    right = rx.receive(mine.encode(msg), NOW).reply_bytes
+    assert decode(wrong).sequence == msg.sequence  # same sequence number, another account
+    with pytest.raises(ProtocolError, match="account 5678"):
+        mine.on_reply(wrong, NOW)
+    assert mine.pending() == [msg]
+    assert mine.on_reply(right, NOW).message == msg
+
+
 MUTATION = st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=4)
 
 
