@@ -54,7 +54,6 @@ HYPO = settings(
     max_examples=300,
     deadline=3000,
     database=None,
-    derandomize=False,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 

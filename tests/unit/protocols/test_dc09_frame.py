@@ -201,7 +201,7 @@ def test_random_bytes_only_ever_raise_protocol_error(data: bytes) -> None:
 @given(st.integers(0, len(GOOD) - 1), st.integers(0, 255))
 def test_any_single_byte_change_is_caught(where: int, value: int) -> None:
     raw = GOOD[:where] + bytes([value]) + GOOD[where + 1 :]
-    if raw == GOOD:
-        return
+    if raw == GOOD or (1 <= where <= 8 and raw.upper() == GOOD.upper()):
+        return  # the same frame (CRC and LEN in lower-case hex are the same numbers)
     with pytest.raises(ProtocolError):
         decode(raw)
