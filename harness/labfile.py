@@ -651,6 +651,13 @@ def load_lab(path: Path) -> Lab:
                     place=src.place(section, name, "via"),
                     fix=f"use one of {sorted(known)}",
                 )
+    for name, probe in spec.probes.items():
+        if probe.via == "scaip" and probe.scaip is not None and probe.scaip.transport == "tls":
+            raise InputError(
+                f"probe `{name}`: a SCAIP response centre on SIP/TLS is not supported yet (devices can use it)",
+                place=src.place("probes", name, "scaip", "transport"),
+                fix="give the centre `transport: udp` or `tcp`",
+            )
     from harness.plugins import device_models
 
     models = device_models()

@@ -67,6 +67,14 @@ def test_an_external_platform_refuses_keys_only_the_embedded_lab_uses(tmp_path: 
     assert key in err.problem and "embedded" in err.problem
 
 
+def test_a_scaip_response_centre_on_sip_tls_is_refused_at_its_line(tmp_path: Path) -> None:
+    data = embedded()
+    probe = data["probes"]["responssenter_scaip"]  # type: ignore[index]
+    probe["scaip"] = {**probe["scaip"], "transport": "tls"}
+    err = refused(tmp_path, data)
+    assert "SIP/TLS" in str(err) and "udp" in (err.fix or "") and err.place.line is not None
+
+
 def test_platform_tls_is_refused_because_the_url_scheme_decides(tmp_path: Path) -> None:
     data = embedded()
     data["platform"] = {**data["platform"], "tls": True}  # type: ignore[dict-item]
