@@ -275,8 +275,19 @@ def bounded() -> Iterator[None]:
         assert peak < PEAK_BYTES, f"the loader used {peak / 2**20:.0f} MiB"
 
 
-def judge(load: Callable[[], object], m: Mutant, written: Path, also: tuple[Path, ...] = ()) -> str:
-    """Load; the only acceptable failure is an InputError that names the file, a line and a fix."""
+OPTION_OF = {"devices": "--users", "rate": "--rate", "duration": "--duration"}
+
+
+def options(overrides: dict[str, Any] | None) -> tuple[str, ...]:
+    """The command-line options that gave these load-scenario overrides."""
+    return tuple(OPTION_OF[k] for k in overrides or {})
+
+
+def judge(
+    load: Callable[[], object], m: Mutant, written: Path, also: tuple[Path, ...] = (), given: tuple[str, ...] = ()
+) -> str:
+    """Load; the only acceptable failure is an InputError that names the file, a line and a fix (or, for a
+    value given on the command line, that option)."""
     try:
         with bounded():
             load()
@@ -284,6 +295,9 @@ def judge(load: Callable[[], object], m: Mutant, written: Path, also: tuple[Path
         text = str(exc)
         assert len(text) <= MAX_MESSAGE, f"message of {len(text)} characters after {m.ops}: {text[:300]}..."
         assert exc.place is not None, f"no place after {m.ops}: {text}"
+        if exc.place.source in given:
+            assert exc.fix, f"no fix after {m.ops}: {text}"
+            return "refused"
         assert exc.place.source in {str(written), *map(str, also)}, f"wrong file after {m.ops}: {text}"
         assert exc.fix, f"no fix after {m.ops}: {text}"
         if m.whole_file is None and not m.root_replaced:
@@ -374,7 +388,12 @@ def test_hostile_load_scenarios(workspace: Path, contract: Any, data: st.DataObj
             },
         )
     )
-    judge(lambda: load_load_scenario(path, contract, overrides=overrides or None).definition(), m, path)
+    judge(
+        lambda: load_load_scenario(path, contract, overrides=overrides or None).definition(),
+        m,
+        path,
+        given=options(overrides),
+    )
 
 
 @HYPO
@@ -449,7 +468,12 @@ def test_what_the_generated_inputs_found(
         path.write_bytes(m.text())
         if source in LOAD_SCENARIOS:
             assert (
-                judge(lambda: load_load_scenario(path, contract, overrides=overrides).definition(), m, path)
+                judge(
+                    lambda: load_load_scenario(path, contract, overrides=overrides).definition(),
+                    m,
+                    path,
+                    given=options(overrides),
+                )
                 == "refused"
             )
         else:
